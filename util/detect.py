@@ -1,0 +1,323 @@
+"""Face detection with MediaPipe's BlazeFace models (converted to ONNX, see tools/).
+
+The pipeline follows MediaPipe's face detection graph: letterbox the image into the
+model's square input, run the SSD network, decode its raw regressors against fixed
+anchors, turn raw scores into probabilities, merge overlapping detections with
+weighted non-maximum suppression, and map the result back to image pixels.
+
+Everything model-specific (input size, normalisation, anchor options, score limits,
+decoding scale) is read from the model's spec (``models/NAME.json``), never written here.
+
+Coordinates: detections are in the pixels of the original image, 0-based, with pixel
+centres at integer coordinates (the convention of the iBUG .pts files). Boxes are not
+clipped to the image, so a face cut by the border keeps its full extent.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from util.runtime import Model, ModelError, load_model
+
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+
+# The detector the tool uses unless told otherwise, relative to MODELS_DIR.
+# Chosen by the miss counts on 300w/val measured with training/detector_box_stats.py.
+DEFAULT_DETECTOR_MODEL = "blazeface_back.onnx"
+
+# MediaPipe's keypoint order (the subject's right and left, as in the iBUG scheme).
+KEYPOINT_NAMES = (
+    "right_eye",
+    "left_eye",
+    "nose_tip",
+    "mouth",
+    "right_ear_tragion",
+    "left_ear_tragion",
+)
+
+
+def default_detector_path() -> Path:
+    """Path of the default detector model file."""
+    return MODELS_DIR / DEFAULT_DETECTOR_MODEL
+
+
+# --------------------------------------------------------------------------- anchors
+
+
+def generate_anchors(options: dict[str, Any]) -> np.ndarray:
+    """MediaPipe SSD anchor centres, float32 (N, 2) as (x, y) in 0-1 units of the input.
+
+    ``options`` holds MediaPipe's SsdAnchorsCalculator fields for fixed-size anchors:
+    ``num_layers``, ``strides``, ``input_size_height``, ``input_size_width``,
+    ``anchor_offset_x``, ``anchor_offset_y`` and ``interpolated_scale_aspect_ratio``.
+    Consecutive layers with the same stride share one feature map; each of those layers
+    adds one anchor per cell (two when an interpolated scale is used, aspect ratio 1.0).
+    """
+    strides = [int(s) for s in options["strides"]]
+    num_layers = int(options["num_layers"])
+    if len(strides) != num_layers:
+        raise ValueError(f"anchor options: {len(strides)} strides for {num_layers} layers")
+    height = int(options["input_size_height"])
+    width = int(options["input_size_width"])
+    offset_x = float(options.get("anchor_offset_x", 0.5))
+    offset_y = float(options.get("anchor_offset_y", 0.5))
+    per_layer = 2 if float(options.get("interpolated_scale_aspect_ratio", 1.0)) > 0 else 1
+
+    anchors = []
+    layer = 0
+    while layer < num_layers:
+        last = layer
+        while last < num_layers and strides[last] == strides[layer]:
+            last += 1
+        repeats = per_layer * (last - layer)
+        rows = int(np.ceil(height / strides[layer]))
+        cols = int(np.ceil(width / strides[layer]))
+        ys, xs = np.meshgrid(
+            (np.arange(rows) + offset_y) / rows, (np.arange(cols) + offset_x) / cols, indexing="ij"
+        )
+        centres = np.stack([xs.ravel(), ys.ravel()], axis=1)
+        anchors.append(np.repeat(centres, repeats, axis=0))
+        layer = last
+    return np.concatenate(anchors).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def decode_boxes(
+    raw_boxes: np.ndarray, anchors: np.ndarray, input_size: float | tuple[float, float]
+) -> np.ndarray:
+    """Raw SSD regressors -> float32 (N, 4 + 2K): xmin, ymin, xmax, ymax, then K (x, y).
+
+    ``raw_boxes`` is (N, 4 + 2K) or (1, N, 4 + 2K): box centre offset (x, y), size (w, h)
+    and keypoint offsets, in input pixels relative to the anchor centre. ``input_size``
+    is the decoding scale, one number or (height, width). Output is in 0-1 units of the
+    model input (anchors have fixed unit size, as in MediaPipe's BlazeFace graphs).
+    """
+    raw = np.asarray(raw_boxes, dtype=np.float32)
+    raw = raw.reshape(-1, raw.shape[-1])
+    if raw.shape[0] != len(anchors) or raw.shape[1] < 4 or raw.shape[1] % 2:
+        raise ValueError(f"raw boxes {raw.shape} do not fit {len(anchors)} anchors")
+    scale_h, scale_w = (
+        (float(input_size), float(input_size))
+        if np.isscalar(input_size)
+        else (float(input_size[0]), float(input_size[1]))
+    )
+    points = raw.reshape(len(raw), -1, 2) / np.array([scale_w, scale_h], np.float32)
+    centre = points[:, 0] + anchors
+    half = points[:, 1] / 2
+    keypoints = points[:, 2:] + anchors[:, None, :]
+    out = np.concatenate([centre - half, centre + half, keypoints.reshape(len(raw), -1)], axis=1)
+    return out.astype(np.float32)
+
+
+def sigmoid_scores(raw_scores: np.ndarray, raw_score_limit: float) -> np.ndarray:
+    """Raw logits -> float32 (N,) probabilities, clipped to +-limit first (as MediaPipe)."""
+    logits = np.clip(
+        np.asarray(raw_scores, np.float64).reshape(-1), -raw_score_limit, raw_score_limit
+    )
+    return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+
+
+def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one (4,) box with (M, 4) boxes, all as xmin, ymin, xmax, ymax."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    x1 = np.maximum(box[0], boxes[:, 0])
+    y1 = np.maximum(box[1], boxes[:, 1])
+    x2 = np.minimum(box[2], boxes[:, 2])
+    y2 = np.minimum(box[3], boxes[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    union = area + areas - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def weighted_nms(
+    boxes: np.ndarray, scores: np.ndarray, iou_threshold: float
+) -> list[tuple[np.ndarray, float, np.ndarray]]:
+    """MediaPipe's weighted non-maximum suppression.
+
+    ``boxes`` is (N, 4 + 2K) as from :func:`decode_boxes`. Repeatedly takes the best
+    remaining detection, gathers every remaining detection overlapping it with
+    IoU > ``iou_threshold`` (itself included), and replaces them by their score-weighted
+    average box and keypoints, keeping the best score. Returns (box (4,), score,
+    keypoints (K, 2)) tuples, best first. Score thresholding is the caller's job.
+    """
+    scores = np.asarray(scores, np.float64).reshape(-1)
+    boxes = np.asarray(boxes, np.float64).reshape(len(scores), -1) if len(scores) else boxes
+    remaining = np.argsort(-scores, kind="stable")
+    results = []
+    while len(remaining):
+        best = remaining[0]
+        overlap = box_iou(boxes[best, :4], boxes[remaining, :4]) > iou_threshold
+        overlap[0] = True
+        members = remaining[overlap]
+        weights = scores[members]
+        merged = (boxes[members] * weights[:, None]).sum(axis=0) / weights.sum()
+        results.append(
+            (
+                merged[:4].astype(np.float32),
+                float(scores[best]),
+                merged[4:].reshape(-1, 2).astype(np.float32),
+            )
+        )
+        remaining = remaining[~overlap]
+    return results
+
+
+# --------------------------------------------------------------------------- letterbox
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """How an image was fitted into the model input: model px = image px * scale + pad.
+
+    Both sides of the mapping use pixel-edge units here (0 at the left edge of the first
+    pixel); the functions below convert to and from pixel-centre coordinates.
+    """
+
+    scale_x: float
+    scale_y: float
+    pad_x: float
+    pad_y: float
+    input_size: tuple[int, int]  # (height, width)
+
+
+def letterbox(image: np.ndarray, input_size: tuple[int, int]) -> tuple[np.ndarray, Letterbox]:
+    """Fit ``image`` into ``input_size`` (height, width) keeping its aspect; pad with black.
+
+    The image is resized (area averaging when shrinking, bilinear when enlarging) and
+    centred; the padding fills the rest. Returns the model-sized image and the mapping.
+    """
+    in_h, in_w = int(input_size[0]), int(input_size[1])
+    height, width = image.shape[:2]
+    if height < 1 or width < 1:
+        raise ValueError(f"empty image of shape {image.shape}")
+    scale = min(in_w / width, in_h / height)
+    new_w = min(in_w, max(1, round(width * scale)))
+    new_h = min(in_h, max(1, round(height * scale)))
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
+    pad_x, pad_y = (in_w - new_w) // 2, (in_h - new_h) // 2
+    boxed = cv2.copyMakeBorder(
+        resized,
+        pad_y,
+        in_h - new_h - pad_y,
+        pad_x,
+        in_w - new_w - pad_x,
+        cv2.BORDER_CONSTANT,
+        value=(0, 0, 0),
+    )
+    mapping = Letterbox(new_w / width, new_h / height, float(pad_x), float(pad_y), (in_h, in_w))
+    return boxed, mapping
+
+
+def model_to_image(points: np.ndarray, mapping: Letterbox) -> np.ndarray:
+    """(..., 2) points in 0-1 units of the model input -> original-image pixel centres."""
+    points = np.asarray(points, np.float64)
+    size = np.array([mapping.input_size[1], mapping.input_size[0]], np.float64)
+    pad = np.array([mapping.pad_x, mapping.pad_y])
+    scale = np.array([mapping.scale_x, mapping.scale_y])
+    return (points * size - pad) / scale - 0.5
+
+
+def image_to_model(points: np.ndarray, mapping: Letterbox) -> np.ndarray:
+    """Inverse of :func:`model_to_image`: image pixel centres -> 0-1 model-input units."""
+    points = np.asarray(points, np.float64)
+    size = np.array([mapping.input_size[1], mapping.input_size[0]], np.float64)
+    pad = np.array([mapping.pad_x, mapping.pad_y])
+    scale = np.array([mapping.scale_x, mapping.scale_y])
+    return ((points + 0.5) * scale + pad) / size
+
+
+# --------------------------------------------------------------------------- detector
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One face: box (x1, y1, x2, y2) and 6 keypoints (x, y), in original-image pixels."""
+
+    bbox: np.ndarray
+    score: float
+    keypoints: np.ndarray
+
+
+def split_outputs(outputs: list[np.ndarray], num_coords: int) -> tuple[np.ndarray, np.ndarray]:
+    """(raw boxes (N, num_coords), raw scores (N,)) from the model outputs, by shape."""
+    boxes = [o for o in outputs if o.shape[-1] == num_coords]
+    scores = [o for o in outputs if o.shape[-1] == 1]
+    if len(boxes) != 1 or len(scores) != 1:
+        shapes = [o.shape for o in outputs]
+        raise ModelError(
+            f"unexpected BlazeFace outputs {shapes} (want (.., {num_coords}), (.., 1))"
+        )
+    return boxes[0].reshape(-1, num_coords), scores[0].reshape(-1)
+
+
+def detect_in_outputs(
+    outputs: list[np.ndarray], anchors: np.ndarray, extra: dict[str, Any], min_score: float
+) -> list[tuple[np.ndarray, float, np.ndarray]]:
+    """Raw model outputs -> merged detections in 0-1 model-input units, best first."""
+    num_coords = 4 + 2 * int(extra.get("num_keypoints", 6))
+    raw_boxes, raw_scores = split_outputs(outputs, num_coords)
+    boxes = decode_boxes(raw_boxes, anchors, extra["box_scale"])
+    scores = sigmoid_scores(raw_scores, float(extra["raw_score_limit"]))
+    keep = (scores >= min_score) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    return weighted_nms(boxes[keep], scores[keep], float(extra["nms_threshold"]))
+
+
+class FaceDetector:
+    """A BlazeFace model with its anchors: ``detect(image_rgb) -> list[Detection]``."""
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike | None = None,
+        runtime: str = "onnxruntime",
+        env_id: int = -1,
+        threads: int = 0,
+        min_score: float | None = None,
+    ) -> None:
+        path = Path(model_path) if model_path is not None else default_detector_path()
+        self.model: Model = load_model(path, runtime, env_id=env_id, threads=threads)
+        spec = self.model.spec
+        if spec.kind != "blazeface":
+            raise ModelError(f"{path}: spec kind is {spec.kind!r}, not a BlazeFace detector")
+        try:
+            self.anchors = generate_anchors(spec.extra["anchors"])
+            self.min_score = float(spec.extra["min_score"] if min_score is None else min_score)
+            for key in ("box_scale", "raw_score_limit", "nms_threshold"):
+                float(spec.extra[key])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{path}: incomplete BlazeFace spec ({exc!r})") from None
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) of the model input."""
+        return (int(self.model.spec.input_size[0]), int(self.model.spec.input_size[1]))
+
+    def detect(self, image_rgb: np.ndarray) -> list[Detection]:
+        """Every face in a uint8 RGB HxWx3 image, best score first."""
+        image = np.asarray(image_rgb)
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"want a uint8 HxWx3 RGB image, got {image.dtype} {image.shape}")
+        boxed, mapping = letterbox(image, self.input_size)
+        outputs = self.model.run(self.model.spec.to_tensor(boxed))
+        found = detect_in_outputs(outputs, self.anchors, self.model.spec.extra, self.min_score)
+        detections = []
+        for box, score, keypoints in found:
+            corners = model_to_image(box.reshape(2, 2), mapping)
+            detections.append(
+                Detection(
+                    bbox=corners.reshape(4).astype(np.float32),
+                    score=score,
+                    keypoints=model_to_image(keypoints, mapping).astype(np.float32),
+                )
+            )
+        return sorted(detections, key=lambda d: -d.score)
