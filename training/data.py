@@ -1,0 +1,127 @@
+"""300-W faces for training: loading, detector-like crops, and hard augmentation.
+
+Training crops are made the way the tool crops detections at run time: a detection
+box is simulated from the landmarks with the statistics BlazeFace boxes show on this
+data (training/detector_box_stats.json), jittered, then cropped by util.crop with the
+model's own crop_scale / crop_shift_y. Train and test crops so agree.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+cv2.setNumThreads(1)  # one worker process per core does the parallelism
+
+from util.crop import crop_box, crop_matrix, transform_points, warp_crop
+from util.landmarks import MIRROR_PERMUTATION, read_pts
+
+DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
+BOX_STATS_FILE = Path(__file__).with_name("detector_box_stats.json")
+
+# Measured with BlazeFace (back model) on 300w/val and train; the JSON file, when
+# present, replaces these (training/detector_box_stats.py writes it).
+DEFAULT_BOX_STATS = {
+    "centre_dx_mean": -0.003,
+    "centre_dx_std": 0.025,
+    "centre_dy_mean": -0.07,
+    "centre_dy_std": 0.045,
+    "size_ratio_mean": 1.07,
+    "size_ratio_std": 0.07,
+}
+
+
+def load_box_stats() -> dict[str, float]:
+    if BOX_STATS_FILE.is_file():
+        stats = json.loads(BOX_STATS_FILE.read_text())
+        return {k: float(stats[k]) for k in DEFAULT_BOX_STATS}
+    return dict(DEFAULT_BOX_STATS)
+
+
+@dataclass
+class Face:
+    name: str
+    image: np.ndarray  # uint8 RGB
+    points: np.ndarray  # (68, 2) float32, image pixels
+
+
+def load_folder(folder: Path, limit: int | None = None) -> list[Face]:
+    """Every NAME.jpg with its NAME.pts in ``folder`` (sorted), decoded to RGB."""
+    faces = []
+    for jpg in sorted(folder.glob("*.jpg"))[:limit]:
+        image = cv2.imread(str(jpg), cv2.IMREAD_COLOR)
+        if image is None:
+            continue
+        faces.append(Face(jpg.stem, image[..., ::-1].copy(), read_pts(jpg.with_suffix(".pts"))))
+    return faces
+
+
+def detector_box(points: np.ndarray, stats: dict[str, float], rng: np.random.Generator | None,
+                 jitter: float = 1.0) -> np.ndarray:
+    """A BlazeFace-like box for these landmarks: mean offsets, plus noise when rng given."""
+    lo, hi = points.min(0), points.max(0)
+    size = float(np.sqrt(max((hi - lo).prod(), 1.0)))
+    dx, dy, ratio = stats["centre_dx_mean"], stats["centre_dy_mean"], stats["size_ratio_mean"]
+    if rng is not None:
+        dx += rng.normal() * stats["centre_dx_std"] * jitter
+        dy += rng.normal() * stats["centre_dy_std"] * jitter
+        ratio *= float(np.exp(rng.normal() * stats["size_ratio_std"] * jitter))
+    centre = (lo + hi) / 2 + np.array([dx, dy]) * size
+    half = ratio * size / 2
+    return np.array([centre[0] - half, centre[1] - half, centre[0] + half, centre[1] + half])
+
+
+@dataclass(frozen=True)
+class CropSettings:
+    size: int = 256
+    scale: float = 1.5
+    shift_y: float = 0.07
+
+
+def make_crop(face: Face, crop: CropSettings, stats: dict[str, float],
+              rng: np.random.Generator | None, augment: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(crop uint8 RGB, points in crop pixels), augmented when ``augment``."""
+    image, points = face.image, face.points.astype(np.float64)
+    if augment and rng.random() < 0.5:
+        image = image[:, ::-1]
+        points = points[MIRROR_PERMUTATION].copy()
+        points[:, 0] = image.shape[1] - 1 - points[:, 0]
+    box = detector_box(points, stats, rng if augment else None, jitter=1.5)
+    centre, side = crop_box(box, crop.scale, crop.shift_y)
+    angle = 0.0
+    if augment:
+        angle = float(np.clip(rng.normal(0, 14), -35, 35)) if rng.random() < 0.8 else 0.0
+        side *= float(np.exp(rng.uniform(-0.12, 0.12)))
+    matrix = crop_matrix(centre, side, crop.size, angle)
+    out = warp_crop(np.ascontiguousarray(image), matrix, crop.size)
+    pts = transform_points(points, matrix)
+    if augment:
+        out = photometric(out, rng)
+    return out, pts.astype(np.float32)
+
+
+def photometric(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Colour, grey, blur, noise and occlusion, each at random."""
+    img = image.astype(np.float32)
+    if rng.random() < 0.8:  # brightness, contrast, per-channel colour
+        img = img * rng.uniform(0.6, 1.4) + rng.uniform(-40, 40)
+        img = img * rng.uniform(0.85, 1.15, size=3)
+        mean = img.mean()
+        img = (img - mean) * rng.uniform(0.6, 1.4) + mean
+    if rng.random() < 0.15:
+        img[:] = img.mean(axis=2, keepdims=True)
+    if rng.random() < 0.25:
+        k = int(rng.choice([3, 5, 7]))
+        img = cv2.GaussianBlur(img, (k, k), 0)
+    if rng.random() < 0.25:
+        img = img + rng.normal(0, rng.uniform(3, 15), img.shape)
+    if rng.random() < 0.3:  # occluding patch of random colour or noise
+        h, w = rng.integers(30, 110, size=2)
+        y, x = rng.integers(0, image.shape[0] - h), rng.integers(0, image.shape[1] - w)
+        fill = rng.uniform(0, 255, 3) if rng.random() < 0.5 else rng.uniform(0, 255, (h, w, 3))
+        img[y : y + h, x : x + w] = fill
+    return np.clip(img, 0, 255).astype(np.uint8)

@@ -1,0 +1,35 @@
+"""Export a trained torch network to ONNX with its model spec in the metadata."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from util.runtime import ModelSpec
+
+
+def export_onnx(net: nn.Module, path: Path, spec: ModelSpec, input_channels: int = 3,
+                input_name: str = "input", output_name: str = "output") -> None:
+    """Write ``net`` (eval mode, batch of one, float32) as ONNX with ``model_spec`` metadata."""
+    net = net.eval()
+    height, width = spec.input_size
+    dummy = torch.zeros(1, input_channels, height, width)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.onnx")
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            net, (dummy,), str(tmp), input_names=[input_name], output_names=[output_name],
+            opset_version=17, dynamo=False,
+        )
+    model = onnx.load(str(tmp))
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "model_spec", json.dumps(spec.to_dict())
+    onnx.checker.check_model(model)
+    onnx.save(model, str(tmp))
+    tmp.replace(path)

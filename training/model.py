@@ -1,0 +1,140 @@
+"""FAN-style stacked hourglass (Bulat & Tzimiropoulos 2017), sized for a CPU.
+
+Same contract as the original 2DFAN-4: 1x3x256x256 in (0-1 floats), 68 heatmaps of
+64x64 out. FAN-4 is 4 stacks of 256 channels (~25 GMACs); this keeps FAN's
+multi-scale residual block and intermediate supervision with fewer, narrower stacks
+and a lighter stem.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ConvBlock(nn.Module):
+    """FAN's hierarchical, parallel and multi-scale block: 3x3 convs of C/2, C/4, C/4
+    channels whose outputs are concatenated, pre-activated, with a residual."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        half, quarter = c_out // 2, c_out // 4
+        self.bn1, self.conv1 = nn.BatchNorm2d(c_in), nn.Conv2d(c_in, half, 3, 1, 1, bias=False)
+        self.bn2, self.conv2 = nn.BatchNorm2d(half), nn.Conv2d(half, quarter, 3, 1, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(quarter)
+        self.conv3 = nn.Conv2d(quarter, c_out - half - quarter, 3, 1, 1, bias=False)
+        self.skip = (
+            nn.Identity()
+            if c_in == c_out
+            else nn.Sequential(
+                nn.BatchNorm2d(c_in), nn.ReLU(True), nn.Conv2d(c_in, c_out, 1, bias=False)
+            )
+        )
+        self.relu = nn.ReLU(True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.conv1(self.relu(self.bn1(x)))
+        b = self.conv2(self.relu(self.bn2(a)))
+        c = self.conv3(self.relu(self.bn3(b)))
+        return torch.cat([a, b, c], 1) + self.skip(x)
+
+
+class Hourglass(nn.Module):
+    """Recursive hourglass: a block at this scale, and pool -> deeper -> upsample."""
+
+    def __init__(self, depth: int, channels: int) -> None:
+        super().__init__()
+        self.up = ConvBlock(channels, channels)
+        self.down = ConvBlock(channels, channels)
+        self.inner = Hourglass(depth - 1, channels) if depth > 1 else ConvBlock(channels, channels)
+        self.out = ConvBlock(channels, channels)
+        self.pool = nn.MaxPool2d(2, 2)
+        self.upsample = nn.Upsample(scale_factor=2, mode="nearest")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        low = self.out(self.inner(self.down(self.pool(x))))
+        return self.up(x) + self.upsample(low)
+
+
+class FAN(nn.Module):
+    """Stacked hourglass; ``forward`` returns every stack's heatmaps (for training)."""
+
+    def __init__(
+        self, stacks: int = 2, channels: int = 96, depth: int = 4, landmarks: int = 68
+    ) -> None:
+        super().__init__()
+        self.config = {"stacks": stacks, "channels": channels, "depth": depth}
+        stem = channels // 2
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, stem // 2, 7, 2, 3, bias=False),  # 128x128
+            nn.BatchNorm2d(stem // 2),
+            nn.ReLU(True),
+            nn.Conv2d(stem // 2, stem, 3, 2, 1, bias=False),  # 64x64
+            nn.BatchNorm2d(stem),
+            nn.ReLU(True),
+            ConvBlock(stem, channels),
+        )
+        self.hourglasses = nn.ModuleList(Hourglass(depth, channels) for _ in range(stacks))
+        self.features = nn.ModuleList(
+            nn.Sequential(
+                ConvBlock(channels, channels),
+                nn.Conv2d(channels, channels, 1, bias=False),
+                nn.BatchNorm2d(channels),
+                nn.ReLU(True),
+            )
+            for _ in range(stacks)
+        )
+        self.heads = nn.ModuleList(nn.Conv2d(channels, landmarks, 1) for _ in range(stacks))
+        self.merge_features = nn.ModuleList(
+            nn.Conv2d(channels, channels, 1) for _ in range(stacks - 1)
+        )
+        self.merge_heads = nn.ModuleList(
+            nn.Conv2d(landmarks, channels, 1) for _ in range(stacks - 1)
+        )
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.stem(x)
+        outputs = []
+        for i, (hourglass, features, head) in enumerate(
+            zip(self.hourglasses, self.features, self.heads, strict=True)
+        ):
+            feat = features(hourglass(x))
+            heat = head(feat)
+            outputs.append(heat)
+            if i < len(self.merge_features):
+                x = x + self.merge_features[i](feat) + self.merge_heads[i](heat)
+        return outputs
+
+
+class LastStack(nn.Module):
+    """Export wrapper: only the last stack's heatmaps, as the original FAN ONNX."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)[-1]
+
+
+def count_macs(net: nn.Module, size: int = 256, channels: int = 3) -> int:
+    """Multiply-accumulates of one forward pass (convolutions and linear layers)."""
+    total = 0
+
+    def hook(module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(module, nn.Conv2d):
+            per_out = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+            total += output.numel() * per_out
+        elif isinstance(module, nn.Linear):
+            total += output.numel() * module.in_features
+
+    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    was_training = net.training
+    net.eval()
+    with torch.no_grad():
+        net(torch.zeros(1, channels, size, size))
+    net.train(was_training)
+    for handle in handles:
+        handle.remove()
+    return total

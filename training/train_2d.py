@@ -1,0 +1,220 @@
+"""Train the embedded 2D FAN from scratch on 300-W, validate as it goes, export ONNX.
+
+    python training/train_2d.py                      # the shipped model (fixed seed)
+    python training/train_2d.py --epochs 1 --limit 16 --stacks 1 --channels 16  # smoke run
+
+Writes checkpoints and a JSON-lines log to --workdir (resumable with --resume), and
+the final network to --out as ONNX with its model spec in the metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from training.data import DATA_ROOT, CropSettings, Face, load_box_stats, load_folder, make_crop  # noqa: E402
+from training.export import export_onnx  # noqa: E402
+from training.losses import adaptive_wing, foreground_weight, integral_loss, weighted_mse  # noqa: E402
+from training.model import FAN, LastStack, count_macs  # noqa: E402
+from util.crop import invert_matrix, transform_points  # noqa: E402
+from util.decode import crop_to_heatmap, decode_heatmaps, gaussian_maps, heatmap_to_crop  # noqa: E402
+from util.landmarks import inter_ocular, nme  # noqa: E402
+from util.runtime import ModelSpec  # noqa: E402
+
+HEATMAP_SIZE = 64
+
+
+class TrainSet(torch.utils.data.Dataset):
+    def __init__(self, faces: list[Face], crop: CropSettings, stats: dict, sigma: float,
+                 seed: int) -> None:
+        self.faces, self.crop, self.stats, self.sigma, self.seed = faces, crop, stats, sigma, seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.faces)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        image, points = make_crop(self.faces[index], self.crop, self.stats, rng, augment=True)
+        hm_points = crop_to_heatmap(points, self.crop.size, HEATMAP_SIZE)
+        target = gaussian_maps(hm_points, HEATMAP_SIZE, self.sigma)
+        x = torch.from_numpy(image.transpose(2, 0, 1).astype(np.float32) / 255.0)
+        return x, torch.from_numpy(target), torch.from_numpy(hm_points.astype(np.float32))
+
+
+def validation_crops(faces: list[Face], crop: CropSettings, stats: dict):
+    """Detector-like crops without jitter, with the matrices to map results back."""
+    from util.crop import crop_box, crop_matrix, warp_crop
+    from training.data import detector_box
+
+    images, inverses = [], []
+    for face in faces:
+        centre, side = crop_box(detector_box(face.points, stats, None), crop.scale, crop.shift_y)
+        matrix = crop_matrix(centre, side, crop.size)
+        images.append(warp_crop(face.image, matrix, crop.size))
+        inverses.append(invert_matrix(matrix))
+    x = torch.from_numpy(np.stack(images).transpose(0, 3, 1, 2).astype(np.float32) / 255.0)
+    return x, inverses
+
+
+def evaluate(net: FAN, x: torch.Tensor, inverses: list, faces: list[Face], crop_size: int) -> dict:
+    net.eval()
+    errors = []
+    with torch.no_grad():
+        for start in range(0, len(faces), 16):
+            heat = net(x[start : start + 16].contiguous(memory_format=torch.channels_last))[-1]
+            for k, maps in enumerate(heat.numpy()):
+                i = start + k
+                hm, _ = decode_heatmaps(maps)
+                pts = transform_points(heatmap_to_crop(hm, crop_size, HEATMAP_SIZE), inverses[i])
+                errors.append(nme(pts, faces[i].points, inter_ocular(faces[i].points)))
+    net.train()
+    errors = np.array(errors)
+    return {"nme_mean": float(errors.mean()), "nme_median": float(np.median(errors)),
+            "fail_8": float((errors > 0.08).mean())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DATA_ROOT / "300w")
+    parser.add_argument("--out", type=Path, default=Path("models/fan2d_compact.onnx"))
+    parser.add_argument("--workdir", type=Path, default=Path("training/runs/fan2d"))
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--stacks", type=int, default=2)
+    parser.add_argument("--channels", type=int, default=80)
+    parser.add_argument("--sigma", type=float, default=1.5, help="heatmap Gaussian, heatmap px")
+    parser.add_argument("--loss", choices=["awing", "mse"], default="awing")
+    parser.add_argument("--integral-weight", type=float, default=0.05)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--limit", type=int, default=None, help="use only N faces (smoke tests)")
+    parser.add_argument("--val-every", type=float, default=300.0, help="seconds")
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args()
+
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    log_path = args.workdir / "log.jsonl"
+    crop, stats = CropSettings(), load_box_stats()
+
+    train_faces = load_folder(args.data / "train", args.limit)
+    val_faces = load_folder(args.data / "val", args.limit)
+    print(f"train {len(train_faces)} faces, val {len(val_faces)} faces", flush=True)
+    val_x, val_inv = validation_crops(val_faces, crop, stats)
+
+    net = FAN(args.stacks, args.channels)
+    macs = count_macs(net)
+    net = net.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
+    dataset = TrainSet(train_faces, crop, stats, args.sigma, args.seed)
+    loader_args = {"batch_size": args.batch, "shuffle": True, "drop_last": len(train_faces) > args.batch,
+                   "num_workers": args.workers, "generator": torch.Generator().manual_seed(args.seed)}
+    steps_per_epoch = max(1, len(train_faces) // args.batch)
+    total_steps = steps_per_epoch * args.epochs
+    warmup = min(300, total_steps // 10)
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return args.lr * (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return args.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+    start_epoch, step = 0, 0
+    checkpoint = args.workdir / "last.pt"
+    if args.resume and checkpoint.is_file():
+        state = torch.load(checkpoint, weights_only=False)
+        net.load_state_dict(state["net"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, step = state["epoch"], state["step"]
+        loader_args["generator"].set_state(state["generator"])
+        print(f"resumed at epoch {start_epoch}", flush=True)
+
+    stop = {"now": False}
+    signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+
+    def save(epoch: int) -> None:
+        torch.save({"net": net.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                    "step": step, "generator": loader_args["generator"].get_state(),
+                    "config": net.config, "args": vars(args) | {"data": str(args.data),
+                    "out": str(args.out), "workdir": str(args.workdir)}}, checkpoint.with_suffix(".tmp"))
+        checkpoint.with_suffix(".tmp").replace(checkpoint)
+
+    def log(entry: dict) -> None:
+        print(json.dumps(entry), flush=True)
+        with log_path.open("a") as handle:
+            handle.write(json.dumps(entry) + "\n")
+
+    log({"event": "start", "macs": macs, "params": sum(p.numel() for p in net.parameters()),
+         "args": {k: str(v) for k, v in vars(args).items()}, "box_stats": stats})
+    t0 = last_val = time.time()
+    seen = 0
+    for epoch in range(start_epoch, args.epochs):
+        dataset.epoch = epoch
+        loader = torch.utils.data.DataLoader(dataset, **loader_args)
+        for x, target, points in loader:
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step)
+            x = x.contiguous(memory_format=torch.channels_last)
+            outputs = net(x)
+            weight = foreground_weight(target)
+            heat_loss = sum(
+                adaptive_wing(o, target, weight) if args.loss == "awing" else weighted_mse(o, target, weight)
+                for o in outputs
+            )
+            coord_loss = integral_loss(outputs[-1], points) if args.integral_weight > 0 else torch.zeros(())
+            loss = heat_loss + args.integral_weight * coord_loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            seen += len(x)
+            if step % 20 == 0:
+                elapsed = time.time() - t0
+                log({"step": step, "epoch": epoch, "loss": round(float(loss), 5),
+                     "heat": round(float(heat_loss), 5), "coord": round(float(coord_loss), 4),
+                     "lr": round(lr_at(step), 7), "img_s": round(seen / elapsed, 2)})
+            if time.time() - last_val > args.val_every:
+                log({"event": "val", "step": step, "epoch": epoch, "minutes": round((time.time() - t0) / 60, 1),
+                     **evaluate(net, val_x, val_inv, val_faces, crop.size)})
+                save(epoch)
+                last_val = time.time()
+            if stop["now"]:
+                break
+        if stop["now"]:
+            save(epoch)
+            log({"event": "interrupted", "epoch": epoch, "step": step})
+            return
+        save(epoch + 1)
+
+    result = evaluate(net, val_x, val_inv, val_faces, crop.size)
+    log({"event": "final", "step": step, "minutes": round((time.time() - t0) / 60, 1), **result})
+    spec = ModelSpec(
+        kind="fan2d", input_size=(crop.size, crop.size), channel_order="RGB", layout="NCHW",
+        scale=1 / 255.0, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
+        extra={"heatmap_size": HEATMAP_SIZE, "crop_scale": crop.scale, "crop_shift_y": crop.shift_y,
+               "heatmap_sigma": args.sigma, "landmarks": 68, "architecture": net.config,
+               "gmacs": round(macs / 1e9, 3), "trained_by": "training/train_2d.py",
+               "training_data": "300-W (AFW + HELEN train), research and non-commercial use only",
+               "val_nme_interocular": round(result["nme_mean"], 5)},
+    )
+    export_onnx(LastStack(net), args.out, spec)
+    log({"event": "exported", "path": str(args.out)})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""One small interface for every model file: onnxruntime (default) or the ailia SDK.
+
+What a model expects (input size, channel order, normalisation, layout) is data that
+travels with the model, never literals in the calling code. It is read, in order, from
+a JSON file beside the model (``NAME.json`` for ``NAME.onnx``), from the ONNX metadata
+key ``model_spec`` (a JSON string), or from defaults the caller gives for a known
+model family (e.g. the original FAN files, which carry no metadata).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+AILIA_LICENCE_PATH = "~/.shalo/AILIA.lic"
+
+
+class ModelError(RuntimeError):
+    """A model file that cannot be found, read or run; the message names the file."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a model expects and gives, kept as data next to the model."""
+
+    kind: str = "generic"  # e.g. "fan2d", "depth", "blazeface"
+    input_size: tuple[int, int] = (256, 256)  # (height, width)
+    channel_order: str = "RGB"  # order of the first 3 input channels
+    layout: str = "NCHW"  # or "NHWC"
+    scale: float = 1.0 / 255.0  # pixel value * scale, then (x - mean) / std
+    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
+    std: tuple[float, ...] = (1.0, 1.0, 1.0)
+    extra: dict[str, Any] = field(default_factory=dict)  # model-specific facts
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
+        known = {k: data[k] for k in ("kind", "channel_order", "layout", "scale") if k in data}
+        for key in ("input_size", "mean", "std"):
+            if key in data:
+                known[key] = tuple(data[key])
+        extra = {k: v for k, v in data.items() if k not in cls.__dataclass_fields__}
+        extra.update(data.get("extra", {}))
+        return cls(**known, extra=extra)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["input_size"] = list(self.input_size)
+        data["mean"] = list(self.mean)
+        data["std"] = list(self.std)
+        return data
+
+    def to_tensor(self, image_rgb: np.ndarray) -> np.ndarray:
+        """uint8 RGB HxWx3 image of the model's input size -> float32 batch of one."""
+        image = image_rgb if self.channel_order == "RGB" else image_rgb[..., ::-1]
+        x = image.astype(np.float32) * np.float32(self.scale)
+        x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        if self.layout == "NCHW":
+            x = x.transpose(2, 0, 1)
+        return np.ascontiguousarray(x[None])
+
+
+def read_spec(model_path: str | os.PathLike, default: ModelSpec | None = None) -> ModelSpec:
+    """The spec of a model: sidecar JSON, else ONNX metadata, else ``default``."""
+    path = Path(model_path)
+    sidecar = path.with_suffix(".json")
+    if sidecar.is_file():
+        try:
+            return ModelSpec.from_dict(json.loads(sidecar.read_text(encoding="utf-8")))
+        except (ValueError, TypeError) as exc:
+            raise ModelError(f"{sidecar}: invalid model spec ({exc})") from None
+    meta = _onnx_metadata(path)
+    if "model_spec" in meta:
+        try:
+            return ModelSpec.from_dict(json.loads(meta["model_spec"]))
+        except (ValueError, TypeError) as exc:
+            raise ModelError(f"{path}: invalid model_spec metadata ({exc})") from None
+    if default is None:
+        raise ModelError(f"{path}: no model spec (no {sidecar.name}, no model_spec metadata)")
+    return default
+
+
+def _onnx_metadata(path: Path) -> dict[str, str]:
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception:  # noqa: BLE001 - reported when the model is really loaded
+        return {}
+    return dict(session.get_modelmeta().custom_metadata_map)
+
+
+class Model(Protocol):
+    """A loaded model: named inputs in, list of outputs out."""
+
+    spec: ModelSpec
+    path: Path
+    input_names: list[str]
+
+    def run(self, *inputs: np.ndarray) -> list[np.ndarray]: ...
+
+
+class OnnxModel:
+    """A model run by onnxruntime on the CPU."""
+
+    def __init__(self, path: str | os.PathLike, spec: ModelSpec, threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        self.spec = spec
+        if not self.path.is_file():
+            raise ModelError(f"{self.path}: model file not found")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads  # 0 lets onnxruntime use every core
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self._session = ort.InferenceSession(
+                str(self.path), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises several private types
+            raise ModelError(f"{self.path}: cannot load ONNX model ({_first_line(exc)})") from None
+        self.input_names = [i.name for i in self._session.get_inputs()]
+        self.output_names = [o.name for o in self._session.get_outputs()]
+
+    def run(self, *inputs: np.ndarray) -> list[np.ndarray]:
+        feed = dict(zip(self.input_names, inputs, strict=True))
+        return self._session.run(self.output_names, feed)
+
+
+class AiliaModel:
+    """A model run by the ailia SDK (needs its licence file, which we cannot ship)."""
+
+    def __init__(self, path: str | os.PathLike, spec: ModelSpec, env_id: int = -1) -> None:
+        try:
+            import ailia
+        except ImportError:
+            raise ModelError("ailia SDK is not installed (pip install ailia)") from None
+        self.path = Path(path)
+        self.spec = spec
+        if not self.path.is_file():
+            raise ModelError(f"{self.path}: model file not found")
+        try:
+            self._net = ailia.Net(None, str(self.path), env_id=env_id)
+        except TypeError:
+            # Without a licence file ailia's own licence check fails with a TypeError.
+            raise ModelError(
+                f"ailia SDK has no licence file: {os.path.expanduser(AILIA_LICENCE_PATH)} "
+                "is missing (use --runtime onnxruntime)"
+            ) from None
+        except Exception as exc:  # noqa: BLE001 - ailia raises its own error types
+            raise ModelError(f"{self.path}: ailia cannot load model ({_first_line(exc)})") from None
+        self.input_names = [f"input{i}" for i in range(self._net.get_input_blob_count())]
+
+    def run(self, *inputs: np.ndarray) -> list[np.ndarray]:
+        if len(inputs) == 1:
+            result = self._net.predict(inputs[0])
+            return list(result) if isinstance(result, list | tuple) else [result]
+        return list(self._net.predict(list(inputs)))
+
+
+def ailia_available() -> bool:
+    """True when the ailia SDK is importable and its licence file exists."""
+    try:
+        import ailia  # noqa: F401
+    except ImportError:
+        return False
+    return Path(os.path.expanduser(AILIA_LICENCE_PATH)).is_file()
+
+
+def resolve_runtime(runtime: str) -> str:
+    """'auto' -> 'ailia' when installed and licensed, else 'onnxruntime'."""
+    if runtime == "auto":
+        return "ailia" if ailia_available() else "onnxruntime"
+    if runtime not in ("onnxruntime", "ailia"):
+        raise ModelError(f"unknown runtime {runtime!r} (auto, onnxruntime or ailia)")
+    return runtime
+
+
+def load_model(
+    path: str | os.PathLike,
+    runtime: str = "onnxruntime",
+    default_spec: ModelSpec | None = None,
+    env_id: int = -1,
+    threads: int = 0,
+) -> Model:
+    """Load a model file with its spec through the chosen runtime."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: model file not found")
+    spec = read_spec(path, default_spec)
+    if resolve_runtime(runtime) == "ailia":
+        return AiliaModel(path, spec, env_id=env_id)
+    return OnnxModel(path, spec, threads=threads)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
