@@ -13,8 +13,14 @@ from torch import nn
 from util.runtime import ModelSpec
 
 
-def export_onnx(net: nn.Module, path: Path, spec: ModelSpec, input_channels: int = 3,
-                input_name: str = "input", output_name: str = "output") -> None:
+def export_onnx(
+    net: nn.Module,
+    path: Path,
+    spec: ModelSpec,
+    input_channels: int = 3,
+    input_name: str = "input",
+    output_name: str = "output",
+) -> None:
     """Write ``net`` (eval mode, batch of one, float32) as ONNX with ``model_spec`` metadata."""
     net = net.eval()
     height, width = spec.input_size
@@ -24,8 +30,13 @@ def export_onnx(net: nn.Module, path: Path, spec: ModelSpec, input_channels: int
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            net, (dummy,), str(tmp), input_names=[input_name], output_names=[output_name],
-            opset_version=17, dynamo=False,
+            net,
+            (dummy,),
+            str(tmp),
+            input_names=[input_name],
+            output_names=[output_name],
+            opset_version=17,
+            dynamo=False,
         )
     model = onnx.load(str(tmp))
     entry = model.metadata_props.add()

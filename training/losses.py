@@ -10,15 +10,23 @@ import torch
 import torch.nn.functional as F
 
 
-def foreground_weight(target: torch.Tensor, weight: float = 10.0, threshold: float = 0.2) -> torch.Tensor:
+def foreground_weight(
+    target: torch.Tensor, weight: float = 10.0, threshold: float = 0.2
+) -> torch.Tensor:
     """1 on the background, 1 + weight on the dilated foreground (AWing's weight map)."""
     mask = F.max_pool2d((target > threshold).float(), 3, 1, 1)
     return 1.0 + weight * mask
 
 
-def adaptive_wing(pred: torch.Tensor, target: torch.Tensor, weight_map: torch.Tensor,
-                  alpha: float = 2.1, omega: float = 14.0, epsilon: float = 1.0,
-                  theta: float = 0.5) -> torch.Tensor:
+def adaptive_wing(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    weight_map: torch.Tensor,
+    alpha: float = 2.1,
+    omega: float = 14.0,
+    epsilon: float = 1.0,
+    theta: float = 0.5,
+) -> torch.Tensor:
     """Adaptive wing loss (Wang et al., ICCV 2019), weighted, averaged over elements."""
     diff = (pred - target).abs()
     power = alpha - target
@@ -30,7 +38,9 @@ def adaptive_wing(pred: torch.Tensor, target: torch.Tensor, weight_map: torch.Te
     return (loss * weight_map).mean()
 
 
-def weighted_mse(pred: torch.Tensor, target: torch.Tensor, weight_map: torch.Tensor) -> torch.Tensor:
+def weighted_mse(
+    pred: torch.Tensor, target: torch.Tensor, weight_map: torch.Tensor
+) -> torch.Tensor:
     return ((pred - target) ** 2 * weight_map).mean()
 
 

@@ -124,12 +124,16 @@ def count_macs(net: nn.Module, size: int = 256, channels: int = 3) -> int:
     def hook(module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
         nonlocal total
         if isinstance(module, nn.Conv2d):
-            per_out = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+            per_out = (
+                module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+            )
             total += output.numel() * per_out
         elif isinstance(module, nn.Linear):
             total += output.numel() * module.in_features
 
-    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    handles = [
+        m.register_forward_hook(hook) for m in net.modules() if isinstance(m, nn.Conv2d | nn.Linear)
+    ]
     was_training = net.training
     net.eval()
     with torch.no_grad():
@@ -138,3 +142,51 @@ def count_macs(net: nn.Module, size: int = 256, channels: int = 3) -> int:
     for handle in handles:
         handle.remove()
     return total
+
+
+class DepthNet(nn.Module):
+    """Depth from the crop plus 68 Gaussian maps of the 2D points (71 channels).
+
+    The original's contract is 71x256x256; the maps are smooth, so the first layer is
+    a 4x4 average pool (exact, cheap), and the rest works at 64x64 and below. The head
+    flattens the 4x4 grid instead of pooling it away: where a point sits matters.
+    """
+
+    def __init__(self, landmarks: int = 68, width: int = 64) -> None:
+        super().__init__()
+        self.config = {"width": width}
+
+        def down(c_in: int, c_out: int) -> nn.Sequential:
+            return nn.Sequential(
+                nn.Conv2d(c_in, c_out, 3, 2, 1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(True),
+                nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(True),
+            )
+
+        self.pool = nn.AvgPool2d(4)
+        self.features = nn.Sequential(
+            nn.Conv2d(3 + landmarks, width, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(True),  # 64x64
+            down(width, width * 3 // 2),  # 32
+            down(width * 3 // 2, width * 2),  # 16
+            down(width * 2, width * 3),  # 8
+            down(width * 3, width * 3),  # 4
+        )
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Dropout(0.1),
+            nn.Linear(width * 3 * 16, 192),
+            nn.ReLU(True),
+            nn.Linear(192, landmarks),
+        )
+
+    def forward_pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """From the already pooled 71x64x64 input (training makes it directly)."""
+        return self.head(self.features(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_pooled(self.pool(x))

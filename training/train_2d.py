@@ -35,8 +35,9 @@ HEATMAP_SIZE = 64
 
 
 class TrainSet(torch.utils.data.Dataset):
-    def __init__(self, faces: list[Face], crop: CropSettings, stats: dict, sigma: float,
-                 seed: int) -> None:
+    def __init__(
+        self, faces: list[Face], crop: CropSettings, stats: dict, sigma: float, seed: int
+    ) -> None:
         self.faces, self.crop, self.stats, self.sigma, self.seed = faces, crop, stats, sigma, seed
         self.epoch = 0
 
@@ -54,8 +55,8 @@ class TrainSet(torch.utils.data.Dataset):
 
 def validation_crops(faces: list[Face], crop: CropSettings, stats: dict):
     """Detector-like crops without jitter, with the matrices to map results back."""
-    from util.crop import crop_box, crop_matrix, warp_crop
     from training.data import detector_box
+    from util.crop import crop_box, crop_matrix, warp_crop
 
     images, inverses = [], []
     for face in faces:
@@ -80,12 +81,17 @@ def evaluate(net: FAN, x: torch.Tensor, inverses: list, faces: list[Face], crop_
                 errors.append(nme(pts, faces[i].points, inter_ocular(faces[i].points)))
     net.train()
     errors = np.array(errors)
-    return {"nme_mean": float(errors.mean()), "nme_median": float(np.median(errors)),
-            "fail_8": float((errors > 0.08).mean())}
+    return {
+        "nme_mean": float(errors.mean()),
+        "nme_median": float(np.median(errors)),
+        "fail_8": float((errors > 0.08).mean()),
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", type=Path, default=DATA_ROOT / "300w")
     parser.add_argument("--out", type=Path, default=Path("models/fan2d_compact.onnx"))
     parser.add_argument("--workdir", type=Path, default=Path("training/runs/fan2d"))
@@ -99,7 +105,7 @@ def main() -> None:
     parser.add_argument("--integral-weight", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None, help="use only N faces (smoke tests)")
     parser.add_argument("--val-every", type=float, default=300.0, help="seconds")
     parser.add_argument("--resume", action="store_true")
@@ -121,8 +127,13 @@ def main() -> None:
     net = net.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     dataset = TrainSet(train_faces, crop, stats, args.sigma, args.seed)
-    loader_args = {"batch_size": args.batch, "shuffle": True, "drop_last": len(train_faces) > args.batch,
-                   "num_workers": args.workers, "generator": torch.Generator().manual_seed(args.seed)}
+    loader_args = {
+        "batch_size": args.batch,
+        "shuffle": True,
+        "drop_last": len(train_faces) > args.batch,
+        "num_workers": args.workers,
+        "generator": torch.Generator().manual_seed(args.seed),
+    }
     steps_per_epoch = max(1, len(train_faces) // args.batch)
     total_steps = steps_per_epoch * args.epochs
     warmup = min(300, total_steps // 10)
@@ -148,10 +159,19 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
 
     def save(epoch: int) -> None:
-        torch.save({"net": net.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                    "step": step, "generator": loader_args["generator"].get_state(),
-                    "config": net.config, "args": vars(args) | {"data": str(args.data),
-                    "out": str(args.out), "workdir": str(args.workdir)}}, checkpoint.with_suffix(".tmp"))
+        torch.save(
+            {
+                "net": net.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "epoch": epoch,
+                "step": step,
+                "generator": loader_args["generator"].get_state(),
+                "config": net.config,
+                "args": vars(args)
+                | {"data": str(args.data), "out": str(args.out), "workdir": str(args.workdir)},
+            },
+            checkpoint.with_suffix(".tmp"),
+        )
         checkpoint.with_suffix(".tmp").replace(checkpoint)
 
     def log(entry: dict) -> None:
@@ -159,8 +179,15 @@ def main() -> None:
         with log_path.open("a") as handle:
             handle.write(json.dumps(entry) + "\n")
 
-    log({"event": "start", "macs": macs, "params": sum(p.numel() for p in net.parameters()),
-         "args": {k: str(v) for k, v in vars(args).items()}, "box_stats": stats})
+    log(
+        {
+            "event": "start",
+            "macs": macs,
+            "params": sum(p.numel() for p in net.parameters()),
+            "args": {k: str(v) for k, v in vars(args).items()},
+            "box_stats": stats,
+        }
+    )
     t0 = last_val = time.time()
     seen = 0
     for epoch in range(start_epoch, args.epochs):
@@ -173,10 +200,14 @@ def main() -> None:
             outputs = net(x)
             weight = foreground_weight(target)
             heat_loss = sum(
-                adaptive_wing(o, target, weight) if args.loss == "awing" else weighted_mse(o, target, weight)
+                adaptive_wing(o, target, weight)
+                if args.loss == "awing"
+                else weighted_mse(o, target, weight)
                 for o in outputs
             )
-            coord_loss = integral_loss(outputs[-1], points) if args.integral_weight > 0 else torch.zeros(())
+            coord_loss = (
+                integral_loss(outputs[-1], points) if args.integral_weight > 0 else torch.zeros(())
+            )
             loss = heat_loss + args.integral_weight * coord_loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -185,12 +216,27 @@ def main() -> None:
             seen += len(x)
             if step % 20 == 0:
                 elapsed = time.time() - t0
-                log({"step": step, "epoch": epoch, "loss": round(float(loss), 5),
-                     "heat": round(float(heat_loss), 5), "coord": round(float(coord_loss), 4),
-                     "lr": round(lr_at(step), 7), "img_s": round(seen / elapsed, 2)})
+                log(
+                    {
+                        "step": step,
+                        "epoch": epoch,
+                        "loss": round(float(loss), 5),
+                        "heat": round(float(heat_loss), 5),
+                        "coord": round(float(coord_loss), 4),
+                        "lr": round(lr_at(step), 7),
+                        "img_s": round(seen / elapsed, 2),
+                    }
+                )
             if time.time() - last_val > args.val_every:
-                log({"event": "val", "step": step, "epoch": epoch, "minutes": round((time.time() - t0) / 60, 1),
-                     **evaluate(net, val_x, val_inv, val_faces, crop.size)})
+                log(
+                    {
+                        "event": "val",
+                        "step": step,
+                        "epoch": epoch,
+                        "minutes": round((time.time() - t0) / 60, 1),
+                        **evaluate(net, val_x, val_inv, val_faces, crop.size),
+                    }
+                )
                 save(epoch)
                 last_val = time.time()
             if stop["now"]:
@@ -204,13 +250,25 @@ def main() -> None:
     result = evaluate(net, val_x, val_inv, val_faces, crop.size)
     log({"event": "final", "step": step, "minutes": round((time.time() - t0) / 60, 1), **result})
     spec = ModelSpec(
-        kind="fan2d", input_size=(crop.size, crop.size), channel_order="RGB", layout="NCHW",
-        scale=1 / 255.0, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
-        extra={"heatmap_size": HEATMAP_SIZE, "crop_scale": crop.scale, "crop_shift_y": crop.shift_y,
-               "heatmap_sigma": args.sigma, "landmarks": 68, "architecture": net.config,
-               "gmacs": round(macs / 1e9, 3), "trained_by": "training/train_2d.py",
-               "training_data": "300-W (AFW + HELEN train), research and non-commercial use only",
-               "val_nme_interocular": round(result["nme_mean"], 5)},
+        kind="fan2d",
+        input_size=(crop.size, crop.size),
+        channel_order="RGB",
+        layout="NCHW",
+        scale=1 / 255.0,
+        mean=(0.0, 0.0, 0.0),
+        std=(1.0, 1.0, 1.0),
+        extra={
+            "heatmap_size": HEATMAP_SIZE,
+            "crop_scale": crop.scale,
+            "crop_shift_y": crop.shift_y,
+            "heatmap_sigma": args.sigma,
+            "landmarks": 68,
+            "architecture": net.config,
+            "gmacs": round(macs / 1e9, 3),
+            "trained_by": "training/train_2d.py",
+            "training_data": "300-W (AFW + HELEN train), research and non-commercial use only",
+            "val_nme_interocular": round(result["nme_mean"], 5),
+        },
     )
     export_onnx(LastStack(net), args.out, spec)
     log({"event": "exported", "path": str(args.out)})

@@ -11,9 +11,7 @@ import cv2
 import numpy as np
 
 
-def crop_box(
-    bbox: np.ndarray, scale: float, shift_y: float
-) -> tuple[np.ndarray, float]:
+def crop_box(bbox: np.ndarray, scale: float, shift_y: float) -> tuple[np.ndarray, float]:
     """Centre and side of the square crop for a detection box (x1, y1, x2, y2).
 
     side = scale * sqrt(box area); the centre moves down by ``shift_y`` * that size,

@@ -1,0 +1,254 @@
+"""Train the depth network: 71-channel input (crop + Gaussians of the 2D points) -> 68 z.
+
+    python training/train_depth.py                   # the shipped model (fixed seed)
+
+z labels come from fitting the 3D shape prior (models/shape_prior.npz, built from
+AFLW2000-3D shapes) to each augmented face's annotated 2D points; the network sees
+those points jittered as a 2D model errs. z is in crop pixels, zero-mean, larger =
+closer. Writes models/depth_compact.onnx with its spec (sigma, z units) in metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from training.data import (  # noqa: E402
+    DATA_ROOT,
+    CropSettings,
+    Face,
+    detector_box,
+    load_box_stats,
+    load_folder,
+    make_crop,
+)
+from training.depth_labels import DEFAULT_PRIOR, depth_labels  # noqa: E402
+from training.export import export_onnx  # noqa: E402
+from training.model import DepthNet, count_macs  # noqa: E402
+from util.crop import crop_box, crop_matrix, transform_points, warp_crop  # noqa: E402
+from util.landmarks import box_size  # noqa: E402
+from util.runtime import ModelSpec  # noqa: E402
+from util.shape_prior import ShapePrior  # noqa: E402
+
+POOL = 4  # the network's first layer; training builds the pooled input directly
+
+
+def pooled_gaussians(points: np.ndarray, size: int, sigma: float) -> np.ndarray:
+    """(68, size/4, size/4): exactly the 4x4 average pool of the 256x256 Gaussian maps,
+    computed separably (a Gaussian map is an outer product, and so is its pool)."""
+    grid = np.arange(size, dtype=np.float32)
+    gx = np.exp(-((grid[None] - points[:, :1]) ** 2) / (2 * sigma**2))
+    gy = np.exp(-((grid[None] - points[:, 1:2]) ** 2) / (2 * sigma**2))
+    gx = gx.reshape(len(points), -1, POOL).mean(-1)
+    gy = gy.reshape(len(points), -1, POOL).mean(-1)
+    return gy[:, :, None] * gx[:, None, :]
+
+
+def pooled_input(crop: np.ndarray, points: np.ndarray, sigma: float) -> np.ndarray:
+    """(71, 64, 64) float32: pooled crop (0-1 RGB) + pooled Gaussian maps."""
+    size = crop.shape[0]
+    small = crop.reshape(size // POOL, POOL, size // POOL, POOL, 3).mean((1, 3)) / 255.0
+    maps = pooled_gaussians(points.astype(np.float32), size, sigma)
+    return np.concatenate([small.transpose(2, 0, 1), maps]).astype(np.float32)
+
+
+def jitter_points(points: np.ndarray, rng: np.random.Generator, noise: float) -> np.ndarray:
+    """2D points as a 2D model would give them: per-point noise and a small global shift."""
+    size = box_size(points)
+    shift = rng.normal(0, noise * 0.5 * size, 2)
+    return points + rng.normal(0, noise * size, points.shape) + shift
+
+
+class DepthSet(torch.utils.data.Dataset):
+    def __init__(
+        self,
+        faces: list[Face],
+        prior: ShapePrior,
+        crop: CropSettings,
+        stats: dict,
+        sigma: float,
+        noise: float,
+        seed: int,
+    ) -> None:
+        self.faces, self.prior, self.crop, self.stats = faces, prior, crop, stats
+        self.sigma, self.noise, self.seed, self.epoch = sigma, noise, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.faces)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, self.epoch, index, 7])
+        image, points = make_crop(self.faces[index], self.crop, self.stats, rng, augment=True)
+        z = depth_labels(self.prior, points)
+        seen = jitter_points(points, rng, self.noise)
+        x = pooled_input(image, seen, self.sigma)
+        return torch.from_numpy(x), torch.from_numpy(z)
+
+
+def validation_set(
+    faces: list[Face],
+    prior: ShapePrior,
+    crop: CropSettings,
+    stats: dict,
+    sigma: float,
+    noise: float,
+    seed: int,
+):
+    """Detector-like crops without augmentation; 2D points jittered with a fixed seed."""
+    rng = np.random.default_rng(seed + 1000)
+    xs, zs, sizes = [], [], []
+    for face in faces:
+        centre, side = crop_box(detector_box(face.points, stats, None), crop.scale, crop.shift_y)
+        matrix = crop_matrix(centre, side, crop.size)
+        image = warp_crop(face.image, matrix, crop.size)
+        points = transform_points(face.points, matrix)
+        zs.append(depth_labels(prior, points))
+        xs.append(pooled_input(image, jitter_points(points, rng, noise), sigma))
+        sizes.append(box_size(points))
+    return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(zs)), np.array(sizes)
+
+
+def evaluate(net: DepthNet, x: torch.Tensor, z: torch.Tensor, sizes: np.ndarray) -> dict:
+    net.eval()
+    with torch.no_grad():
+        pred = torch.cat([net.forward_pooled(x[i : i + 64]) for i in range(0, len(x), 64)])
+    net.train()
+    pred = pred - pred.mean(1, keepdim=True)
+    err = (pred - z).abs().mean(1).numpy() / sizes
+    return {"z_err_mean": float(err.mean()), "z_err_median": float(np.median(err))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, default=DATA_ROOT / "300w")
+    parser.add_argument("--prior", type=Path, default=DEFAULT_PRIOR)
+    parser.add_argument("--out", type=Path, default=Path("models/depth_compact.onnx"))
+    parser.add_argument("--workdir", type=Path, default=Path("training/runs/depth"))
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--sigma", type=float, default=2.0, help="Gaussian sigma, crop px")
+    parser.add_argument("--noise", type=float, default=0.015, help="2D jitter, of box size")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--limit", type=int, default=None, help="use only N faces (smoke tests)")
+    parser.add_argument("--val-every", type=float, default=180.0, help="seconds")
+    args = parser.parse_args()
+
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    log_path = args.workdir / "log.jsonl"
+    crop, stats, prior = CropSettings(), load_box_stats(), ShapePrior.load(args.prior)
+    train_faces = load_folder(args.data / "train", args.limit)
+    val_faces = load_folder(args.data / "val", args.limit)
+    val = validation_set(val_faces, prior, crop, stats, args.sigma, args.noise, args.seed)
+
+    net = DepthNet(width=args.width)
+    macs = count_macs(net, crop.size, 71)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
+    dataset = DepthSet(train_faces, prior, crop, stats, args.sigma, args.noise, args.seed)
+    generator = torch.Generator().manual_seed(args.seed)
+    steps_per_epoch = max(1, len(train_faces) // args.batch)
+    total_steps = steps_per_epoch * args.epochs
+
+    def lr_at(step: int) -> float:
+        return args.lr * (
+            0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / total_steps)))
+        )
+
+    stop = {"now": False}
+    signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+
+    def log(entry: dict) -> None:
+        print(json.dumps(entry), flush=True)
+        with log_path.open("a") as handle:
+            handle.write(json.dumps(entry) + "\n")
+
+    log(
+        {
+            "event": "start",
+            "macs": macs,
+            "params": sum(p.numel() for p in net.parameters()),
+            "args": {k: str(v) for k, v in vars(args).items()},
+        }
+    )
+    t0 = last_val = time.time()
+    step = 0
+    for epoch in range(args.epochs):
+        dataset.epoch = epoch
+        loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_size=args.batch,
+            shuffle=True,
+            drop_last=len(train_faces) > args.batch,
+            generator=generator,
+        )
+        for x, z in loader:
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step)
+            pred = net.forward_pooled(x)
+            loss = (pred - pred.mean(1, keepdim=True) - z).abs().mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            if step % 20 == 0:
+                log({"step": step, "epoch": epoch, "loss": round(float(loss), 4)})
+            if time.time() - last_val > args.val_every:
+                log(
+                    {
+                        "event": "val",
+                        "step": step,
+                        "minutes": round((time.time() - t0) / 60, 1),
+                        **evaluate(net, *val),
+                    }
+                )
+                last_val = time.time()
+            if stop["now"]:
+                break
+        if stop["now"]:
+            log({"event": "interrupted", "epoch": epoch})
+            break
+    result = evaluate(net, *val)
+    log({"event": "final", "step": step, "minutes": round((time.time() - t0) / 60, 1), **result})
+    spec = ModelSpec(
+        kind="depth",
+        input_size=(crop.size, crop.size),
+        channel_order="RGB",
+        layout="NCHW",
+        scale=1 / 255.0,
+        extra={
+            "heatmap_sigma": args.sigma,
+            "z_unit": "crop_pixels",
+            "z_scale": 1.0,
+            "z_sign": 1.0,
+            "gmacs": round(macs / 1e9, 3),
+            "architecture": net.config,
+            "z_convention": "zero-mean per face, larger z = closer to the camera",
+            "labels": "shape prior (AFLW2000-3D shapes) fitted to 300-W 2D annotations",
+            "training_data": "300-W (AFW + HELEN train), research and non-commercial use only",
+            "trained_by": "training/train_depth.py",
+            "val_z_err_over_box": round(result["z_err_mean"], 5),
+        },
+    )
+    export_onnx(net, args.out, spec, input_channels=71)
+    log({"event": "exported", "path": str(args.out)})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""Depth: a network reads the crop plus 68 Gaussian maps of the 2D points (71 channels)
+and gives 68 z-values; they are scaled to original-image pixels, zero-mean per face,
+larger z = closer to the camera."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from util.decode import gaussian_maps
+from util.runtime import Model, ModelSpec
+
+# The original depth_estimation.onnx (FAN's ResNet): RGB 0-1 crop, Gaussians of
+# sigma 2 crop pixels, z in crop pixels. Its sign is not verified here.
+ORIGINAL_DEPTH_SPEC = ModelSpec(
+    kind="depth",
+    input_size=(256, 256),
+    channel_order="RGB",
+    layout="NCHW",
+    scale=1.0 / 255.0,
+    extra={"heatmap_sigma": 2.0, "z_unit": "crop_pixels", "z_scale": 1.0, "z_sign": 1.0},
+)
+
+
+def depth_input(crop_rgb: np.ndarray, points_crop: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """(1, 71, S, S) float32: the crop as the 2D model takes it, then 68 Gaussian maps."""
+    size = int(spec.input_size[0])
+    sigma = float(spec.extra.get("heatmap_sigma", 2.0))
+    image = spec.to_tensor(crop_rgb)
+    maps = gaussian_maps(points_crop, size, sigma)[None]
+    return np.concatenate([image, maps], axis=1).astype(np.float32)
+
+
+def depth_to_image(z_model: np.ndarray, spec: ModelSpec, crop_side: float) -> np.ndarray:
+    """Model z -> original-image pixels, zero-mean, larger = closer."""
+    size = float(spec.input_size[0])
+    z = np.asarray(z_model, dtype=np.float64).reshape(-1)
+    z = z * float(spec.extra.get("z_scale", 1.0)) * float(spec.extra.get("z_sign", 1.0))
+    z = z * crop_side / size  # crop pixels -> image pixels
+    return z - z.mean()
+
+
+class DepthModel:
+    """A depth network with its spec."""
+
+    def __init__(self, model: Model) -> None:
+        self.model = model
+
+    def depth(self, crop_rgb: np.ndarray, points_crop: np.ndarray, crop_side: float) -> np.ndarray:
+        """(68,) z in original-image pixels for one face."""
+        spec = self.model.spec
+        outputs = self.model.run(depth_input(crop_rgb, points_crop, spec))
+        return depth_to_image(outputs[0], spec, crop_side)

@@ -1,0 +1,65 @@
+"""Heatmaps: the FAN model turns a 256x256 face crop into 68 heatmaps of 64x64."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from util.crop import crop_box, crop_matrix, invert_matrix, transform_points, warp_crop
+from util.decode import decode_heatmaps, heatmap_to_crop
+from util.runtime import Model, ModelSpec
+
+# The original 2DFAN-4.onnx / 3DFAN-4.onnx carry no metadata: RGB, 0-1 floats, NCHW.
+# Their crop is FAN's own (side about 2x the detector box); with BlazeFace boxes this
+# is our best estimate, not a measured value (the original weights are not here).
+ORIGINAL_FAN_SPEC = ModelSpec(
+    kind="fan2d",
+    input_size=(256, 256),
+    channel_order="RGB",
+    layout="NCHW",
+    scale=1.0 / 255.0,
+    extra={"heatmap_size": 64, "crop_scale": 2.0, "crop_shift_y": -0.05, "landmarks": 68},
+)
+
+
+@dataclass(frozen=True)
+class FaceCrop:
+    """A face crop and the affine that made it (original image -> crop pixels)."""
+
+    image: np.ndarray  # uint8 RGB, crop_size x crop_size
+    matrix: np.ndarray  # 2x3
+    side: float  # side of the square in original-image pixels
+
+    @property
+    def inverse(self) -> np.ndarray:
+        return invert_matrix(self.matrix)
+
+
+class LandmarkModel:
+    """A FAN-format model with the crop it was trained for (from its spec)."""
+
+    def __init__(self, model: Model) -> None:
+        self.model = model
+        spec = model.spec
+        self.crop_size = int(spec.input_size[0])
+        self.heatmap_size = int(spec.extra.get("heatmap_size", self.crop_size // 4))
+        self.crop_scale = float(spec.extra.get("crop_scale", 2.0))
+        self.crop_shift_y = float(spec.extra.get("crop_shift_y", 0.0))
+
+    def crop(self, image_rgb: np.ndarray, bbox: np.ndarray) -> FaceCrop:
+        """The model's square crop around a detection box."""
+        centre, side = crop_box(bbox, self.crop_scale, self.crop_shift_y)
+        matrix = crop_matrix(centre, side, self.crop_size)
+        return FaceCrop(warp_crop(image_rgb, matrix, self.crop_size), matrix, side)
+
+    def heatmaps(self, crop: FaceCrop) -> np.ndarray:
+        """(68, H, W) float32 heatmaps of one crop."""
+        outputs = self.model.run(self.model.spec.to_tensor(crop.image))
+        return np.asarray(outputs[-1], dtype=np.float32)[0]
+
+    def landmarks(self, heatmaps: np.ndarray, crop: FaceCrop) -> tuple[np.ndarray, np.ndarray]:
+        """Heatmaps -> ((68, 2) original-image points, (68,) peak scores)."""
+        peaks, scores = decode_heatmaps(heatmaps)
+        in_crop = heatmap_to_crop(peaks, self.crop_size, self.heatmap_size)
+        return transform_points(in_crop, crop.inverse), scores

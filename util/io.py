@@ -1,0 +1,117 @@
+"""Read: images of any common format, and the list of inputs a user names.
+
+Every failure is an ``InputError`` whose message names the file and the problem in
+one line, so the CLI can report it and go on with the next file.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+# Beyond 100 megapixels decoding alone needs gigabytes and is almost surely a mistake
+# (or a decompression bomb); Pillow's own bomb check stops at about 179 megapixels.
+MAX_PIXELS = 100_000_000
+IMAGE_SUFFIXES = {
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".bmp",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".gif",
+    ".ppm",
+    ".pgm",
+    ".jp2",
+}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
+
+
+class InputError(ValueError):
+    """An input that cannot be used; the message names the file and the problem."""
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Decode an image file to uint8 RGB (H, W, 3).
+
+    Grey, palette, 16-bit and float images are converted; alpha is composited on
+    white; EXIF orientation is applied. Non-ASCII paths work (no OpenCV path API).
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not an image")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: empty file")
+    try:
+        with warnings.catch_warnings(), Image.open(path) as img:
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            width, height = img.size
+            if width * height > MAX_PIXELS:
+                raise InputError(f"{path}: image too large ({width}x{height} pixels)")
+            if width == 0 or height == 0:
+                raise InputError(f"{path}: image has no pixels")
+            img = ImageOps.exif_transpose(img)
+            return _to_rgb8(img)
+    except InputError:
+        raise
+    except Image.DecompressionBombError:
+        raise InputError(f"{path}: image too large") from None
+    except UnidentifiedImageError:
+        raise InputError(f"{path}: not an image (or an unsupported format)") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise InputError(f"{path}: corrupt or truncated image ({exc})") from None
+
+
+def _to_rgb8(img) -> np.ndarray:  # noqa: ANN001 - PIL.Image.Image
+    """Any PIL mode -> uint8 RGB."""
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        data = np.asarray(img, dtype=np.float64)
+        high = 65535.0 if mode.startswith("I;16") or data.max() > 255 else 255.0
+        if mode == "F":
+            high = 1.0 if data.max() <= 1.0 else 255.0
+        grey = np.clip(data / high * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
+        rgba = np.asarray(img.convert("RGBA"), dtype=np.float32)
+        alpha = rgba[..., 3:4] / 255.0
+        rgb = rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)
+        return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
+    if mode != "RGB":
+        img = img.convert("RGB")
+    return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
+
+
+def is_image_path(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def is_video_path(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_SUFFIXES
+
+
+def expand_inputs(specs: list[str]) -> list[Path]:
+    """Files, folders (recursed, sorted, images only) and globs -> paths, in order.
+
+    A name that matches nothing is kept, so that reading it reports the problem.
+    """
+    paths: list[Path] = []
+    for spec in specs:
+        path = Path(spec)
+        if path.is_dir():
+            paths += sorted(p for p in path.rglob("*") if p.is_file() and is_image_path(p))
+        elif not path.exists() and glob.has_magic(spec):
+            matches = sorted(Path(m) for m in glob.glob(spec, recursive=True))
+            paths += [m for m in matches if m.is_file()] or [path]
+        else:
+            paths.append(path)
+    return paths

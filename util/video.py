@@ -1,0 +1,110 @@
+"""Video in and out through OpenCV: webcams, files, an atomic writer, a display check."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from util.io import InputError
+
+FOURCC_BY_SUFFIX = {
+    ".mp4": "mp4v",
+    ".m4v": "mp4v",
+    ".mov": "mp4v",
+    ".avi": "MJPG",
+    ".mkv": "MJPG",
+    ".webm": "VP80",
+}
+
+
+def open_capture(source: str) -> cv2.VideoCapture:
+    """An integer is a webcam index, anything else a video file."""
+    if source.isdigit():
+        capture = cv2.VideoCapture(int(source))
+        if not capture.isOpened():
+            raise InputError(f"webcam {source}: cannot open camera")
+        return capture
+    path = Path(source)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise InputError(f"{path}: cannot open video (not a video, or an unsupported codec)")
+    return capture
+
+
+def read_frames(capture: cv2.VideoCapture) -> Iterator[np.ndarray]:
+    """RGB frames until the stream ends."""
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            return
+        yield np.ascontiguousarray(frame[..., ::-1])
+
+
+def frame_count(capture: cv2.VideoCapture) -> int | None:
+    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    return count if count > 0 else None
+
+
+def frame_rate(capture: cv2.VideoCapture) -> float:
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    return float(fps) if fps and 1.0 <= fps <= 240.0 else 30.0
+
+
+class VideoSink:
+    """Writes RGB frames to a temporary file beside ``path``; ``close`` renames it."""
+
+    def __init__(self, path: Path, fps: float) -> None:
+        fourcc = FOURCC_BY_SUFFIX.get(path.suffix.lower())
+        if fourcc is None:
+            raise InputError(f"{path}: unsupported video format (use .mp4 or .avi)")
+        self.path, self.fps, self.fourcc = path, fps, fourcc
+        self.tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+        self.writer: cv2.VideoWriter | None = None
+        self.frames = 0
+
+    def write(self, frame_rgb: np.ndarray) -> None:
+        if self.writer is None:
+            height, width = frame_rgb.shape[:2]
+            self.writer = cv2.VideoWriter(
+                str(self.tmp), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, (width, height)
+            )
+            if not self.writer.isOpened():
+                raise InputError(f"{self.path}: cannot write video here")
+        self.writer.write(np.ascontiguousarray(frame_rgb[..., ::-1]))
+        self.frames += 1
+
+    def close(self) -> None:
+        """Finish the file and move it into place (an empty run writes nothing)."""
+        if self.writer is None:
+            return
+        self.writer.release()
+        self.writer = None
+        os.replace(self.tmp, self.path)
+
+    def discard(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None
+        self.tmp.unlink(missing_ok=True)
+
+
+def display_available() -> bool:
+    """True when a window can be shown (a display exists and OpenCV has a GUI)."""
+    if sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    ):
+        return False
+    return "GUI:" not in cv2.getBuildInformation() or _has_gui_backend()
+
+
+def _has_gui_backend() -> bool:
+    info = cv2.getBuildInformation()
+    section = info.split("GUI:", 1)[1].split("\n\n", 1)[0]
+    return any(word in section for word in ("GTK", "QT", "WIN32UI", "COCOA", "YES"))
