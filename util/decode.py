@@ -84,3 +84,30 @@ def decode_heatmaps(heatmaps: np.ndarray, blur_sigma: float = 1.0) -> tuple[np.n
 
     points = np.stack([px + off_x, py + off_y], axis=1)
     return points, scores
+
+
+def soft_argmax(heatmaps: np.ndarray, beta: float) -> tuple[np.ndarray, np.ndarray]:
+    """Expected (x, y) under softmax(beta * heatmap) over each whole map.
+
+    The decoding of models trained with an integral (soft-argmax) loss: it is exactly
+    what their coordinate loss optimised. Scores are the heatmap peaks, as for FAN.
+    """
+    maps = np.asarray(heatmaps, dtype=np.float64)
+    count, height, width = maps.shape
+    logits = beta * maps.reshape(count, -1)
+    prob = np.exp(logits - logits.max(axis=1, keepdims=True))
+    prob = (prob / prob.sum(axis=1, keepdims=True)).reshape(count, height, width)
+    xs = (prob.sum(axis=1) * np.arange(width)).sum(axis=1)
+    ys = (prob.sum(axis=2) * np.arange(height)).sum(axis=1)
+    scores = maps.reshape(count, -1).max(axis=1).astype(np.float32)
+    return np.stack([xs, ys], axis=1), scores
+
+
+def decode(heatmaps: np.ndarray, method: str = "dark", beta: float = 10.0):
+    """Decode with the method a model's spec names: "dark" (peak + Taylor refinement,
+    for FAN-style Gaussian heatmaps) or "soft_argmax" (integral-loss models)."""
+    if method == "soft_argmax":
+        return soft_argmax(heatmaps, beta)
+    if method == "dark":
+        return decode_heatmaps(heatmaps)
+    raise ValueError(f"unknown heatmap decoding {method!r} (dark or soft_argmax)")

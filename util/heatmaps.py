@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from util.crop import crop_box, crop_matrix, invert_matrix, transform_points, warp_crop
-from util.decode import decode_heatmaps, heatmap_to_crop
+from util.decode import decode, heatmap_to_crop
 from util.runtime import Model, ModelSpec
 
 # The original 2DFAN-4.onnx / 3DFAN-4.onnx carry no metadata: RGB, 0-1 floats, NCHW.
@@ -46,6 +46,8 @@ class LandmarkModel:
         self.heatmap_size = int(spec.extra.get("heatmap_size", self.crop_size // 4))
         self.crop_scale = float(spec.extra.get("crop_scale", 2.0))
         self.crop_shift_y = float(spec.extra.get("crop_shift_y", 0.0))
+        self.decode_method = str(spec.extra.get("decode", "dark"))
+        self.decode_beta = float(spec.extra.get("decode_beta", 10.0))
 
     def crop(self, image_rgb: np.ndarray, bbox: np.ndarray) -> FaceCrop:
         """The model's square crop around a detection box."""
@@ -60,6 +62,6 @@ class LandmarkModel:
 
     def landmarks(self, heatmaps: np.ndarray, crop: FaceCrop) -> tuple[np.ndarray, np.ndarray]:
         """Heatmaps -> ((68, 2) original-image points, (68,) peak scores)."""
-        peaks, scores = decode_heatmaps(heatmaps)
+        peaks, scores = decode(heatmaps, self.decode_method, self.decode_beta)
         in_crop = heatmap_to_crop(peaks, self.crop_size, self.heatmap_size)
         return transform_points(in_crop, crop.inverse), scores
