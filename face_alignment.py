@@ -53,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--savepath",
         default=None,
         metavar="PATH",
-        help="output image (one input), folder (several), or video file "
-        "(with -v); default output.png unless --json is given",
+        help="output image (one input), folder (several inputs, or a name ending in / "
+        "or without a suffix), or video file (with -v); default output.png unless --json "
+        "is given",
     )
     parser.add_argument(
         "-v",
@@ -144,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.onnx:
         args.runtime = "onnxruntime"
     log = _Log(args.quiet)
+    clash = _json_clash(args)
+    if clash is not None:
+        log.error(clash)
+        return 2
     try:
         aligner = FaceAligner(
             model_2d=args.model_2d,
@@ -181,6 +186,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def _json_clash(args: argparse.Namespace) -> str | None:
+    """Why the --json file may not be written, if it names an input or the -s output."""
+    if args.json in (None, "-"):
+        return None
+    target = Path(args.json).resolve()
+    if args.video is not None:
+        inputs = [] if args.video.isdigit() else [Path(args.video)]
+    else:
+        inputs = expand_inputs(args.input or [str(SAMPLE_IMAGE)])
+    if any(p.exists() and p.resolve() == target for p in inputs):
+        return f"{args.json}: refusing to overwrite an input file with --json"
+    if args.savepath is not None and Path(args.savepath).resolve() == target:
+        return f"{args.json}: --json and -s name the same file"
+    return None
+
+
 # -- images ---------------------------------------------------------------------------
 
 
@@ -191,21 +212,24 @@ def run_images(aligner: FaceAligner, args: argparse.Namespace, sink: _JsonLines,
         log.error(f"{' '.join(inputs)}: no images found")
         return 2
     save = _save_target(args, paths)
+    as_folder = args.savepath is not None and args.savepath.endswith(("/", os.sep))
     failures = 0
     taken: set[Path] = set()
+    protected = _protected_files(paths)
     for path, image, faces, error in aligner.iter_paths(
         inputs, show_progress_bar=not args.quiet, keep_heatmaps=args.heatmaps
     ):
         if error is None and not faces:
             log.warn(f"{path}: no face found")
         if error is None and save is not None:
+            out = None
             try:
-                out = _output_path(save, path, len(paths) > 1, taken, set(paths))
-                _write_outputs(out, image, faces, args)
+                out = _output_path(save, path, len(paths) > 1 or as_folder, taken, set(paths))
+                _write_outputs(out, image, faces, args, protected)
             except InputError as exc:
                 error = str(exc)
             except OSError as exc:
-                error = f"{exc.filename or save}: cannot write ({exc.strerror or exc})"
+                error = f"{out or save}: cannot write ({exc.strerror or exc})"
         if error is not None:
             failures += 1
             log.error(error)
@@ -225,9 +249,13 @@ def _save_target(args: argparse.Namespace, paths: list[Path]) -> Path | None:
 def _output_path(
     save: Path, source: Path, several: bool, taken: set[Path], inputs: set[Path]
 ) -> Path:
-    """The output file for one input; never an input file, never reused in one run."""
-    if several or save.is_dir():
-        save.mkdir(parents=True, exist_ok=True)
+    """The output file for one input; never an input file, never reused in one run.
+
+    ``save`` is a folder when there are several inputs, when it is an existing folder,
+    or when it has no suffix (``-s results``); otherwise it is the image file itself.
+    """
+    if several or save.is_dir() or not save.suffix:
+        _check_folder(save)
         out = save / f"{source.stem}.png"
         n = 1
         while out in taken:
@@ -243,23 +271,47 @@ def _output_path(
     return out
 
 
+def _protected_files(paths: list[Path]) -> set[Path]:
+    """Files no output may replace: the inputs, and the annotations (NAME.pts) beside them,
+    which --pts would otherwise overwrite when -s is the input folder."""
+    protected = set()
+    for path in paths:
+        for candidate in (path, path.with_suffix(".pts")):
+            if candidate.exists():
+                protected.add(candidate.resolve())
+    return protected
+
+
 def _write_outputs(
-    out: Path, image: np.ndarray, faces: list[Face], args: argparse.Namespace
+    out: Path,
+    image: np.ndarray,
+    faces: list[Face],
+    args: argparse.Namespace,
+    protected: set[Path] | frozenset[Path] = frozenset(),
 ) -> None:
     from util.draw import draw_faces, heatmap_grid, with_side_view
 
+    extra: list[tuple[Path, str, Face]] = []
+    for k, face in enumerate(faces):
+        suffix = "" if len(faces) == 1 else f"_{k}"
+        if args.pts:
+            extra.append((out.with_name(f"{out.stem}{suffix}.pts"), "pts", face))
+        if args.heatmaps and face.heatmaps is not None:
+            extra.append((out.with_name(f"{out.stem}{suffix}_heatmaps.png"), "heatmaps", face))
+    for path in [out, *(p for p, _, _ in extra)]:
+        if path.resolve() in protected:
+            raise InputError(f"{path}: refusing to overwrite an input file")
     drawn = draw_faces(image, faces, draw_boxes=not args.no_boxes)
     if args.active_3d:
         drawn = with_side_view(drawn, faces)
     write_image_atomic(out, drawn)
-    for k, face in enumerate(faces):
-        suffix = "" if len(faces) == 1 else f"_{k}"
-        if args.pts:
-            write_pts(out.with_name(f"{out.stem}{suffix}.pts"), face.landmarks)
-        if args.heatmaps and face.heatmaps is not None:
-            write_image_atomic(
-                out.with_name(f"{out.stem}{suffix}_heatmaps.png"), heatmap_grid(face.heatmaps)
-            )
+    for path, kind, face in extra:
+        if kind == "pts":
+            _check_folder(path.parent)
+            write_pts(path, face.landmarks)
+            _usual_mode(path)  # util.landmarks writes through mkstemp (owner-only)
+        else:
+            write_image_atomic(path, heatmap_grid(face.heatmaps))
 
 
 def write_image_atomic(path: Path, image_rgb: np.ndarray) -> None:
@@ -270,15 +322,33 @@ def write_image_atomic(path: Path, image_rgb: np.ndarray) -> None:
     ok, data = cv2.imencode(path.suffix.lower() or ".png", bgr)
     if not ok:
         raise InputError(f"{path}: cannot encode image in this format")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _check_folder(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data.tobytes())
+        _usual_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _check_folder(folder: Path) -> None:
+    """Make ``folder`` (and its parents) or say in one line why it cannot be."""
+    for parent in [folder, *folder.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(f"{folder}: cannot write there ({parent} is a file)")
+            break
+    folder.mkdir(parents=True, exist_ok=True)
+
+
+def _usual_mode(path: str | Path) -> None:
+    """mkstemp makes owner-only files; give the file the mode a plain open() would."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def _record(
@@ -363,7 +433,7 @@ def run_video(aligner: FaceAligner, args: argparse.Namespace, sink: _JsonLines, 
         writer.close()
         log.info(f"saved {writer.frames} frames to {writer.path}")
     if frames == 0:
-        log.error(f"{args.video}: no frames could be read")
+        log.error(f"{args.video}: no frames could be read (not a video, or an unsupported codec)")
         return 1
     return 0
 
@@ -425,6 +495,7 @@ class _JsonLines:
         self.target = target
         self.handle: TextIO | None = None
         self.tmp: Path | None = None
+        self.records = 0
 
     def __enter__(self) -> _JsonLines:
         if self.target == "-":
@@ -433,9 +504,16 @@ class _JsonLines:
             path = Path(self.target)
             if path.is_dir():
                 raise InputError(f"{path}: --json needs a file name, not a folder")
-            if not path.parent.exists():
-                raise InputError(f"{path}: folder {path.parent} does not exist")
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+            if not path.parent.is_dir():
+                problem = "is not a folder" if path.parent.exists() else "does not exist"
+                raise InputError(f"{path}: folder {path.parent} {problem}")
+            try:
+                fd, tmp = tempfile.mkstemp(
+                    prefix=f".{path.name}.", suffix=".partial", dir=path.parent
+                )
+            except OSError as exc:
+                raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from None
+            _usual_mode(tmp)
             self.tmp, self.handle = Path(tmp), os.fdopen(fd, "w", encoding="utf-8")
         return self
 
@@ -443,11 +521,15 @@ class _JsonLines:
         if self.handle is not None:
             self.handle.write(json.dumps(record, ensure_ascii=False) + "\n")
             self.handle.flush()
+            self.records += 1
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, exc_type: type | None, *exc_info: object) -> None:
         if self.tmp is not None and self.handle is not None:
             self.handle.close()
-            os.replace(self.tmp, self.target)
+            if exc_type is not None and self.records == 0:
+                self.tmp.unlink(missing_ok=True)  # a run that failed before any result
+            else:
+                os.replace(self.tmp, self.target)
 
 
 def _name(path: Path) -> str:

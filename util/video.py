@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Iterator
@@ -25,17 +26,37 @@ FOURCC_BY_SUFFIX = {
 def open_capture(source: str) -> cv2.VideoCapture:
     """An integer is a webcam index, anything else a video file."""
     if source.isdigit():
-        capture = cv2.VideoCapture(int(source))
+        with _opencv_quiet():
+            capture = cv2.VideoCapture(int(source))
         if not capture.isOpened():
             raise InputError(f"webcam {source}: cannot open camera")
         return capture
     path = Path(source)
     if not path.is_file():
         raise InputError(f"{path}: file not found")
-    capture = cv2.VideoCapture(str(path))
+    # FFmpeg's own messages about a file it cannot decode would bury our one-line error.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    with _opencv_quiet():
+        capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise InputError(f"{path}: cannot open video (not a video, or an unsupported codec)")
     return capture
+
+
+@contextlib.contextmanager
+def _opencv_quiet() -> Iterator[None]:
+    """OpenCV's warnings (e.g. every backend that fails to open a camera) as errors only:
+    the caller reports the failure in one line of its own."""
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging is None:
+        yield
+        return
+    level = logging.getLogLevel()
+    logging.setLogLevel(logging.LOG_LEVEL_ERROR)
+    try:
+        yield
+    finally:
+        logging.setLogLevel(level)
 
 
 def read_frames(capture: cv2.VideoCapture) -> Iterator[np.ndarray]:
@@ -64,6 +85,13 @@ class VideoSink:
         fourcc = FOURCC_BY_SUFFIX.get(path.suffix.lower())
         if fourcc is None:
             raise InputError(f"{path}: unsupported video format (use .mp4 or .avi)")
+        if path.parent.exists() and not path.parent.is_dir():
+            raise InputError(f"{path}: cannot write there ({path.parent} is a file)")
+        if not path.parent.is_dir():
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise InputError(f"{path}: cannot write there ({exc.strerror or exc})") from None
         self.path, self.fps, self.fourcc = path, fps, fourcc
         self.tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
         self.writer: cv2.VideoWriter | None = None
@@ -76,6 +104,7 @@ class VideoSink:
                 str(self.tmp), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, (width, height)
             )
             if not self.writer.isOpened():
+                self.discard()
                 raise InputError(f"{self.path}: cannot write video here")
         self.writer.write(np.ascontiguousarray(frame_rgb[..., ::-1]))
         self.frames += 1
@@ -86,7 +115,11 @@ class VideoSink:
             return
         self.writer.release()
         self.writer = None
-        os.replace(self.tmp, self.path)
+        try:
+            os.replace(self.tmp, self.path)
+        except OSError as exc:
+            self.tmp.unlink(missing_ok=True)
+            raise InputError(f"{self.path}: cannot write ({exc.strerror or exc})") from None
 
     def discard(self) -> None:
         if self.writer is not None:
