@@ -1,0 +1,58 @@
+"""Shared test set-up: the repository on sys.path, and tiny models with the real contracts.
+
+The tiny models are random networks in the exact format of the shipped ones (FAN:
+1x3x256x256 -> 1x68x64x64, depth: 1x71x256x256 -> 1x68, spec in the ONNX metadata),
+so pipeline and CLI tests run without the trained weights and without /tmp files.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # import util.*, training.*, face_alignment from anywhere
+
+SAMPLE = REPO / "samples" / "astronaut.png"
+
+
+@dataclass(frozen=True)
+class TinyModels:
+    fan2d: Path
+    depth: Path
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
+    """A 1-stack, 16-channel FAN and an 8-wide DepthNet, exported as the real ones are."""
+    torch = pytest.importorskip("torch", reason="torch builds the tiny test models")
+    from training.export import export_onnx
+    from training.model import FAN, DepthNet, LastStack
+    from util.runtime import ModelSpec
+
+    folder = tmp_path_factory.mktemp("tiny_models")
+    torch.manual_seed(0)
+    fan_spec = ModelSpec(
+        kind="fan2d",
+        input_size=(256, 256),
+        channel_order="RGB",
+        layout="NCHW",
+        scale=1 / 255.0,
+        extra={"heatmap_size": 64, "crop_scale": 2.0, "crop_shift_y": 0.0, "landmarks": 68},
+    )
+    depth_spec = ModelSpec(
+        kind="depth",
+        input_size=(256, 256),
+        channel_order="RGB",
+        layout="NCHW",
+        scale=1 / 255.0,
+        extra={"heatmap_sigma": 2.0, "z_unit": "crop_pixels", "z_scale": 1.0, "z_sign": 1.0},
+    )
+    models = TinyModels(folder / "fan2d_tiny.onnx", folder / "depth_tiny.onnx")
+    export_onnx(LastStack(FAN(stacks=1, channels=16, depth=2)), models.fan2d, fan_spec)
+    export_onnx(DepthNet(width=8), models.depth, depth_spec, input_channels=71)
+    return models

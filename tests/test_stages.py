@@ -1,0 +1,642 @@
+"""Unit tests of the pipeline stages: read, crop, decode, .pts, mirror, depth input,
+model specs and runtimes, smoothing, drawing and the JSON record.
+
+(The detector and the shape prior have their own files: test_detect.py, test_shape_prior.py.)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from util.crop import crop_box, crop_matrix, invert_matrix, transform_points, warp_crop
+from util.decode import (
+    crop_to_heatmap,
+    decode,
+    decode_heatmaps,
+    gaussian_maps,
+    heatmap_to_crop,
+    soft_argmax,
+)
+from util.depth import depth_input, depth_to_image
+from util.io import InputError, expand_inputs, read_image
+from util.landmarks import (
+    GROUPS,
+    MIRROR_PERMUTATION,
+    NUM_LANDMARKS,
+    format_pts,
+    inter_ocular,
+    nme,
+    read_pts,
+    write_pts,
+)
+from util.runtime import (
+    AILIA_LICENCE_PATH,
+    AiliaModel,
+    ModelError,
+    ModelSpec,
+    load_model,
+    read_spec,
+    resolve_runtime,
+)
+from util.smooth import FaceSmoother, OneEuroFilter
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "samples"
+
+
+def frontal_face(centre: tuple[float, float] = (200.0, 150.0), scale: float = 1.0) -> np.ndarray:
+    """(68, 3) points of an average frontal face (the shipped shape prior's mean):
+    x right, y down, z toward the camera, about 105 * scale pixels wide."""
+    mean = np.load(REPO / "models" / "shape_prior.npz")["mean"].astype(np.float64)
+    return mean * scale + [centre[0], centre[1], 0.0]
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Temporary files an atomic writer could have left behind."""
+    return [p.name for p in folder.iterdir() if p.name.endswith((".tmp", ".partial"))]
+
+
+# -- crop -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("angle", [0.0, 30.0, -90.0, 137.0])
+def test_crop_matrix_round_trip(angle: float) -> None:
+    rng = np.random.default_rng(1)
+    centre, side, size = np.array([231.7, 140.2]), 183.0, 256
+    matrix = crop_matrix(centre, side, size, angle)
+    points = rng.uniform(0, 500, (50, 2))
+    back = transform_points(transform_points(points, matrix), invert_matrix(matrix))
+    np.testing.assert_allclose(back, points, atol=1e-9)
+    # The centre lands in the middle of the crop, whatever the angle.
+    middle = transform_points(centre[None], matrix)[0]
+    np.testing.assert_allclose(middle, [(size - 1) / 2] * 2, atol=1e-9)
+
+
+def test_crop_matrix_square_edges_and_rotation() -> None:
+    centre, side, size = np.array([100.0, 80.0]), 50.0, 256
+    matrix = crop_matrix(centre, side, size)
+    # The square's outer pixel edges are the crop's outer pixel edges (-0.5, size - 0.5).
+    corners = centre + np.array([[-side / 2, -side / 2], [side / 2, side / 2]])
+    np.testing.assert_allclose(
+        transform_points(corners, matrix), [[-0.5, -0.5], [size - 0.5, size - 0.5]], atol=1e-9
+    )
+    # Rotating by angle turns an offset (d, 0) into zoom * d * (cos, -sin): the crop shows
+    # the image turned by ``angle`` degrees counter-clockwise (as cv2.getRotationMatrix2D).
+    zoom = size / side
+    for angle in (30.0, 90.0, -45.0):
+        rotated = crop_matrix(centre, side, size, angle)
+        offset = transform_points((centre + [10.0, 0.0])[None], rotated)[0] - (size - 1) / 2
+        rad = np.deg2rad(angle)
+        expected = zoom * 10.0 * np.array([np.cos(rad), -np.sin(rad)])
+        np.testing.assert_allclose(offset, expected, atol=1e-9)
+
+
+def test_crop_box_centre_and_side() -> None:
+    centre, side = crop_box(np.array([10.0, 20.0, 110.0, 70.0]), scale=2.0, shift_y=0.1)
+    size = np.sqrt(100.0 * 50.0)
+    np.testing.assert_allclose(centre, [60.0, 45.0 + 0.1 * size])
+    assert side == pytest.approx(2.0 * size)
+
+
+@pytest.mark.parametrize("angle", [0.0, 90.0])
+def test_warp_crop_puts_a_pixel_where_the_matrix_says(angle: float) -> None:
+    # Zoom 1 and half-pixel centres: the affine maps pixel centres to pixel centres.
+    size = 64
+    image = np.zeros((120, 160, 3), np.uint8)
+    pixel = np.array([50, 37])
+    image[pixel[1], pixel[0]] = (255, 128, 7)
+    matrix = crop_matrix(np.array([40.5, 40.5]), float(size), size, angle)
+    crop = warp_crop(image, matrix, size)
+    expected = transform_points(pixel[None].astype(float), matrix)[0]
+    assert np.allclose(expected, np.round(expected))
+    x, y = np.round(expected).astype(int)
+    assert tuple(crop[y, x]) == (255, 128, 7)
+    assert int(crop.sum()) == 255 + 128 + 7  # nothing else was lit
+
+
+def test_warp_crop_zoomed_rotated_blob() -> None:
+    # A smooth blob's centroid follows crop_matrix at any zoom and angle (sub-pixel).
+    yy, xx = np.mgrid[0:300, 0:400]
+    centre = np.array([212.3, 141.8])
+    blob = np.exp(-((xx - centre[0]) ** 2 + (yy - centre[1]) ** 2) / (2 * 6.0**2))
+    image = np.repeat((blob * 255).astype(np.uint8)[..., None], 3, axis=2)
+    matrix = crop_matrix(np.array([200.0, 150.0]), 96.0, 256, angle_deg=25.0)
+    crop = warp_crop(image, matrix, 256)[..., 0].astype(np.float64)
+    cy, cx = np.mgrid[0:256, 0:256]
+    centroid = np.array([(crop * cx).sum(), (crop * cy).sum()]) / crop.sum()
+    np.testing.assert_allclose(centroid, transform_points(centre[None], matrix)[0], atol=0.3)
+    # Outside the image is black.
+    far = warp_crop(image, crop_matrix(np.array([-500.0, -500.0]), 96.0, 256), 256)
+    assert not far.any()
+
+
+# -- decode -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sigma", [1.0, 1.5, 2.0, 3.0])
+def test_decode_recovers_subpixel_centres(sigma: float) -> None:
+    rng = np.random.default_rng(int(sigma * 10))
+    points = rng.uniform(5.0, 58.0, (NUM_LANDMARKS, 2))
+    decoded, scores = decode_heatmaps(gaussian_maps(points, 64, sigma))
+    assert decoded.shape == (NUM_LANDMARKS, 2) and scores.shape == (NUM_LANDMARKS,)
+    assert np.abs(decoded - points).max() < 0.05
+    assert np.all(scores > 0.75) and np.all(scores <= 1.0)
+
+
+def test_gaussian_maps_peak_at_points() -> None:
+    maps = gaussian_maps(np.array([[10.0, 20.0], [3.0, 60.0]]), 64, 2.0)
+    assert maps.shape == (2, 64, 64) and maps.dtype == np.float32
+    assert maps[0, 20, 10] == pytest.approx(1.0) and maps[1, 60, 3] == pytest.approx(1.0)
+    assert np.unravel_index(maps[0].argmax(), (64, 64)) == (20, 10)
+
+
+def test_crop_heatmap_coordinates_are_inverse() -> None:
+    rng = np.random.default_rng(3)
+    points = rng.uniform(-5, 260, (100, 2))
+    np.testing.assert_allclose(
+        heatmap_to_crop(crop_to_heatmap(points, 256, 64), 256, 64), points, atol=1e-9
+    )
+    # Pixel-centre convention: the crop's centre is the heatmap's centre, and crop
+    # pixel 0 covers heatmap [-0.5, -0.25].
+    np.testing.assert_allclose(crop_to_heatmap(np.array([127.5, 0.0]), 256, 64), [31.5, -0.375])
+
+
+@pytest.mark.parametrize(
+    "heatmap",
+    [
+        np.zeros((64, 64)),  # flat
+        np.full((64, 64), -0.3),  # flat and negative (an untrained network)
+        np.pad(np.ones((2, 2)), 31),  # plateau
+        -np.abs(np.random.default_rng(0).normal(size=(64, 64))),  # no positive value
+        np.eye(64),  # a ridge
+    ],
+    ids=["zeros", "negative", "plateau", "all-negative-noise", "ridge"],
+)
+def test_decode_degenerate_maps_fall_back(heatmap: np.ndarray) -> None:
+    maps = np.stack([heatmap, gaussian_maps(np.array([[20.3, 40.7]]), 64, 2.0)[0]])
+    points, scores = decode_heatmaps(maps)
+    assert np.all(np.isfinite(points)) and np.all(np.isfinite(scores))
+    peak = np.array(np.unravel_index(heatmap.argmax(), heatmap.shape))[::-1]
+    assert np.abs(points[0] - peak).max() <= 1.0  # within a pixel of the argmax
+    np.testing.assert_allclose(points[1], [20.3, 40.7], atol=0.05)  # others unaffected
+
+
+def test_soft_argmax_is_the_expected_position() -> None:
+    # Maps whose softmax(beta * map) is a Gaussian of sigma 1.5 px: the expectation is
+    # its centre, to well under 0.01 px away from the borders.
+    points = np.array([[20.4, 33.2], [40.0, 12.6]])
+    beta = 10.0
+    yy, xx = np.mgrid[0:64, 0:64]
+    d2 = (xx[None] - points[:, :1, None]) ** 2 + (yy[None] - points[:, 1:, None]) ** 2
+    maps = -d2 / (2 * 1.5**2) / beta
+    decoded, scores = soft_argmax(maps, beta=beta)
+    np.testing.assert_allclose(decoded, points, atol=0.01)
+    np.testing.assert_allclose(scores, maps.reshape(2, -1).max(1), rtol=1e-6)
+    np.testing.assert_allclose(decode(maps, "soft_argmax", beta)[0], decoded)
+
+
+def test_decode_dispatch() -> None:
+    maps = gaussian_maps(np.array([[20.4, 33.2], [40.0, 12.6]]), 64, 1.5)
+    np.testing.assert_allclose(decode(maps, "dark")[0], decode_heatmaps(maps)[0])
+    with pytest.raises(ValueError, match="unknown heatmap decoding"):
+        decode(maps, "bogus")
+
+
+# -- iBUG 68: .pts, mirror, metrics -------------------------------------------------------
+
+
+def test_pts_round_trip_is_atomic(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    points = rng.uniform(0, 1000, (NUM_LANDMARKS, 2))
+    path = tmp_path / "face ü.pts"
+    write_pts(path, points)
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith("version: 1\nn_points:  68\n{\n") and text.endswith("\n}\n")
+    np.testing.assert_allclose(read_pts(path), points, atol=5e-4)
+    assert leftovers(tmp_path) == []
+    # Overwriting works and (z) columns beyond x, y are left out.
+    write_pts(path, np.column_stack([points, np.ones(NUM_LANDMARKS)]))
+    assert read_pts(path).shape == (NUM_LANDMARKS, 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["face ü.pts"]
+
+
+def test_pts_write_failure_leaves_no_temp_file(tmp_path: Path) -> None:
+    target = tmp_path / "taken.pts"
+    target.mkdir()  # the rename onto a folder fails
+    with pytest.raises(OSError):
+        write_pts(target, np.zeros((NUM_LANDMARKS, 2)))
+    assert leftovers(tmp_path) == []
+
+
+def test_read_pts_format_variants_and_garbage(tmp_path: Path) -> None:
+    points = np.round(frontal_face()[:, :2], 3)
+    text = format_pts(points)
+    assert text.count("\n") == NUM_LANDMARKS + 4
+    # Windows line endings and a single-space header, as some 300-W files have.
+    crlf = tmp_path / "crlf.pts"
+    crlf.write_bytes(text.replace("n_points:  ", "n_points: ").replace("\n", "\r\n").encode())
+    read = read_pts(crlf)
+    assert read.shape == (NUM_LANDMARKS, 2) and read.dtype == np.float32
+    np.testing.assert_allclose(read, points, atol=1e-3)
+    bad = tmp_path / "bad.pts"
+    bad.write_text("version: 1\nn_points: 68\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="bad.pts"):
+        read_pts(bad)
+
+
+def test_mirror_permutation() -> None:
+    perm = MIRROR_PERMUTATION
+    assert sorted(perm) == list(range(NUM_LANDMARKS))
+    np.testing.assert_array_equal(perm[perm], np.arange(NUM_LANDMARKS))  # an involution
+    assert perm[36] == 45 and perm[45] == 36 and perm[0] == 16 and perm[8] == 8
+    assert perm[30] == 30 and perm[48] == 54 and perm[62] == 62 and perm[66] == 66
+    # Mirroring a real face and re-ordering keeps every group on its own side.
+    points = frontal_face()[:, :2] + np.linspace(0, 3, NUM_LANDMARKS)[:, None]  # not symmetric
+    mirrored = points.copy()
+    mirrored[:, 0] = 1000.0 - mirrored[:, 0]
+    mirrored = mirrored[perm]
+    assert mirrored[36, 0] < mirrored[45, 0] and mirrored[0, 0] < mirrored[16, 0]
+    assert inter_ocular(mirrored) == pytest.approx(inter_ocular(points))
+    # Groups are disjoint and cover the 68 points.
+    covered = sorted(i for indices, _ in GROUPS.values() for i in indices)
+    assert covered == list(range(NUM_LANDMARKS))
+
+
+def test_nme_and_inter_ocular() -> None:
+    truth = np.zeros((NUM_LANDMARKS, 2))
+    truth[45] = [100.0, 0.0]
+    assert inter_ocular(truth) == pytest.approx(100.0)
+    assert nme(truth + [3.0, 4.0], truth, 100.0) == pytest.approx(0.05)
+
+
+# -- depth input and output ----------------------------------------------------------------
+
+
+def test_depth_input_layout() -> None:
+    spec = ModelSpec(kind="depth", extra={"heatmap_sigma": 2.0})
+    rng = np.random.default_rng(5)
+    crop = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    points = rng.integers(10, 246, (NUM_LANDMARKS, 2)).astype(np.float64)
+    x = depth_input(crop, points, spec)
+    assert x.shape == (1, 71, 256, 256) and x.dtype == np.float32
+    np.testing.assert_array_equal(x[:, :3], spec.to_tensor(crop))
+    for k in (0, 17, 36, 67):
+        y, xx = np.unravel_index(x[0, 3 + k].argmax(), (256, 256))
+        assert (xx, y) == tuple(points[k].astype(int))
+        assert x[0, 3 + k].max() == pytest.approx(1.0)
+
+
+def test_depth_to_image_scaling_and_sign() -> None:
+    z = np.arange(NUM_LANDMARKS, dtype=np.float32)[None]  # as the model gives it: (1, 68)
+    spec = ModelSpec(kind="depth", extra={"z_scale": 1.0, "z_sign": 1.0})
+    out = depth_to_image(z, spec, crop_side=512.0)
+    assert out.shape == (NUM_LANDMARKS,)
+    assert abs(out.mean()) < 1e-9
+    np.testing.assert_allclose(np.diff(out), 2.0)  # side / 256 = 2 image pixels per crop pixel
+    flipped = depth_to_image(z, ModelSpec(extra={"z_scale": 0.5, "z_sign": -1.0}), 256.0)
+    np.testing.assert_allclose(np.diff(flipped), -0.5)
+
+
+# -- model specs and runtimes ----------------------------------------------------------------
+
+
+def test_model_spec_channel_order_layout_and_normalisation() -> None:
+    image = np.zeros((4, 5, 3), np.uint8)
+    image[..., 0], image[..., 1], image[..., 2] = 10, 20, 30  # R, G, B
+    rgb = ModelSpec(input_size=(4, 5)).to_tensor(image)
+    assert rgb.shape == (1, 3, 4, 5) and rgb.dtype == np.float32
+    np.testing.assert_allclose(rgb[0, :, 0, 0], np.array([10, 20, 30]) / 255, rtol=1e-6)
+    bgr = ModelSpec(input_size=(4, 5), channel_order="BGR").to_tensor(image)
+    np.testing.assert_allclose(bgr[0, :, 0, 0], np.array([30, 20, 10]) / 255, rtol=1e-6)
+    nhwc = ModelSpec(
+        input_size=(4, 5), layout="NHWC", scale=1.0, mean=(10.0, 0.0, 0.0), std=(1.0, 2.0, 5.0)
+    ).to_tensor(image)
+    assert nhwc.shape == (1, 4, 5, 3)
+    np.testing.assert_allclose(nhwc[0, 0, 0], [0.0, 10.0, 6.0])
+
+
+def test_model_spec_dict_round_trip_keeps_extra() -> None:
+    spec = ModelSpec(kind="fan2d", input_size=(256, 256), extra={"heatmap_size": 64})
+    data = json.loads(json.dumps(spec.to_dict()))
+    assert ModelSpec.from_dict(data) == spec
+    flat = ModelSpec.from_dict({"kind": "depth", "input_size": [128, 128], "z_sign": -1})
+    assert flat.input_size == (128, 128) and flat.extra == {"z_sign": -1}
+
+
+def test_missing_model_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "nowhere.onnx"
+    with pytest.raises(ModelError, match="nowhere.onnx: model file not found"):
+        load_model(path, default_spec=ModelSpec())
+
+
+def test_corrupt_model_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "corrupt.onnx"
+    path.write_bytes(b"this is not a protobuf" * 10)
+    with pytest.raises(ModelError, match="corrupt.onnx") as info:
+        load_model(path, default_spec=ModelSpec())
+    assert "\n" not in str(info.value)
+    # Without a default spec it is still a ModelError naming the file.
+    with pytest.raises(ModelError, match="corrupt.onnx"):
+        load_model(path)
+
+
+def test_invalid_sidecar_spec_names_the_sidecar(tmp_path: Path) -> None:
+    (tmp_path / "m.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(ModelError, match="m.json: invalid model spec"):
+        read_spec(tmp_path / "m.onnx")
+
+
+def test_runtime_names() -> None:
+    assert resolve_runtime("onnxruntime") == "onnxruntime"
+    assert resolve_runtime("auto") in ("onnxruntime", "ailia")
+    with pytest.raises(ModelError, match="unknown runtime"):
+        resolve_runtime("tensorflow")
+
+
+def test_ailia_missing_is_a_clear_model_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "ailia", None)  # import ailia -> ImportError
+    assert resolve_runtime("auto") == "onnxruntime"
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"x")
+    with pytest.raises(ModelError, match="ailia SDK is not installed"):
+        load_model(model, runtime="ailia", default_spec=ModelSpec())
+
+
+def test_ailia_without_licence_names_the_licence_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ailia's licence check fails with a TypeError; the error must say which file is missing."""
+
+    def unlicensed_net(*_args: object, **_kwargs: object) -> None:
+        raise TypeError("'NoneType' object is not subscriptable")
+
+    monkeypatch.setitem(sys.modules, "ailia", types.SimpleNamespace(Net=unlicensed_net))
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"x")
+    with pytest.raises(ModelError, match=r"\.shalo/AILIA\.lic"):
+        AiliaModel(model, ModelSpec())
+
+
+def test_real_ailia_without_licence(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001
+    pytest.importorskip("ailia", reason="the ailia SDK is not installed")
+    if Path(AILIA_LICENCE_PATH).expanduser().is_file():
+        pytest.skip("an ailia licence is installed: nothing to check")
+    with pytest.raises(ModelError, match=r"\.shalo/AILIA\.lic"):
+        load_model(tiny_models.fan2d, runtime="ailia")
+
+
+# -- reading images ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def portrait() -> np.ndarray:
+    """A non-square RGB test image with distinct rows and columns."""
+    from PIL import Image
+
+    return np.asarray(Image.open(SAMPLES / "astronaut.png").convert("RGB"))[:400, 60:360]
+
+
+def test_read_image_converts_modes(tmp_path: Path, portrait: np.ndarray) -> None:
+    from PIL import Image
+
+    rgb = Image.fromarray(portrait)
+    grey = np.asarray(rgb.convert("L"))
+    rgb.convert("L").save(tmp_path / "grey.png")
+    Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "g16.png")
+    rgba = rgb.convert("RGBA")
+    rgba.putalpha(0)
+    rgba.save(tmp_path / "clear.png")
+    rgb.convert("P").save(tmp_path / "palette.gif")
+    for name in ("grey.png", "g16.png"):
+        image = read_image(tmp_path / name)
+        assert image.shape == (400, 300, 3) and image.dtype == np.uint8, name
+        assert np.abs(image[..., 1].astype(int) - grey).max() <= 1, name
+    np.testing.assert_array_equal(read_image(tmp_path / "clear.png"), 255)  # alpha on white
+    assert read_image(tmp_path / "palette.gif").shape == (400, 300, 3)
+
+
+def test_read_image_applies_exif_orientation(tmp_path: Path, portrait: np.ndarray) -> None:
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display": stored turned 90 degrees CCW
+    Image.fromarray(portrait).transpose(Image.Transpose.ROTATE_90).save(
+        tmp_path / "turned.jpg", exif=exif.tobytes(), quality=95
+    )
+    image = read_image(tmp_path / "turned.jpg")
+    assert image.shape == portrait.shape
+    assert np.abs(image.astype(int) - portrait).mean() < 6
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("missing.png", None, "file not found"),
+        ("empty.png", b"", "empty file"),
+        ("text.jpg", b"hello, I am text\n", "not an image"),
+        ("cut.png", "truncated", "corrupt or truncated"),
+        ("huge.png", "huge", "too large"),
+    ],
+)
+def test_read_image_errors_name_the_file(
+    tmp_path: Path, name: str, content: bytes | str | None, message: str
+) -> None:
+    from PIL import Image
+
+    path = tmp_path / name
+    if content == "truncated":
+        data = (SAMPLES / "astronaut.png").read_bytes()
+        path.write_bytes(data[: len(data) // 3])
+    elif content == "huge":
+        Image.new("1", (20000, 20000)).save(path)  # 400 megapixels in ~50 kB
+        assert path.stat().st_size < 200_000
+    elif content is not None:
+        path.write_bytes(content)
+    with pytest.raises(InputError) as info:
+        read_image(path)
+    text = str(info.value)
+    assert text.startswith(str(path)) and message in text and "\n" not in text
+
+
+def test_read_image_over_our_own_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import util.io
+
+    monkeypatch.setattr(util.io, "MAX_PIXELS", 1000)
+    with pytest.raises(InputError, match=r"too large \(512x512 pixels\)"):
+        read_image(SAMPLES / "astronaut.png")
+
+
+def test_expand_inputs(tmp_path: Path) -> None:
+    for name in ("b.png", "a.jpg", "notes.txt", "sub/c.PNG"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    found = expand_inputs([str(tmp_path)])
+    assert [p.relative_to(tmp_path).as_posix() for p in found] == ["a.jpg", "b.png", "sub/c.PNG"]
+    assert expand_inputs([str(tmp_path / "*.png")]) == [tmp_path / "b.png"]
+    assert expand_inputs([str(tmp_path / "nothing*.png")]) == [tmp_path / "nothing*.png"]
+
+
+# -- smoothing ---------------------------------------------------------------------------------
+
+
+def test_one_euro_reduces_jitter_and_follows_a_step() -> None:
+    rng = np.random.default_rng(6)
+    noisy = 10.0 + rng.normal(0.0, 1.0, (300, NUM_LANDMARKS, 2))
+    filt = OneEuroFilter(rate=30.0)
+    out = np.array([filt(frame) for frame in noisy])
+    assert out[60:].std(axis=0).mean() < 0.5 * noisy[60:].std(axis=0).mean()
+    assert abs(out[60:].mean() - 10.0) < 0.2
+    # A step of 10 (well above the noise) is followed within half a second.
+    step = np.r_[np.zeros(60), np.full(60, 10.0)][:, None] + rng.normal(0, 0.2, (120, 1))
+    filt = OneEuroFilter(rate=30.0)
+    followed = np.array([filt(v) for v in step])[:, 0]
+    assert np.all(np.abs(followed[75:] - 10.0) < 1.0)
+    assert followed[60] > 3.0  # reacts on the very first frame of the move
+
+
+def test_face_smoother_tracks_faces_separately() -> None:
+    from util.aligner import Face
+
+    rng = np.random.default_rng(7)
+    base = rng.uniform(0, 100, (NUM_LANDMARKS, 2))
+
+    def face(offset: float, jitter: float) -> Face:
+        box = np.array([offset, 0.0, offset + 100.0, 100.0])
+        points = base + [offset, 0.0] + rng.normal(0, jitter, base.shape)
+        return Face(box, 0.9, points, np.ones(NUM_LANDMARKS))
+
+    smoother = FaceSmoother(rate=30.0)
+    left, right = [], []
+    for _ in range(60):
+        a, b = smoother([face(0.0, 1.0), face(500.0, 1.0)])
+        left.append(a.landmarks.copy())
+        right.append(b.landmarks.copy())
+    left, right = np.array(left), np.array(right)
+    # Each track stays on its own face and is steadier than the raw input (std 1).
+    assert np.abs(left[20:].mean(0) - base).max() < 1.0
+    assert np.abs(right[20:].mean(0) - (base + [500.0, 0.0])).max() < 1.0
+    assert left[20:].std(0).mean() < 0.6
+    # 3D points are smoothed too, and landmarks stay their x, y.
+    f3 = face(0.0, 0.0)
+    f3.landmarks_3d = np.column_stack([f3.landmarks, np.zeros(NUM_LANDMARKS)])
+    (out,) = FaceSmoother()([f3])
+    np.testing.assert_allclose(out.landmarks, out.landmarks_3d[:, :2])
+
+
+# -- drawing --------------------------------------------------------------------------------
+
+
+def _fake_face(with_3d: bool = True):  # noqa: ANN202
+    from util.aligner import Face
+
+    shape = frontal_face()
+    points = shape[:, :2]
+    return Face(
+        bbox=np.array([*points.min(0), *points.max(0)]),
+        score=0.9,
+        landmarks=points,
+        landmark_scores=np.ones(NUM_LANDMARKS),
+        landmarks_3d=shape - [0.0, 0.0, shape[:, 2].mean()] if with_3d else None,
+        heatmaps=gaussian_maps(crop_to_heatmap(points * 0.5, 256, 64), 64, 2.0),
+    )
+
+
+def test_draw_functions_shapes() -> None:
+    from util.draw import draw_faces, heatmap_grid, side_view, with_side_view
+
+    image = np.full((300, 400, 3), 90, np.uint8)
+    face = _fake_face()
+    drawn = draw_faces(image, [face])
+    assert drawn.shape == image.shape and drawn.dtype == np.uint8
+    assert (drawn != image).any() and (image == 90).all()  # drawn on a copy
+    assert draw_faces(image, []).shape == image.shape
+    wide = with_side_view(drawn, [face, face])
+    assert wide.shape[0] == 300 and wide.shape[1] > 400 and wide.dtype == np.uint8
+    assert side_view([_fake_face(with_3d=False)], 200).shape[0] == 200  # no 3D: empty panel
+    grid = heatmap_grid(face.heatmaps)
+    assert grid.shape == (6 * 64, 12 * 64, 3) and grid.dtype == np.uint8
+
+
+# -- the JSON record ---------------------------------------------------------------------------
+
+
+def check_record_schema(record: dict, with_3d: bool) -> None:
+    """The documented JSON Lines record (also used by test_cli.py)."""
+    assert set(record) >= {"image", "width", "height", "faces", "error"}
+    assert isinstance(record["image"], str)
+    assert record["error"] is None or isinstance(record["error"], str)
+    if record["error"] is None:
+        assert isinstance(record["width"], int) and isinstance(record["height"], int)
+    for face in record["faces"]:
+        keys = {"bbox", "score", "landmarks", "landmark_scores"}
+        assert set(face) == (keys | {"landmarks_3d"} if with_3d else keys)
+        assert len(face["bbox"]) == 4 and isinstance(face["score"], float)
+        assert np.asarray(face["landmarks"]).shape == (NUM_LANDMARKS, 2)
+        assert np.asarray(face["landmark_scores"]).shape == (NUM_LANDMARKS,)
+        if with_3d:
+            assert np.asarray(face["landmarks_3d"]).shape == (NUM_LANDMARKS, 3)
+
+
+def test_json_record_schema() -> None:
+    import face_alignment
+
+    face = _fake_face()
+    record = face_alignment._record(Path("dir/a.png"), [face], None, (300, 400, 3))
+    record = json.loads(json.dumps(record))  # serialisable as is
+    check_record_schema(record, with_3d=True)
+    assert (record["width"], record["height"]) == (400, 300)
+    assert "heatmaps" not in record["faces"][0]
+    np.testing.assert_allclose(record["faces"][0]["landmarks"], face.landmarks, atol=0.006)
+    face.landmarks_3d = None
+    check_record_schema(
+        json.loads(json.dumps(face_alignment._record("x", [face], None, (1, 2)))), with_3d=False
+    )
+    failed = face_alignment._record("bad.jpg", [], "bad.jpg: empty file", None)
+    assert failed == {
+        "image": "bad.jpg",
+        "width": None,
+        "height": None,
+        "faces": [],
+        "error": "bad.jpg: empty file",
+    }
+    framed = face_alignment._record("v.mp4", [], None, (10, 20, 3), frame=7)
+    assert framed["frame"] == 7
+
+
+# -- the API end to end on a tiny model ---------------------------------------------------------
+
+
+def test_face_aligner_api(tiny_models) -> None:  # noqa: ANN001
+    from util.aligner import FaceAligner
+
+    aligner = FaceAligner(
+        model_2d=tiny_models.fan2d, model_depth=tiny_models.depth, active_3d=True, threads=1
+    )
+    image = read_image(SAMPLES / "astronaut.png")
+    faces = aligner.align(image, keep_heatmaps=True)
+    assert len(faces) == 1
+    face = faces[0]
+    assert face.landmarks.shape == (NUM_LANDMARKS, 2) and face.landmarks_3d.shape == (68, 3)
+    assert face.heatmaps.shape == (NUM_LANDMARKS, 64, 64)
+    assert abs(face.landmarks_3d[:, 2].mean()) < 1e-6
+    # FAN-library conveniences: from a path, with boxes and scores; given boxes skip detection.
+    landmarks, scores, boxes = aligner.get_landmarks_from_image(
+        str(SAMPLES / "astronaut.png"), return_bboxes=True, return_landmark_score=True
+    )
+    assert landmarks[0].shape == (68, 3) and scores[0].shape == (68,) and boxes[0].shape == (5,)
+    given = aligner.get_landmarks_from_image(image, detected_faces=[face.bbox])
+    np.testing.assert_allclose(given[0], landmarks[0], atol=1e-3)
+    # Grey arrays are accepted; other dtypes and shapes are clear errors.
+    assert len(aligner.align(image[..., 1])) == 1
+    with pytest.raises(InputError, match="dtype float"):
+        aligner.align(image.astype(np.float32))
+    with pytest.raises(InputError, match="expected HxWx3"):
+        aligner.align(np.zeros((0, 10, 3), np.uint8))
