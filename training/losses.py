@@ -44,15 +44,24 @@ def weighted_mse(
     return ((pred - target) ** 2 * weight_map).mean()
 
 
-def soft_argmax(heatmaps: torch.Tensor, beta: float) -> torch.Tensor:
-    """(B, N, H, W) -> (B, N, 2) expected (x, y) under softmax(beta * heatmap)."""
-    b, n, h, w = heatmaps.shape
-    prob = F.softmax(heatmaps.reshape(b, n, -1) * beta, dim=-1).reshape(b, n, h, w)
+def relu_centroid(heatmaps: torch.Tensor) -> torch.Tensor:
+    """(B, N, H, W) -> (B, N, 2): centroid (x, y) of the positive part of each map.
+
+    For the Gaussian target this is exactly its centre, so this integral loss and the
+    heatmap loss agree at their optimum. (A softmax over the map does not: its
+    background mass pulls toward the map centre, and the network learned negative
+    blobs and border artefacts to counter it, which wrecked the heatmap peaks.)
+    """
+    positive = F.relu(heatmaps)
+    mass = positive.sum((2, 3)).clamp(min=1e-6)
+    h, w = heatmaps.shape[2:]
     xs = torch.arange(w, dtype=heatmaps.dtype, device=heatmaps.device)
     ys = torch.arange(h, dtype=heatmaps.dtype, device=heatmaps.device)
-    return torch.stack([(prob.sum(2) * xs).sum(-1), (prob.sum(3) * ys).sum(-1)], dim=-1)
+    x = (positive.sum(2) * xs).sum(-1) / mass
+    y = (positive.sum(3) * ys).sum(-1) / mass
+    return torch.stack([x, y], dim=-1)
 
 
-def integral_loss(heatmaps: torch.Tensor, points: torch.Tensor, beta: float = 10.0) -> torch.Tensor:
-    """Mean L1 distance (heatmap pixels) between soft-argmax and target points."""
-    return (soft_argmax(heatmaps, beta) - points).abs().sum(-1).mean()
+def integral_loss(heatmaps: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Mean L1 distance (heatmap pixels) between the maps' centroids and the targets."""
+    return (relu_centroid(heatmaps) - points).abs().sum(-1).mean()

@@ -27,7 +27,7 @@ from training.export import export_onnx  # noqa: E402
 from training.losses import adaptive_wing, foreground_weight, integral_loss, weighted_mse  # noqa: E402
 from training.model import FAN, LastStack, count_macs  # noqa: E402
 from util.crop import invert_matrix, transform_points  # noqa: E402
-from util.decode import crop_to_heatmap, decode, gaussian_maps, heatmap_to_crop  # noqa: E402
+from util.decode import crop_to_heatmap, decode_heatmaps, gaussian_maps, heatmap_to_crop  # noqa: E402
 from util.landmarks import inter_ocular, nme  # noqa: E402
 from util.runtime import ModelSpec  # noqa: E402
 
@@ -68,35 +68,25 @@ def validation_crops(faces: list[Face], crop: CropSettings, stats: dict):
     return x, inverses
 
 
-def evaluate(
-    net: FAN, x: torch.Tensor, inverses: list, faces: list[Face], crop_size: int, beta: float
-) -> dict:
-    """Validation NME (inter-ocular) with both decodings: integral models are decoded by
-    soft-argmax, FAN-style Gaussian heatmaps by their refined peak."""
+def evaluate(net: FAN, x: torch.Tensor, inverses: list, faces: list[Face], crop_size: int) -> dict:
+    """Validation NME (inter-ocular) of the refined heatmap peaks (the tool's decoding)."""
     net.eval()
-    errors: dict[str, list[float]] = {"soft_argmax": [], "dark": []}
+    errors = []
     with torch.no_grad():
         for start in range(0, len(faces), 16):
             heat = net(x[start : start + 16].contiguous(memory_format=torch.channels_last))[-1]
             for k, maps in enumerate(heat.numpy()):
                 i = start + k
-                for method in errors:
-                    hm, _ = decode(maps, method, beta)
-                    pts = transform_points(
-                        heatmap_to_crop(hm, crop_size, HEATMAP_SIZE), inverses[i]
-                    )
-                    errors[method].append(nme(pts, faces[i].points, inter_ocular(faces[i].points)))
+                peaks, _ = decode_heatmaps(maps)
+                pts = transform_points(heatmap_to_crop(peaks, crop_size, HEATMAP_SIZE), inverses[i])
+                errors.append(nme(pts, faces[i].points, inter_ocular(faces[i].points)))
     net.train()
-    result = {}
-    for method, values in errors.items():
-        values = np.array(values)
-        prefix = "" if method == "soft_argmax" else "dark_"
-        result |= {
-            f"{prefix}nme_mean": float(values.mean()),
-            f"{prefix}nme_median": float(np.median(values)),
-            f"{prefix}fail_8": float((values > 0.08).mean()),
-        }
-    return result
+    errors = np.array(errors)
+    return {
+        "nme_mean": float(errors.mean()),
+        "nme_median": float(np.median(errors)),
+        "fail_8": float((errors > 0.08).mean()),
+    }
 
 
 def main() -> None:
@@ -114,7 +104,6 @@ def main() -> None:
     parser.add_argument("--sigma", type=float, default=1.5, help="heatmap Gaussian, heatmap px")
     parser.add_argument("--loss", choices=["awing", "mse"], default="awing")
     parser.add_argument("--integral-weight", type=float, default=0.05)
-    parser.add_argument("--beta", type=float, default=10.0, help="soft-argmax sharpness")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=0)
@@ -223,9 +212,7 @@ def main() -> None:
                 for o in outputs
             )
             coord_loss = (
-                integral_loss(outputs[-1], points, args.beta)
-                if args.integral_weight > 0
-                else torch.zeros(())
+                integral_loss(outputs[-1], points) if args.integral_weight > 0 else torch.zeros(())
             )
             loss = heat_loss + args.integral_weight * coord_loss
             optimizer.zero_grad(set_to_none=True)
@@ -253,7 +240,7 @@ def main() -> None:
                         "step": step,
                         "epoch": epoch,
                         "minutes": round((time.time() - t0) / 60, 1),
-                        **evaluate(net, val_x, val_inv, val_faces, crop.size, args.beta),
+                        **evaluate(net, val_x, val_inv, val_faces, crop.size),
                     }
                 )
                 save(epoch)
@@ -266,7 +253,7 @@ def main() -> None:
             return
         save(epoch + 1)
 
-    result = evaluate(net, val_x, val_inv, val_faces, crop.size, args.beta)
+    result = evaluate(net, val_x, val_inv, val_faces, crop.size)
     log({"event": "final", "step": step, "minutes": round((time.time() - t0) / 60, 1), **result})
     spec = ModelSpec(
         kind="fan2d",
@@ -281,16 +268,13 @@ def main() -> None:
             "crop_scale": crop.scale,
             "crop_shift_y": crop.shift_y,
             "heatmap_sigma": args.sigma,
-            "decode": "soft_argmax" if args.integral_weight > 0 else "dark",
-            "decode_beta": args.beta,
+            "decode": "dark",
             "landmarks": 68,
             "architecture": net.config,
             "gmacs": round(macs / 1e9, 3),
             "trained_by": "training/train_2d.py",
             "training_data": "300-W (AFW + HELEN train), research and non-commercial use only",
-            "val_nme_interocular": round(
-                result["nme_mean" if args.integral_weight > 0 else "dark_nme_mean"], 5
-            ),
+            "val_nme_interocular": round(result["nme_mean"], 5),
         },
     )
     export_onnx(LastStack(net), args.out, spec)
