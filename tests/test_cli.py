@@ -155,6 +155,9 @@ def make_bad_file(path: Path, kind: str) -> None:
     elif kind == "huge":
         Image.new("1", (20000, 20000)).save(path)  # 400 megapixels, ~50 kB on disk
         assert path.stat().st_size < 200_000
+    elif kind == "big":
+        # 108 megapixels: past our limit, below Pillow's own error (but not its warning).
+        Image.new("1", (12000, 9000)).save(path)
     elif kind != "missing":
         raise ValueError(kind)
 
@@ -277,6 +280,7 @@ def test_no_face_is_a_warning(tmp_path: Path, models: list[str]) -> None:
         ("empty", "empty.png", "empty file"),
         ("truncated", "cut.png", "corrupt or truncated"),
         ("huge", "huge.png", "too large"),
+        ("big", "big.png", "too large (12000x9000 pixels)"),
     ],
 )
 def test_bad_image_is_one_line_error(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import types
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -444,6 +445,7 @@ def test_read_image_applies_exif_orientation(tmp_path: Path, portrait: np.ndarra
         ("text.jpg", b"hello, I am text\n", "not an image"),
         ("cut.png", "truncated", "corrupt or truncated"),
         ("huge.png", "huge", "too large"),
+        ("big.png", "big", "too large (12000x9000 pixels)"),
     ],
 )
 def test_read_image_errors_name_the_file(
@@ -458,9 +460,12 @@ def test_read_image_errors_name_the_file(
     elif content == "huge":
         Image.new("1", (20000, 20000)).save(path)  # 400 megapixels in ~50 kB
         assert path.stat().st_size < 200_000
+    elif content == "big":
+        Image.new("1", (12000, 9000)).save(path)  # past MAX_PIXELS, below Pillow's error
     elif content is not None:
         path.write_bytes(content)
-    with pytest.raises(InputError) as info:
+    with pytest.raises(InputError) as info, warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning may escape (Pillow's bomb warning)
         read_image(path)
     text = str(info.value)
     assert text.startswith(str(path)) and message in text and "\n" not in text

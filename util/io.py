@@ -52,15 +52,19 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if path.stat().st_size == 0:
         raise InputError(f"{path}: empty file")
     try:
-        with warnings.catch_warnings(), Image.open(path) as img:
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            width, height = img.size
-            if width * height > MAX_PIXELS:
-                raise InputError(f"{path}: image too large ({width}x{height} pixels)")
-            if width == 0 or height == 0:
-                raise InputError(f"{path}: image has no pixels")
-            img = ImageOps.exif_transpose(img)
-            return _to_rgb8(img)
+        # Pillow's warnings (decompression bomb, odd EXIF or palette data) are either
+        # our own error below or harmless; they must not break the one-line output.
+        # The filter must be in place before Image.open, which is where Pillow warns.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as img:
+                width, height = img.size
+                if width * height > MAX_PIXELS:
+                    raise InputError(f"{path}: image too large ({width}x{height} pixels)")
+                if width == 0 or height == 0:
+                    raise InputError(f"{path}: image has no pixels")
+                img = ImageOps.exif_transpose(img)
+                return _to_rgb8(img)
     except InputError:
         raise
     except Image.DecompressionBombError:
