@@ -437,15 +437,18 @@ def test_read_only_folder(tmp_path: Path, models: list[str]) -> None:
 
 
 def test_video_in_video_out(tmp_path: Path, models: list[str], video: Path) -> None:
-    result = run_cli(*models, "-q", "-v", video, "-s", "out.mp4", "--json", "v.jsonl", cwd=tmp_path)
+    shutil.copy(video, tmp_path / "vidéo 動画.mp4")  # non-ASCII names in and out
+    flags = ["-v", "vidéo 動画.mp4", "-s", "sortie é.mp4", "--json", "v.jsonl"]
+    result = run_cli(*models, "-q", *flags, cwd=tmp_path)
     assert_ok(result)
-    assert video_frames(tmp_path / "out.mp4") == (VIDEO_FRAMES, 512, 512)
+    assert video_frames(tmp_path / "sortie é.mp4") == (VIDEO_FRAMES, 512, 512)
     records = json_lines((tmp_path / "v.jsonl").read_text(encoding="utf-8"))
     assert [r["frame"] for r in records] == list(range(VIDEO_FRAMES))
     for record in records:
         check_record_schema(record, with_3d=False)
-        assert record["image"] == str(video) and len(record["faces"]) == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4", "v.jsonl"]
+        assert record["image"] == "vidéo 動画.mp4" and len(record["faces"]) == 1
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["sortie é.mp4", "v.jsonl", "vidéo 動画.mp4"]
 
 
 def test_video_smooth_3d(tmp_path: Path, models: list[str], video: Path) -> None:
