@@ -174,8 +174,12 @@ def main() -> int:
 
     from util.aligner import FaceAligner
 
-    aligner = FaceAligner(model_2d=args.model_2d, detector_model=args.detector,
-                          runtime="onnxruntime", threads=args.threads)
+    aligner = FaceAligner(
+        model_2d=args.model_2d,
+        detector_model=args.detector,
+        runtime="onnxruntime",
+        threads=args.threads,
+    )
     name = Path(args.model_2d).stem if args.model_2d else aligner.landmark_model.model.path.stem
     print(TABLE_HEADER)
     curves, report = {}, {}

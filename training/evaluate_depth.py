@@ -43,8 +43,9 @@ def main() -> int:
     from util.aligner import FaceAligner
     from util.io import read_image
 
-    aligner = FaceAligner(model_2d=args.model_2d, model_depth=args.model_depth, active_3d=True,
-                          runtime="onnxruntime")
+    aligner = FaceAligner(
+        model_2d=args.model_2d, model_depth=args.model_depth, active_3d=True, runtime="onnxruntime"
+    )
     prior = ShapePrior.load(args.prior)
     errors: dict[str, list[float]] = {"network": [], "shape-prior fit": [], "z = 0": []}
     misses = 0
