@@ -12,6 +12,7 @@ A thin command line over util.aligner.FaceAligner, with the ailia sample's flags
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -90,6 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--smooth", action="store_true", help="video: One Euro temporal filter against jitter"
+    )
+    parser.add_argument(
+        "--redetect",
+        type=int,
+        default=10,
+        metavar="N",
+        help="video: run the detector every N frames and follow faces from their landmarks "
+        "in between (1 = detect on every frame; a lost face is detected again at once)",
     )
     parser.add_argument("--no-boxes", action="store_true", help="do not draw face boxes")
     parser.add_argument(
@@ -403,6 +412,7 @@ def run_video(aligner: FaceAligner, args: argparse.Namespace, sink: _JsonLines, 
         )
     smoother = FaceSmoother(rate=fps) if args.smooth else None
     frames = 0
+    previous: list[Face] = []
     try:
         for frames, frame in enumerate(
             tqdm(
@@ -410,7 +420,11 @@ def run_video(aligner: FaceAligner, args: argparse.Namespace, sink: _JsonLines, 
             ),
             start=1,
         ):
-            faces = aligner.align(frame)
+            followed = None
+            if (frames - 1) % max(1, args.redetect) != 0:
+                followed = aligner.follow(frame, previous)
+            faces = aligner.align(frame) if followed is None else followed
+            previous = [dataclasses.replace(face) for face in faces]  # unsmoothed
             if smoother is not None:
                 faces = smoother(faces)
             sink.write(_record(args.video, faces, None, frame.shape, frame=frames - 1))

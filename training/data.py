@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from util.crop import crop_box, crop_matrix, transform_points, warp_crop
+from util.crop import box_from_landmarks, crop_box, crop_matrix, transform_points, warp_crop
 from util.landmarks import MIRROR_PERMUTATION, read_pts
 
 # Crops are small; OpenCV threads would only fight torch for the two cores.
@@ -66,16 +66,12 @@ def detector_box(
     jitter: float = 1.0,
 ) -> np.ndarray:
     """A BlazeFace-like box for these landmarks: mean offsets, plus noise when rng given."""
-    lo, hi = points.min(0), points.max(0)
-    size = float(np.sqrt(max((hi - lo).prod(), 1.0)))
     dx, dy, ratio = stats["centre_dx_mean"], stats["centre_dy_mean"], stats["size_ratio_mean"]
     if rng is not None:
         dx += rng.normal() * stats["centre_dx_std"] * jitter
         dy += rng.normal() * stats["centre_dy_std"] * jitter
         ratio *= float(np.exp(rng.normal() * stats["size_ratio_std"] * jitter))
-    centre = (lo + hi) / 2 + np.array([dx, dy]) * size
-    half = ratio * size / 2
-    return np.array([centre[0] - half, centre[1] - half, centre[0] + half, centre[1] + half])
+    return box_from_landmarks(points, dx, dy, ratio)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from util.crop import box_from_landmarks
 from util.depth import ORIGINAL_DEPTH_SPEC, DepthModel
 from util.detect import FaceDetector, default_detector_path
 from util.heatmaps import ORIGINAL_FAN_SPEC, LandmarkModel
@@ -92,6 +93,10 @@ class FaceAligner:
                 )
             )
         self.times = StageTimes()
+        # Median heatmap peak below which a followed face counts as lost (video).
+        self.follow_min_score = float(
+            self.landmark_model.model.spec.extra.get("follow_min_score", 0.3)
+        )
 
     # -- the pipeline -------------------------------------------------------------------
 
@@ -136,6 +141,24 @@ class FaceAligner:
             face.landmarks_3d = np.column_stack([points, z])
             self.times.add("depth", time.perf_counter() - start)
         return face
+
+    def follow(self, image_rgb: np.ndarray, previous: list[Face]) -> list[Face] | None:
+        """Video: align the faces where the previous frame's landmarks were, without the
+        detector. None when a face looks lost (low heatmap peaks): detect again then."""
+        image_rgb = _check_image(image_rgb)
+        stats = self.detector.model.spec.extra.get("box_vs_landmarks")
+        if not previous or stats is None:
+            return None
+        faces = []
+        for face in previous:
+            box = box_from_landmarks(
+                face.landmarks, stats["centre_dx"], stats["centre_dy"], stats["size_ratio"]
+            )
+            found = self._align_face(image_rgb, box, face.score, keep_heatmaps=False)
+            if float(np.median(found.landmark_scores)) < self.follow_min_score:
+                return None
+            faces.append(found)
+        return faces
 
     # -- FAN-library style conveniences -------------------------------------------------
 

@@ -62,3 +62,19 @@ def warp_crop(image: np.ndarray, matrix: np.ndarray, out_size: int) -> np.ndarra
         borderMode=cv2.BORDER_CONSTANT,
         borderValue=0,
     )
+
+
+def box_from_landmarks(
+    points: np.ndarray, centre_dx: float, centre_dy: float, size_ratio: float
+) -> np.ndarray:
+    """The detector box (x1, y1, x2, y2) expected for these 68 landmarks.
+
+    Offsets and size are in landmark-box sizes (sqrt of its area), as measured for a
+    detector on annotated faces; used to follow faces from frame to frame on video
+    and to make detector-like training crops.
+    """
+    lo, hi = points[:, :2].min(0), points[:, :2].max(0)
+    size = float(np.sqrt(max(float(np.prod(hi - lo)), 1.0)))
+    centre = (lo + hi) / 2 + np.array([centre_dx, centre_dy]) * size
+    half = size_ratio * size / 2
+    return np.array([centre[0] - half, centre[1] - half, centre[0] + half, centre[1] + half])
