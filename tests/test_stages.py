@@ -22,7 +22,7 @@ from util.decode import (
     decode_heatmaps,
     gaussian_maps,
     heatmap_to_crop,
-    soft_argmax,
+    positive_centroid,
 )
 from util.depth import depth_input, depth_to_image
 from util.io import InputError, expand_inputs, read_image
@@ -188,18 +188,15 @@ def test_decode_degenerate_maps_fall_back(heatmap: np.ndarray) -> None:
     np.testing.assert_allclose(points[1], [20.3, 40.7], atol=0.05)  # others unaffected
 
 
-def test_soft_argmax_is_the_expected_position() -> None:
-    # Maps whose softmax(beta * map) is a Gaussian of sigma 1.5 px: the expectation is
-    # its centre, to well under 0.01 px away from the borders.
+def test_positive_centroid_is_the_gaussian_centre() -> None:
+    # The integral loss trains the centroid of the positive part: for a Gaussian (away
+    # from the borders) it is the centre; negative background must not move it.
     points = np.array([[20.4, 33.2], [40.0, 12.6]])
-    beta = 10.0
-    yy, xx = np.mgrid[0:64, 0:64]
-    d2 = (xx[None] - points[:, :1, None]) ** 2 + (yy[None] - points[:, 1:, None]) ** 2
-    maps = -d2 / (2 * 1.5**2) / beta
-    decoded, scores = soft_argmax(maps, beta=beta)
+    maps = gaussian_maps(points, 64, 1.5) - 0.2 * (np.arange(64)[None, None, :] > 50)
+    decoded, scores = positive_centroid(maps)
     np.testing.assert_allclose(decoded, points, atol=0.01)
     np.testing.assert_allclose(scores, maps.reshape(2, -1).max(1), rtol=1e-6)
-    np.testing.assert_allclose(decode(maps, "soft_argmax", beta)[0], decoded)
+    np.testing.assert_allclose(decode(maps, "centroid")[0], decoded)
 
 
 def test_decode_dispatch() -> None:

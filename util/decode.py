@@ -86,28 +86,26 @@ def decode_heatmaps(heatmaps: np.ndarray, blur_sigma: float = 1.0) -> tuple[np.n
     return points, scores
 
 
-def soft_argmax(heatmaps: np.ndarray, beta: float) -> tuple[np.ndarray, np.ndarray]:
-    """Expected (x, y) under softmax(beta * heatmap) over each whole map.
+def positive_centroid(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Centroid (x, y) of the positive part of each whole map; scores are the peaks.
 
-    The decoding of models trained with an integral (soft-argmax) loss: it is exactly
-    what their coordinate loss optimised. Scores are the heatmap peaks, as for FAN.
+    The decoding of models trained with an integral loss on that centroid (ours): it
+    is exactly what their coordinate loss optimised, and it is unbiased for a Gaussian.
     """
-    maps = np.asarray(heatmaps, dtype=np.float64)
+    maps = np.maximum(np.asarray(heatmaps, dtype=np.float64), 0.0)
     count, height, width = maps.shape
-    logits = beta * maps.reshape(count, -1)
-    prob = np.exp(logits - logits.max(axis=1, keepdims=True))
-    prob = (prob / prob.sum(axis=1, keepdims=True)).reshape(count, height, width)
-    xs = (prob.sum(axis=1) * np.arange(width)).sum(axis=1)
-    ys = (prob.sum(axis=2) * np.arange(height)).sum(axis=1)
-    scores = maps.reshape(count, -1).max(axis=1).astype(np.float32)
+    mass = np.maximum(maps.sum(axis=(1, 2)), 1e-12)
+    xs = (maps.sum(axis=1) * np.arange(width)).sum(axis=1) / mass
+    ys = (maps.sum(axis=2) * np.arange(height)).sum(axis=1) / mass
+    scores = np.asarray(heatmaps).reshape(count, -1).max(axis=1).astype(np.float32)
     return np.stack([xs, ys], axis=1), scores
 
 
-def decode(heatmaps: np.ndarray, method: str = "dark", beta: float = 10.0):
+def decode(heatmaps: np.ndarray, method: str = "dark") -> tuple[np.ndarray, np.ndarray]:
     """Decode with the method a model's spec names: "dark" (peak + Taylor refinement,
-    for FAN-style Gaussian heatmaps) or "soft_argmax" (integral-loss models)."""
-    if method == "soft_argmax":
-        return soft_argmax(heatmaps, beta)
+    for FAN-style Gaussian heatmaps) or "centroid" (integral-loss models)."""
+    if method == "centroid":
+        return positive_centroid(heatmaps)
     if method == "dark":
         return decode_heatmaps(heatmaps)
-    raise ValueError(f"unknown heatmap decoding {method!r} (dark or soft_argmax)")
+    raise ValueError(f"unknown heatmap decoding {method!r} (dark or centroid)")

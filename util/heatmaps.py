@@ -47,7 +47,6 @@ class LandmarkModel:
         self.crop_scale = float(spec.extra.get("crop_scale", 2.0))
         self.crop_shift_y = float(spec.extra.get("crop_shift_y", 0.0))
         self.decode_method = str(spec.extra.get("decode", "dark"))
-        self.decode_beta = float(spec.extra.get("decode_beta", 10.0))
 
     def crop(self, image_rgb: np.ndarray, bbox: np.ndarray) -> FaceCrop:
         """The model's square crop around a detection box."""
@@ -62,6 +61,6 @@ class LandmarkModel:
 
     def landmarks(self, heatmaps: np.ndarray, crop: FaceCrop) -> tuple[np.ndarray, np.ndarray]:
         """Heatmaps -> ((68, 2) original-image points, (68,) peak scores)."""
-        peaks, scores = decode(heatmaps, self.decode_method, self.decode_beta)
+        peaks, scores = decode(heatmaps, self.decode_method)
         in_crop = heatmap_to_crop(peaks, self.crop_size, self.heatmap_size)
         return transform_points(in_crop, crop.inverse), scores
