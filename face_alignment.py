@@ -100,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="video: run the detector every N frames and follow faces from their landmarks "
         "in between (1 = detect on every frame; a lost face is detected again at once)",
     )
+    parser.add_argument(
+        "--flip",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="average each face with its mirror image: about 5%% lower error, twice the "
+        "landmark cost (auto: on for images, off for video)",
+    )
     parser.add_argument("--no-boxes", action="store_true", help="do not draw face boxes")
     parser.add_argument(
         "--model-2d",
@@ -168,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             env_id=args.env_id,
             threads=args.threads,
             min_score=args.min_score,
+            flip=args.flip == "on" or (args.flip == "auto" and args.video is None),
         )
     except (ModelError, InputError) as exc:
         log.error(str(exc))
@@ -472,7 +480,8 @@ def run_benchmark(aligner: FaceAligner, args: argparse.Namespace, log: _Log) -> 
         faces = aligner.align(image)
     print(
         f"{path}: {image.shape[1]}x{image.shape[0]}, {len(faces)} face(s), "
-        f"{args.benchmark_count} runs, runtime {aligner.runtime}"
+        f"{args.benchmark_count} runs, runtime {aligner.runtime}, "
+        f"flip {'on' if aligner.flip else 'off'}"
     )
     for stage in ("detect", "landmarks", "depth"):
         times = aligner.times.seconds.get(stage)

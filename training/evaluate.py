@@ -170,6 +170,7 @@ def main() -> int:
     parser.add_argument("--ced", type=Path, default=Path("ced.png"), help="CED plot to write")
     parser.add_argument("--json", type=Path, default=None, help="per-image errors as JSON")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--flip", action="store_true", help="average with the mirror image")
     args = parser.parse_args()
 
     from util.aligner import FaceAligner
@@ -179,6 +180,7 @@ def main() -> int:
         detector_model=args.detector,
         runtime="onnxruntime",
         threads=args.threads,
+        flip=args.flip,
     )
     name = Path(args.model_2d).stem if args.model_2d else aligner.landmark_model.model.path.stem
     print(TABLE_HEADER)

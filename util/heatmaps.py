@@ -8,6 +8,7 @@ import numpy as np
 
 from util.crop import crop_box, crop_matrix, invert_matrix, transform_points, warp_crop
 from util.decode import decode, heatmap_to_crop
+from util.landmarks import MIRROR_PERMUTATION
 from util.runtime import Model, ModelSpec
 
 # The original 2DFAN-4.onnx / 3DFAN-4.onnx carry no metadata: RGB, 0-1 floats, NCHW.
@@ -54,9 +55,21 @@ class LandmarkModel:
         matrix = crop_matrix(centre, side, self.crop_size)
         return FaceCrop(warp_crop(image_rgb, matrix, self.crop_size), matrix, side)
 
-    def heatmaps(self, crop: FaceCrop) -> np.ndarray:
-        """(68, H, W) float32 heatmaps of one crop."""
-        outputs = self.model.run(self.model.spec.to_tensor(crop.image))
+    def heatmaps(self, crop: FaceCrop, flip: bool = False) -> np.ndarray:
+        """(68, H, W) float32 heatmaps of one crop.
+
+        ``flip`` also runs the mirrored crop and averages its heatmaps, mirrored back
+        with the iBUG left/right swap (as the FAN reference library's flip option).
+        Mirroring crop pixel u to S-1-u maps heatmap column j to H-1-j exactly.
+        """
+        heatmaps = self._run(crop.image)
+        if flip:
+            mirrored = self._run(np.ascontiguousarray(crop.image[:, ::-1]))
+            heatmaps = 0.5 * (heatmaps + mirrored[MIRROR_PERMUTATION, :, ::-1])
+        return heatmaps
+
+    def _run(self, crop_rgb: np.ndarray) -> np.ndarray:
+        outputs = self.model.run(self.model.spec.to_tensor(crop_rgb))
         return np.asarray(outputs[-1], dtype=np.float32)[0]
 
     def landmarks(self, heatmaps: np.ndarray, crop: FaceCrop) -> tuple[np.ndarray, np.ndarray]:
