@@ -108,6 +108,15 @@ def make_crop(
     return out, pts.astype(np.float32)
 
 
+def validation_crop(
+    face: Face, crop: CropSettings, stats: dict[str, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(crop uint8 RGB, 2x3 matrix) from the mean detector-like box, no augmentation."""
+    centre, side = crop_box(detector_box(face.points, stats, None), crop.scale, crop.shift_y)
+    matrix = crop_matrix(centre, side, crop.size)
+    return warp_crop(face.image, matrix, crop.size), matrix
+
+
 def photometric(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Colour, grey, blur, noise and occlusion, each at random."""
     img = image.astype(np.float32)

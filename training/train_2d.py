@@ -10,9 +10,7 @@ the final network to --out as ONNX with its model spec in the metadata.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import signal
 import sys
 import time
 from pathlib import Path
@@ -22,10 +20,19 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from training.data import DATA_ROOT, CropSettings, Face, load_box_stats, load_folder, make_crop  # noqa: E402
+from training.data import (  # noqa: E402
+    DATA_ROOT,
+    CropSettings,
+    Face,
+    load_box_stats,
+    load_folder,
+    make_crop,
+    validation_crop,
+)
 from training.export import export_onnx  # noqa: E402
 from training.losses import adaptive_wing, foreground_weight, integral_loss, weighted_mse  # noqa: E402
 from training.model import FAN, LastStack, count_macs  # noqa: E402
+from training.runlog import RunLog, StopFlag  # noqa: E402
 from util.crop import invert_matrix, transform_points  # noqa: E402
 from util.decode import crop_to_heatmap, decode, gaussian_maps, heatmap_to_crop  # noqa: E402
 from util.landmarks import inter_ocular, nme  # noqa: E402
@@ -55,14 +62,10 @@ class TrainSet(torch.utils.data.Dataset):
 
 def validation_crops(faces: list[Face], crop: CropSettings, stats: dict):
     """Detector-like crops without jitter, with the matrices to map results back."""
-    from training.data import detector_box
-    from util.crop import crop_box, crop_matrix, warp_crop
-
     images, inverses = [], []
     for face in faces:
-        centre, side = crop_box(detector_box(face.points, stats, None), crop.scale, crop.shift_y)
-        matrix = crop_matrix(centre, side, crop.size)
-        images.append(warp_crop(face.image, matrix, crop.size))
+        image, matrix = validation_crop(face, crop, stats)
+        images.append(image)
         inverses.append(invert_matrix(matrix))
     x = torch.from_numpy(np.stack(images).transpose(0, 3, 1, 2).astype(np.float32) / 255.0)
     return x, inverses
@@ -131,7 +134,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     args.workdir.mkdir(parents=True, exist_ok=True)
-    log_path = args.workdir / "log.jsonl"
+    log = RunLog(args.workdir / "log.jsonl")
     crop, stats = CropSettings(), load_box_stats()
 
     train_faces = load_folder(args.data / "train", args.limit)
@@ -171,9 +174,7 @@ def main() -> None:
         loader_args["generator"].set_state(state["generator"])
         print(f"resumed at epoch {start_epoch}", flush=True)
 
-    stop = {"now": False}
-    signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    stop = StopFlag()
 
     def save(epoch: int) -> None:
         torch.save(
@@ -190,11 +191,6 @@ def main() -> None:
             checkpoint.with_suffix(".tmp"),
         )
         checkpoint.with_suffix(".tmp").replace(checkpoint)
-
-    def log(entry: dict) -> None:
-        print(json.dumps(entry), flush=True)
-        with log_path.open("a") as handle:
-            handle.write(json.dumps(entry) + "\n")
 
     log(
         {
@@ -256,9 +252,9 @@ def main() -> None:
                 )
                 save(epoch)
                 last_val = time.time()
-            if stop["now"]:
+            if stop.now:
                 break
-        if stop["now"]:
+        if stop.now:
             save(epoch)
             log({"event": "interrupted", "epoch": epoch, "step": step})
             return

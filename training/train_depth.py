@@ -11,9 +11,7 @@ closer. Writes models/depth_compact.onnx with its spec (sigma, z units) in metad
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import signal
 import sys
 import time
 from pathlib import Path
@@ -27,15 +25,16 @@ from training.data import (  # noqa: E402
     DATA_ROOT,
     CropSettings,
     Face,
-    detector_box,
     load_box_stats,
     load_folder,
     make_crop,
+    validation_crop,
 )
 from training.depth_labels import DEFAULT_PRIOR, depth_labels  # noqa: E402
 from training.export import export_onnx  # noqa: E402
 from training.model import DepthNet, count_macs  # noqa: E402
-from util.crop import crop_box, crop_matrix, transform_points, warp_crop  # noqa: E402
+from training.runlog import RunLog, StopFlag  # noqa: E402
+from util.crop import transform_points  # noqa: E402
 from util.landmarks import box_size  # noqa: E402
 from util.runtime import ModelSpec  # noqa: E402
 from util.shape_prior import ShapePrior  # noqa: E402
@@ -108,9 +107,7 @@ def validation_set(
     rng = np.random.default_rng(seed + 1000)
     xs, zs, sizes = [], [], []
     for face in faces:
-        centre, side = crop_box(detector_box(face.points, stats, None), crop.scale, crop.shift_y)
-        matrix = crop_matrix(centre, side, crop.size)
-        image = warp_crop(face.image, matrix, crop.size)
+        image, matrix = validation_crop(face, crop, stats)
         points = transform_points(face.points, matrix)
         zs.append(depth_labels(prior, points))
         xs.append(pooled_input(image, jitter_points(points, rng, noise), sigma))
@@ -151,7 +148,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     args.workdir.mkdir(parents=True, exist_ok=True)
-    log_path = args.workdir / "log.jsonl"
+    log = RunLog(args.workdir / "log.jsonl")
     crop, stats, prior = CropSettings(), load_box_stats(), ShapePrior.load(args.prior)
     train_faces = load_folder(args.data / "train", args.limit)
     val_faces = load_folder(args.data / "val", args.limit)
@@ -170,14 +167,7 @@ def main() -> None:
             0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / total_steps)))
         )
 
-    stop = {"now": False}
-    signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
-
-    def log(entry: dict) -> None:
-        print(json.dumps(entry), flush=True)
-        with log_path.open("a") as handle:
-            handle.write(json.dumps(entry) + "\n")
+    stop = StopFlag()
 
     log(
         {
@@ -219,9 +209,9 @@ def main() -> None:
                     }
                 )
                 last_val = time.time()
-            if stop["now"]:
+            if stop.now:
                 break
-        if stop["now"]:
+        if stop.now:
             log({"event": "interrupted", "epoch": epoch})
             break
     result = evaluate(net, *val)
