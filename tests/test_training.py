@@ -1,0 +1,111 @@
+"""Training runs end to end (a few steps of a tiny model), and the shipped models keep
+their contract: shapes, metadata, size and cost."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnxruntime = pytest.importorskip("onnxruntime")
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data" / "300w"
+MODELS = REPO / "models"
+
+
+def _run(script: str, tmp_path: Path, *extra: str) -> list[dict]:
+    cmd = [
+        sys.executable,
+        str(REPO / "training" / script),
+        "--epochs",
+        "1",
+        "--limit",
+        "8",
+        "--batch",
+        "4",
+        "--threads",
+        "1",
+        "--workdir",
+        str(tmp_path / "run"),
+        "--out",
+        str(tmp_path / "model.onnx"),
+        *extra,
+    ]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+
+
+def _session(path: Path):
+    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _spec(session) -> dict:
+    return json.loads(session.get_modelmeta().custom_metadata_map["model_spec"])
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data/300w is not beside the repo")
+def test_train_2d_runs_and_exports_the_fan_contract(tmp_path: Path) -> None:
+    log = _run("train_2d.py", tmp_path, "--stacks", "1", "--channels", "16")
+    events = [e.get("event") for e in log]
+    assert events[0] == "start" and "final" in events and events[-1] == "exported"
+    final = next(e for e in log if e.get("event") == "final")
+    assert np.isfinite(final["nme_mean"]) and np.isfinite(final["centroid_nme_mean"])
+    session = _session(tmp_path / "model.onnx")
+    out = session.run(None, {session.get_inputs()[0].name: np.zeros((1, 3, 256, 256), np.float32)})
+    assert out[0].shape == (1, 68, 64, 64)
+    spec = _spec(session)
+    assert spec["kind"] == "fan2d" and spec["channel_order"] == "RGB"
+    assert spec["extra"]["decode"] in ("dark", "centroid")
+    # The checkpoint resumes: a second call with --resume and more epochs continues.
+    log = _run(
+        "train_2d.py", tmp_path, "--stacks", "1", "--channels", "16", "--resume", "--epochs", "2"
+    )
+    assert any(e.get("event") == "final" for e in log)
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data/300w is not beside the repo")
+def test_train_depth_runs_and_exports_the_depth_contract(tmp_path: Path) -> None:
+    log = _run("train_depth.py", tmp_path, "--width", "8")
+    assert log[-1]["event"] == "exported"
+    session = _session(tmp_path / "model.onnx")
+    x = np.zeros((1, 71, 256, 256), np.float32)
+    assert session.run(None, {session.get_inputs()[0].name: x})[0].shape == (1, 68)
+    spec = _spec(session)
+    assert spec["kind"] == "depth" and spec["extra"]["z_unit"] == "crop_pixels"
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "shape_in", "shape_out", "max_gmacs"),
+    [
+        ("fan2d_compact.onnx", "fan2d", (1, 3, 256, 256), (1, 68, 64, 64), 2.0),
+        ("depth_compact.onnx", "depth", (1, 71, 256, 256), (1, 68), 1.0),
+    ],
+)
+def test_shipped_model_contract(name, kind, shape_in, shape_out, max_gmacs) -> None:
+    path = MODELS / name
+    if not path.is_file():
+        pytest.skip(f"{path} not trained yet")
+    assert path.stat().st_size <= 10 * 1024 * 1024
+    session = _session(path)
+    out = session.run(None, {session.get_inputs()[0].name: np.zeros(shape_in, np.float32)})
+    assert out[0].shape == shape_out
+    spec = _spec(session)
+    assert spec["kind"] == kind and spec["channel_order"] == "RGB"
+    assert spec["input_size"] == [256, 256]
+    # The cost is recounted from the architecture recorded in the metadata.
+    from training.model import FAN, DepthNet, count_macs
+
+    config = spec["extra"]["architecture"]
+    if kind == "fan2d":
+        macs = count_macs(FAN(**config))
+    else:
+        macs = count_macs(DepthNet(**config), 256, 71)
+    assert macs <= max_gmacs * 1e9
+    assert abs(macs / 1e9 - spec["extra"]["gmacs"]) < 0.01
