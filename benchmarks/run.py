@@ -262,7 +262,7 @@ def resolve_setup(args: argparse.Namespace) -> Setup:
     )
 
 
-def make_aligner(setup: Setup, model_2d, model_depth=None, threads: int = 0):
+def make_aligner(setup: Setup, model_2d, model_depth=None, threads: int = 0, flip: bool = False):
     from util.aligner import FaceAligner
 
     return FaceAligner(
@@ -272,6 +272,7 @@ def make_aligner(setup: Setup, model_2d, model_depth=None, threads: int = 0):
         active_3d=model_depth is not None,
         runtime="onnxruntime",
         threads=threads,
+        flip=flip,
     )
 
 
@@ -314,10 +315,17 @@ def accuracy_systems(setup: Setup, args: argparse.Namespace) -> list[System]:
     notes = setup.notes
     systems = []
     if setup.ours_2d:
-        aligner = make_aligner(setup, setup.model_2d, setup.model_depth)
-        systems.append(
-            System(f"ours ({setup.model_2d.stem})", aligner_runner(aligner), "BlazeFace")
-        )
+        # The CLI averages with the mirror image on images (--flip auto), not on video.
+        for flip, when in ((True, "images"), (False, "video")):
+            aligner = make_aligner(setup, setup.model_2d, setup.model_depth, flip=flip)
+            systems.append(
+                System(
+                    f"ours ({setup.model_2d.stem}{', flip' if flip else ''})",
+                    aligner_runner(aligner),
+                    "BlazeFace",
+                    f"the CLI's default for {when}",
+                )
+            )
     if setup.fan2d is not None:
         aligner = make_aligner(setup, setup.fan2d, setup.fan_depth)
         systems.append(
