@@ -110,7 +110,19 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA_ROOT / "300w")
     parser.add_argument("--out", type=Path, default=Path("models/fan2d_compact.onnx"))
     parser.add_argument("--workdir", type=Path, default=Path("training/runs/fan2d"))
-    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=55, help="all epochs, both cycles")
+    parser.add_argument(
+        "--first-cycle-epochs",
+        type=int,
+        default=40,
+        help="epochs of the first cosine cycle; the rest is a warm restart",
+    )
+    parser.add_argument(
+        "--restart-lr",
+        type=float,
+        default=0.3,
+        help="peak learning rate of the warm restart, relative to --lr",
+    )
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--stacks", type=int, default=2)
@@ -155,14 +167,23 @@ def main() -> None:
         "generator": torch.Generator().manual_seed(args.seed),
     }
     steps_per_epoch = max(1, len(train_faces) // args.batch)
-    total_steps = steps_per_epoch * args.epochs
-    warmup = min(300, total_steps // 10)
+    # Two cosine cycles: the first from scratch, then a warm restart at a lower peak
+    # (measured: the first cycle ended still improving, 4.6 -> 4.3 % in its last epochs).
+    first_cycle = min(args.epochs, args.first_cycle_epochs or args.epochs)
+    cycle_1 = steps_per_epoch * first_cycle
+    cycle_2 = steps_per_epoch * (args.epochs - first_cycle)
+    warmup = min(300, cycle_1 // 10)
 
     def lr_at(step: int) -> float:
         if step < warmup:
             return args.lr * (step + 1) / warmup
-        progress = (step - warmup) / max(1, total_steps - warmup)
-        return args.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress)))
+        if step < cycle_1:
+            progress = (step - warmup) / max(1, cycle_1 - warmup)
+            peak = args.lr
+        else:
+            progress = min(1.0, (step - cycle_1) / max(1, cycle_2))
+            peak = args.lr * args.restart_lr
+        return args.lr * 0.01 + (peak - args.lr * 0.01) * 0.5 * (1 + math.cos(math.pi * progress))
 
     start_epoch, step = 0, 0
     checkpoint = args.workdir / "last.pt"
