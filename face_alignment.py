@@ -497,18 +497,26 @@ def run_benchmark(aligner: FaceAligner, args: argparse.Namespace, log: _Log) -> 
 
 
 class _Log:
+    """One-line messages on stderr, printed above a running progress bar."""
+
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
 
+    @staticmethod
+    def _write(line: str) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(line, file=sys.stderr)
+
     def info(self, message: str) -> None:
         if not self.quiet:
-            print(message, file=sys.stderr)
+            self._write(message)
 
     def warn(self, message: str) -> None:
-        print(f"warning: {message}", file=sys.stderr)
+        self._write(f"warning: {message}")
 
     def error(self, message: str) -> None:
-        print(f"error: {message}", file=sys.stderr)
+        self._write(f"error: {message}")
 
 
 class _JsonLines:
