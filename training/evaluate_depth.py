@@ -36,6 +36,7 @@ def main() -> int:
     parser.add_argument("--model-2d", default=None)
     parser.add_argument("--model-depth", default=None)
     parser.add_argument("--prior", type=Path, default=DEFAULT_PRIOR)
+    parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args()
 
     from tqdm import tqdm
@@ -44,7 +45,11 @@ def main() -> int:
     from util.io import read_image
 
     aligner = FaceAligner(
-        model_2d=args.model_2d, model_depth=args.model_depth, active_3d=True, runtime="onnxruntime"
+        model_2d=args.model_2d,
+        model_depth=args.model_depth,
+        active_3d=True,
+        runtime="onnxruntime",
+        threads=args.threads,
     )
     prior = ShapePrior.load(args.prior)
     errors: dict[str, list[float]] = {"network": [], "shape-prior fit": [], "z = 0": []}
