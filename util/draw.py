@@ -66,6 +66,7 @@ def side_view(faces: list, height: int, yaw_deg: float = 70.0) -> np.ndarray:
         x = centred[:, 0] * np.cos(rad) - centred[:, 2] * np.sin(rad)
         depth = centred[:, 0] * np.sin(rad) + centred[:, 2] * np.cos(rad)
         y = centred[:, 1]
+        x, y = x - (x.max() + x.min()) / 2, y - (y.max() + y.min()) / 2  # centre the extent
         span = max(np.ptp(x), np.ptp(y), 1e-6)
         zoom = 0.8 * min(slot, height) / span
         view = np.stack([x * zoom + slot * (i + 0.5), y * zoom + height / 2], axis=1)
