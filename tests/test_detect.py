@@ -27,19 +27,21 @@ from util.detect import (
     sigmoid_scores,
     weighted_nms,
 )
+from util.io import read_image
 from util.runtime import ModelError, read_spec
 
 FRONT = MODELS_DIR / "blazeface_front.onnx"
 BACK = MODELS_DIR / "blazeface_back.onnx"
-# The astronaut's face in skimage.data.astronaut() (512x512), checked by eye.
+# The astronaut's face in samples/astronaut.png (skimage.data.astronaut(), 512x512),
+# checked by eye.
 ASTRONAUT_FACE_CENTRE = (224.0, 126.0)
 ASTRONAUT_FACE_SIZE = 100.0
 
 
 @pytest.fixture(scope="module")
 def astronaut() -> np.ndarray:
-    skimage_data = pytest.importorskip("skimage.data")
-    return skimage_data.astronaut()
+    # The bundled copy, so the tests need no scikit-image.
+    return read_image(MODELS_DIR.parent / "samples" / "astronaut.png")
 
 
 @pytest.fixture(scope="module")
