@@ -26,27 +26,12 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-# FAN's block (3x3 convs of C/2, C/4, C/4 concatenated, pre-activated, residual) is
-# the same in our training code; the benchmark reuses it so the two cannot drift apart.
-from training.model import ConvBlock  # noqa: E402
+# FAN's block (3x3 convs of C/2, C/4, C/4 concatenated, pre-activated, residual) and
+# hourglass are the same in our training code (FAN pools by average); the benchmark
+# reuses them so the two cannot drift apart.
+from training.model import ConvBlock, Hourglass  # noqa: E402
 
 FAN4_GMACS_RANGE = (24.0, 26.0)  # sanity range for the MAC count of FAN-4 at 256x256
-
-
-class HourGlass(nn.Module):
-    """FAN's recursive hourglass: upper branch at this scale, lower at half scale."""
-
-    def __init__(self, depth: int, channels: int) -> None:
-        super().__init__()
-        self.upper = ConvBlock(channels, channels)
-        self.down = ConvBlock(channels, channels)
-        self.inner = HourGlass(depth - 1, channels) if depth > 1 else ConvBlock(channels, channels)
-        self.up = ConvBlock(channels, channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        low = self.down(F.avg_pool2d(x, 2, stride=2))
-        low = self.up(self.inner(low))
-        return self.upper(x) + F.interpolate(low, scale_factor=2, mode="nearest")
 
 
 class FAN4(nn.Module):
@@ -61,7 +46,9 @@ class FAN4(nn.Module):
         self.conv2 = ConvBlock(64, 128)
         self.conv3 = ConvBlock(128, 128)
         self.conv4 = ConvBlock(128, channels)
-        self.hourglasses = nn.ModuleList(HourGlass(depth, channels) for _ in range(stacks))
+        self.hourglasses = nn.ModuleList(
+            Hourglass(depth, channels, pool="avg") for _ in range(stacks)
+        )
         self.top = nn.ModuleList(ConvBlock(channels, channels) for _ in range(stacks))
         self.conv_last = nn.ModuleList(nn.Conv2d(channels, channels, 1) for _ in range(stacks))
         self.bn_end = nn.ModuleList(nn.BatchNorm2d(channels) for _ in range(stacks))

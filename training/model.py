@@ -42,13 +42,16 @@ class ConvBlock(nn.Module):
 class Hourglass(nn.Module):
     """Recursive hourglass: a block at this scale, and pool -> deeper -> upsample."""
 
-    def __init__(self, depth: int, channels: int) -> None:
+    def __init__(self, depth: int, channels: int, pool: str = "max") -> None:
         super().__init__()
         self.up = ConvBlock(channels, channels)
         self.down = ConvBlock(channels, channels)
-        self.inner = Hourglass(depth - 1, channels) if depth > 1 else ConvBlock(channels, channels)
+        self.inner = (
+            Hourglass(depth - 1, channels, pool) if depth > 1 else ConvBlock(channels, channels)
+        )
         self.out = ConvBlock(channels, channels)
-        self.pool = nn.MaxPool2d(2, 2)
+        # Ours pools by max; the original FAN by average (benchmarks/fan4.py uses that).
+        self.pool = nn.MaxPool2d(2, 2) if pool == "max" else nn.AvgPool2d(2, 2)
         self.upsample = nn.Upsample(scale_factor=2, mode="nearest")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
