@@ -24,7 +24,7 @@ from typing import TextIO
 import numpy as np
 
 from util.aligner import Face, FaceAligner
-from util.io import InputError, expand_inputs, read_image
+from util.io import InputError, expand_inputs, read_image, usual_mode, write_bytes_atomic
 from util.landmarks import write_pts
 from util.runtime import ModelError
 
@@ -326,7 +326,6 @@ def _write_outputs(
         if kind == "pts":
             _check_folder(path.parent)
             write_pts(path, face.landmarks)
-            _usual_mode(path)  # util.landmarks writes through mkstemp (owner-only)
         else:
             write_image_atomic(path, heatmap_grid(face.heatmaps))
 
@@ -340,15 +339,7 @@ def write_image_atomic(path: Path, image_rgb: np.ndarray) -> None:
     if not ok:
         raise InputError(f"{path}: cannot encode image in this format")
     _check_folder(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data.tobytes())
-        _usual_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, data.tobytes())
 
 
 def _check_folder(folder: Path) -> None:
@@ -359,13 +350,6 @@ def _check_folder(folder: Path) -> None:
                 raise InputError(f"{folder}: cannot write there ({parent} is a file)")
             break
     folder.mkdir(parents=True, exist_ok=True)
-
-
-def _usual_mode(path: str | Path) -> None:
-    """mkstemp makes owner-only files; give the file the mode a plain open() would."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
 
 
 def _record(
@@ -544,7 +528,7 @@ class _JsonLines:
                 )
             except OSError as exc:
                 raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from None
-            _usual_mode(tmp)
+            usual_mode(tmp)
             self.tmp, self.handle = Path(tmp), os.fdopen(fd, "w", encoding="utf-8")
         return self
 

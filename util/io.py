@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import os
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -93,6 +94,28 @@ def _to_rgb8(img) -> np.ndarray:  # noqa: ANN001 - PIL.Image.Image
     if mode != "RGB":
         img = img.convert("RGB")
     return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
+
+
+def usual_mode(path: str | os.PathLike) -> None:
+    """mkstemp makes owner-only files; give ``path`` the mode a plain open() would."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, then rename it into place, so
+    a reader never sees half a file and a failure leaves the old file (or none)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        usual_mode(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def is_image_path(path: Path) -> bool:

@@ -7,7 +7,6 @@ Point i is landmark i (0-based). "Right" and "left" are the subject's: the right
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -64,22 +63,11 @@ def format_pts(points: np.ndarray) -> str:
     return f"version: 1\nn_points:  {len(points)}\n{{\n{body}\n}}\n"
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write text to ``path`` through a temporary file in the same folder, then rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_pts(path: str | os.PathLike, points: np.ndarray) -> None:
     """Write (N, 2) points as an iBUG .pts file, atomically."""
-    write_text_atomic(path, format_pts(points))
+    from util.io import write_bytes_atomic
+
+    write_bytes_atomic(path, format_pts(points).encode("utf-8"))
 
 
 def inter_ocular(points: np.ndarray) -> float:
