@@ -64,8 +64,16 @@ class ModelSpec:
         return np.ascontiguousarray(x[None])
 
 
-def read_spec(model_path: str | os.PathLike, default: ModelSpec | None = None) -> ModelSpec:
-    """The spec of a model: sidecar JSON, else ONNX metadata, else ``default``."""
+def read_spec(
+    model_path: str | os.PathLike,
+    default: ModelSpec | None = None,
+    metadata: dict[str, str] | None = None,
+) -> ModelSpec:
+    """The spec of a model: sidecar JSON, else ONNX metadata, else ``default``.
+
+    ``metadata``: the ONNX metadata when the caller has the model loaded already (so
+    the file is not opened a second time); otherwise it is read here.
+    """
     path = Path(model_path)
     sidecar = path.with_suffix(".json")
     if sidecar.is_file():
@@ -73,7 +81,7 @@ def read_spec(model_path: str | os.PathLike, default: ModelSpec | None = None) -
             return ModelSpec.from_dict(json.loads(sidecar.read_text(encoding="utf-8")))
         except (ValueError, TypeError) as exc:
             raise ModelError(f"{sidecar}: invalid model spec ({exc})") from None
-    meta = _onnx_metadata(path)
+    meta = _onnx_metadata(path) if metadata is None else metadata
     if "model_spec" in meta:
         try:
             return ModelSpec.from_dict(json.loads(meta["model_spec"]))
@@ -105,13 +113,14 @@ class Model(Protocol):
 
 
 class OnnxModel:
-    """A model run by onnxruntime on the CPU."""
+    """A model run by onnxruntime on the CPU; its spec is read from the loaded session."""
 
-    def __init__(self, path: str | os.PathLike, spec: ModelSpec, threads: int = 0) -> None:
+    def __init__(
+        self, path: str | os.PathLike, default_spec: ModelSpec | None = None, threads: int = 0
+    ) -> None:
         import onnxruntime as ort
 
         self.path = Path(path)
-        self.spec = spec
         if not self.path.is_file():
             raise ModelError(f"{self.path}: model file not found")
         options = ort.SessionOptions()
@@ -128,6 +137,8 @@ class OnnxModel:
             )
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises several private types
             raise ModelError(f"{self.path}: cannot load ONNX model ({_first_line(exc)})") from None
+        metadata = dict(self._session.get_modelmeta().custom_metadata_map)
+        self.spec = read_spec(self.path, default_spec, metadata)
         self.input_names = [i.name for i in self._session.get_inputs()]
         self.output_names = [o.name for o in self._session.get_outputs()]
 
@@ -196,10 +207,9 @@ def load_model(
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: model file not found")
-    spec = read_spec(path, default_spec)
     if resolve_runtime(runtime) == "ailia":
-        return AiliaModel(path, spec, env_id=env_id)
-    return OnnxModel(path, spec, threads=threads)
+        return AiliaModel(path, read_spec(path, default_spec), env_id=env_id)
+    return OnnxModel(path, default_spec, threads=threads)
 
 
 def _first_line(exc: BaseException) -> str:
