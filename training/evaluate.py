@@ -23,6 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from util.detect import box_iou  # noqa: E402
 from util.landmarks import box_size, inter_ocular, nme, read_pts  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "300w" / "val"
@@ -47,14 +48,6 @@ def load_annotated(folder: Path) -> list[Sample]:
     return samples
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> float:
-    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
-    x2, y2 = min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
-
-
 def match_annotated(boxes: list[np.ndarray], truth: np.ndarray) -> int | None:
     """Index of the detection that is the annotated face, or None (a miss).
 
@@ -66,7 +59,7 @@ def match_annotated(boxes: list[np.ndarray], truth: np.ndarray) -> int | None:
     best, best_dist = None, np.inf
     for i, box in enumerate(boxes):
         inside = box[0] <= centre[0] <= box[2] and box[1] <= centre[1] <= box[3]
-        if inside or box_iou(np.asarray(box), gt_box) > 0.3:
+        if inside or float(box_iou(gt_box, np.asarray(box))[0]) > 0.3:
             dist = float(np.linalg.norm((np.asarray(box[:2]) + box[2:4]) / 2 - centre))
             if dist < best_dist:
                 best, best_dist = i, dist
