@@ -110,11 +110,11 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA_ROOT / "300w")
     parser.add_argument("--out", type=Path, default=Path("models/fan2d_compact.onnx"))
     parser.add_argument("--workdir", type=Path, default=Path("training/runs/fan2d"))
-    parser.add_argument("--epochs", type=int, default=55, help="all epochs, both cycles")
+    parser.add_argument("--epochs", type=int, default=80, help="all epochs, both cycles")
     parser.add_argument(
         "--first-cycle-epochs",
         type=int,
-        default=40,
+        default=56,
         help="epochs of the first cosine cycle; the rest is a warm restart",
     )
     parser.add_argument(
