@@ -17,14 +17,17 @@ import pytest
 
 from util.crop import crop_box, crop_matrix, invert_matrix, transform_points, warp_crop
 from util.decode import (
+    apply_offsets,
     crop_to_heatmap,
     decode,
     decode_heatmaps,
+    face_roll,
     gaussian_maps,
     heatmap_to_crop,
     positive_centroid,
 )
 from util.depth import depth_input, depth_to_image
+from util.heatmaps import LandmarkModel
 from util.io import InputError, expand_inputs, read_image
 from util.landmarks import (
     GROUPS,
@@ -204,6 +207,52 @@ def test_decode_dispatch() -> None:
     np.testing.assert_allclose(decode(maps, "dark")[0], decode_heatmaps(maps)[0])
     with pytest.raises(ValueError, match="unknown heatmap decoding"):
         decode(maps, "bogus")
+
+
+def _fake_landmark_model(extra: dict) -> LandmarkModel:
+    spec = ModelSpec(kind="fan2d", extra={"heatmap_size": 64, "decode": "centroid"} | extra)
+    return LandmarkModel(types.SimpleNamespace(spec=spec, run=None))
+
+
+def test_views_are_decoded_then_averaged() -> None:
+    # View 0 peaks at x=20 with a negative lobe at x=30, where view 1 peaks. Averaging
+    # the maps would let the lobe cancel view 1's peak (the shipped model's maps are
+    # two-thirds negative mass); averaging the decoded points gives the midpoint.
+    points = np.tile([[20.0, 30.0]], (68, 1))
+    view0 = gaussian_maps(points, 64, 1.5) - gaussian_maps(points + [10, 0], 64, 1.5)
+    view1 = gaussian_maps(points + [10, 0], 64, 1.5)
+    model = _fake_landmark_model({})
+    peaks, scores = model.peaks(np.stack([view0, view1]))
+    np.testing.assert_allclose(peaks, points + [5, 0], atol=0.01)
+    np.testing.assert_allclose(scores, 0.5 * (view0.max((1, 2)) + view1.max((1, 2))), rtol=1e-5)
+    merged, _ = positive_centroid(0.5 * (view0 + view1))
+    np.testing.assert_allclose(merged, points, atol=0.01)  # what averaging the maps gives
+
+
+@pytest.mark.parametrize("roll", [0.0, 30.0, -90.0])
+def test_offsets_follow_the_face_roll(roll: float) -> None:
+    face = frontal_face((32.0, 32.0), 0.2)[:, :2]
+    angle = np.radians(roll)
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    turned = (face - 32.0) @ rotation.T + 32.0
+    assert face_roll(turned) == pytest.approx(angle, abs=1e-6)
+    offsets = np.zeros((68, 2))
+    offsets[36] = [0.5, 0.0]  # half a pixel along the eye line
+    moved = apply_offsets(turned, offsets)
+    np.testing.assert_allclose(moved[36] - turned[36], rotation @ [0.5, 0.0], atol=1e-9)
+    np.testing.assert_allclose(np.delete(moved - turned, 36, axis=0), 0.0, atol=1e-12)
+
+
+def test_landmark_offsets_from_the_spec_are_applied() -> None:
+    points = frontal_face((32.0, 30.0), 0.2)[:, :2]
+    maps = gaussian_maps(points, 64, 1.5)[None]
+    crop = types.SimpleNamespace(inverse=np.array([[1.0, 0, 0], [0, 1.0, 0]]))
+    plain, _ = _fake_landmark_model({}).landmarks(maps, crop)
+    shifted, _ = _fake_landmark_model({"landmark_offsets": [[0.25, -0.5]] * 68}).landmarks(
+        maps, crop
+    )
+    # Upright face: heatmap offsets are crop offsets times crop / heatmap size (256 / 64).
+    np.testing.assert_allclose(shifted - plain, np.tile([[1.0, -2.0]], (68, 1)), atol=0.05)
 
 
 # -- iBUG 68: .pts, mirror, metrics -------------------------------------------------------

@@ -54,7 +54,7 @@ def _spec(session) -> dict:
 def test_train_2d_runs_and_exports_the_fan_contract(tmp_path: Path) -> None:
     log = _run("train_2d.py", tmp_path, "--stacks", "1", "--channels", "16")
     events = [e.get("event") for e in log]
-    assert events[0] == "start" and "final" in events and events[-1] == "exported"
+    assert events[0] == "start" and "final" in events and events[-2:] == ["exported", "calibrated"]
     final = next(e for e in log if e.get("event") == "final")
     assert np.isfinite(final["nme_mean"]) and np.isfinite(final["centroid_nme_mean"])
     session = _session(tmp_path / "model.onnx")
@@ -63,6 +63,9 @@ def test_train_2d_runs_and_exports_the_fan_contract(tmp_path: Path) -> None:
     spec = _spec(session)
     assert spec["kind"] == "fan2d" and spec["channel_order"] == "RGB"
     assert spec["extra"]["decode"] in ("dark", "centroid")
+    # Calibrated on the training faces: one finite (x, y) offset per landmark.
+    offsets = np.asarray(spec["extra"]["landmark_offsets"])
+    assert offsets.shape == (68, 2) and np.isfinite(offsets).all()
     # The checkpoint resumes: a second call with --resume and more epochs continues.
     log = _run(
         "train_2d.py", tmp_path, "--stacks", "1", "--channels", "16", "--resume", "--epochs", "2"
@@ -102,6 +105,9 @@ def test_shipped_model_contract(name, kind, shape_in, shape_out, max_gmacs) -> N
     # The cost is recounted from the architecture recorded in the metadata.
     from training.model import FAN, DepthNet, count_macs
 
+    if kind == "fan2d":  # calibrated (training/calibrate.py): small, per landmark
+        offsets = np.asarray(spec["extra"]["landmark_offsets"])
+        assert offsets.shape == (68, 2) and np.abs(offsets).max() < 1.5
     config = spec["extra"]["architecture"]
     if kind == "fan2d":
         macs = count_macs(FAN(**config))

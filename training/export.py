@@ -38,9 +38,21 @@ def export_onnx(
             opset_version=17,
             dynamo=False,
         )
-    model = onnx.load(str(tmp))
+    write_spec(tmp, spec)
+    tmp.replace(path)
+
+
+def write_spec(path: Path, spec: ModelSpec, out: Path | None = None) -> None:
+    """Set the ``model_spec`` metadata of an ONNX file; written atomically to ``out``
+    (default: in place)."""
+    out = out or path
+    model = onnx.load(str(path))
+    for entry in list(model.metadata_props):
+        if entry.key == "model_spec":
+            model.metadata_props.remove(entry)
     entry = model.metadata_props.add()
     entry.key, entry.value = "model_spec", json.dumps(spec.to_dict())
     onnx.checker.check_model(model)
+    tmp = out.with_name(out.name + ".spec.tmp")
     onnx.save(model, str(tmp))
-    tmp.replace(path)
+    tmp.replace(out)

@@ -4,7 +4,8 @@
     python training/train_2d.py --epochs 1 --limit 16 --stacks 1 --channels 16  # smoke run
 
 Writes checkpoints and a JSON-lines log to --workdir (resumable with --resume), and
-the final network to --out as ONNX with its model spec in the metadata.
+the final network to --out as ONNX with its model spec in the metadata, calibrated on
+the training faces by training/calibrate.py.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from training.calibrate import calibrate  # noqa: E402
 from training.data import (  # noqa: E402
     DATA_ROOT,
     CropSettings,
@@ -310,6 +312,9 @@ def main() -> None:
     )
     export_onnx(LastStack(net), args.out, spec)
     log({"event": "exported", "path": str(args.out)})
+    # The per-landmark bias on the training faces, stored in the model (calibrate.py).
+    offsets = calibrate(args.out, train_faces, threads=args.threads, progress=False)
+    log({"event": "calibrated", "mean_offset_xy": offsets.mean(0).round(4).tolist()})
 
 
 if __name__ == "__main__":

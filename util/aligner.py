@@ -128,15 +128,15 @@ class FaceAligner:
         model = self.landmark_model
         start = time.perf_counter()
         crop = model.crop(image_rgb, bbox)
-        heatmaps = model.heatmaps(crop, flip=self.flip)
-        points, scores = model.landmarks(heatmaps, crop)
+        views = model.heatmaps(crop, flip=self.flip)
+        points, scores = model.landmarks(views, crop)
         self.times.add("landmarks", time.perf_counter() - start)
         face = Face(
             np.asarray(bbox, dtype=np.float64),
             float(score),
             points,
             scores,
-            heatmaps=heatmaps if keep_heatmaps else None,
+            heatmaps=views.mean(axis=0) if keep_heatmaps else None,
         )
         if self.depth_model is not None:
             start = time.perf_counter()

@@ -101,6 +101,22 @@ def positive_centroid(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([xs, ys], axis=1), scores
 
 
+def face_roll(points: np.ndarray) -> float:
+    """In-plane angle (radians) of the line from the right-eye centre (points 36-41) to
+    the left-eye centre (42-47): 0 for an upright face."""
+    dx, dy = np.asarray(points[42:48]).mean(0) - np.asarray(points[36:42]).mean(0)
+    return float(np.arctan2(dy, dx))
+
+
+def apply_offsets(points: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Add per-landmark offsets given in the face's own frame (x along the eye line),
+    rotated by the face's roll: a model's calibration, measured on its training set."""
+    angle = face_roll(points)
+    c, s = np.cos(angle), np.sin(angle)
+    rotation = np.array([[c, -s], [s, c]])
+    return np.asarray(points, dtype=np.float64) + np.asarray(offsets) @ rotation.T
+
+
 def decode(heatmaps: np.ndarray, method: str = "dark") -> tuple[np.ndarray, np.ndarray]:
     """Decode with the method a model's spec names: "dark" (peak + Taylor refinement,
     for FAN-style Gaussian heatmaps) or "centroid" (integral-loss models)."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from util.crop import crop_box, crop_matrix, invert_matrix, transform_points, warp_crop
-from util.decode import decode, heatmap_to_crop
+from util.decode import apply_offsets, decode, heatmap_to_crop
 from util.landmarks import MIRROR_PERMUTATION
 from util.runtime import Model, ModelSpec
 
@@ -48,6 +48,10 @@ class LandmarkModel:
         self.crop_scale = float(spec.extra.get("crop_scale", 2.0))
         self.crop_shift_y = float(spec.extra.get("crop_shift_y", 0.0))
         self.decode_method = str(spec.extra.get("decode", "dark"))
+        # Per-landmark corrections (heatmap px, face frame) measured on the training
+        # set by training/calibrate.py; None for models without them.
+        offsets = spec.extra.get("landmark_offsets")
+        self.landmark_offsets = None if offsets is None else np.asarray(offsets, np.float64)
 
     def crop(self, image_rgb: np.ndarray, bbox: np.ndarray) -> FaceCrop:
         """The model's square crop around a detection box."""
@@ -56,24 +60,38 @@ class LandmarkModel:
         return FaceCrop(warp_crop(image_rgb, matrix, self.crop_size), matrix, side)
 
     def heatmaps(self, crop: FaceCrop, flip: bool = False) -> np.ndarray:
-        """(68, H, W) float32 heatmaps of one crop.
+        """(V, 68, H, W) float32 heatmaps of one crop: V = 1, or 2 with ``flip``.
 
-        ``flip`` also runs the mirrored crop and averages its heatmaps, mirrored back
-        with the iBUG left/right swap (as the FAN reference library's flip option).
-        Mirroring crop pixel u to S-1-u maps heatmap column j to H-1-j exactly.
+        ``flip`` also runs the mirrored crop; its maps come back mirrored, with the iBUG
+        left/right swap, so both views are in the crop's frame. Mirroring crop pixel u
+        to S-1-u maps heatmap column j to H-1-j exactly.
         """
-        heatmaps = self._run(crop.image)
+        views = [self._run(crop.image)]
         if flip:
             mirrored = self._run(np.ascontiguousarray(crop.image[:, ::-1]))
-            heatmaps = 0.5 * (heatmaps + mirrored[MIRROR_PERMUTATION, :, ::-1])
-        return heatmaps
+            views.append(mirrored[MIRROR_PERMUTATION, :, ::-1])
+        return np.stack(views)
 
     def _run(self, crop_rgb: np.ndarray) -> np.ndarray:
         outputs = self.model.run(self.model.spec.to_tensor(crop_rgb))
         return np.asarray(outputs[-1], dtype=np.float32)[0]
 
-    def landmarks(self, heatmaps: np.ndarray, crop: FaceCrop) -> tuple[np.ndarray, np.ndarray]:
-        """Heatmaps -> ((68, 2) original-image points, (68,) peak scores)."""
-        peaks, scores = decode(heatmaps, self.decode_method)
+    def peaks(self, views: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Heatmap views -> ((68, 2) heatmap coordinates, (68,) peak scores), uncorrected.
+
+        Each view is decoded on its own and the points averaged: averaging the maps
+        first would let one view's negative lobes eat into the other's peak (measured:
+        it spread the points 2 % too wide, 4.17 vs 3.98 % NME on 300w/val).
+        """
+        decoded = [decode(maps, self.decode_method) for maps in np.asarray(views)]
+        peaks = np.mean([points for points, _ in decoded], axis=0)
+        scores = np.mean([view_scores for _, view_scores in decoded], axis=0)
+        return peaks, scores.astype(np.float32)
+
+    def landmarks(self, views: np.ndarray, crop: FaceCrop) -> tuple[np.ndarray, np.ndarray]:
+        """Heatmap views -> ((68, 2) original-image points, (68,) peak scores)."""
+        peaks, scores = self.peaks(views)
+        if self.landmark_offsets is not None:
+            peaks = apply_offsets(peaks, self.landmark_offsets)
         in_crop = heatmap_to_crop(peaks, self.crop_size, self.heatmap_size)
         return transform_points(in_crop, crop.inverse), scores
