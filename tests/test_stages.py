@@ -202,6 +202,17 @@ def test_positive_centroid_is_the_gaussian_centre() -> None:
     np.testing.assert_allclose(decode(maps, "centroid")[0], decoded)
 
 
+def test_positive_centroid_radius_ignores_a_far_blob() -> None:
+    points = np.array([[20.4, 33.2], [40.0, 12.6]])
+    stray = 0.6 * gaussian_maps(np.array([[60.0, 60.0], [2.0, 2.0]]), 64, 2.0)
+    maps = gaussian_maps(points, 64, 1.5) + stray
+    dragged, _ = positive_centroid(maps)
+    assert np.abs(dragged - points).max() > 5  # the whole-map centroid is pulled away
+    kept, _ = positive_centroid(maps, radius=16)
+    np.testing.assert_allclose(kept, points, atol=0.01)
+    np.testing.assert_allclose(decode(maps, "centroid", 16)[0], kept)
+
+
 def test_decode_dispatch() -> None:
     maps = gaussian_maps(np.array([[20.4, 33.2], [40.0, 12.6]]), 64, 1.5)
     np.testing.assert_allclose(decode(maps, "dark")[0], decode_heatmaps(maps)[0])

@@ -86,18 +86,28 @@ def decode_heatmaps(heatmaps: np.ndarray, blur_sigma: float = 1.0) -> tuple[np.n
     return points, scores
 
 
-def positive_centroid(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Centroid (x, y) of the positive part of each whole map; scores are the peaks.
+def positive_centroid(
+    heatmaps: np.ndarray, radius: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Centroid (x, y) of the positive part of each map; scores are the peaks.
 
     The decoding of models trained with an integral loss on that centroid (ours): it
     is exactly what their coordinate loss optimised, and it is unbiased for a Gaussian.
+    ``radius`` (heatmap px) keeps only the mass within that distance of the map's
+    maximum, so that a stray blob far away (at a crop border, on another face) cannot
+    drag the point across the face.
     """
     maps = np.maximum(np.asarray(heatmaps, dtype=np.float64), 0.0)
     count, height, width = maps.shape
+    scores = np.asarray(heatmaps).reshape(count, -1).max(axis=1).astype(np.float32)
+    if radius is not None:
+        py, px = np.divmod(maps.reshape(count, -1).argmax(axis=1), width)
+        rows = (np.arange(height)[None, :] - py[:, None]) ** 2
+        cols = (np.arange(width)[None, :] - px[:, None]) ** 2
+        maps = maps * (rows[:, :, None] + cols[:, None, :] <= radius**2)
     mass = np.maximum(maps.sum(axis=(1, 2)), 1e-12)
     xs = (maps.sum(axis=1) * np.arange(width)).sum(axis=1) / mass
     ys = (maps.sum(axis=2) * np.arange(height)).sum(axis=1) / mass
-    scores = np.asarray(heatmaps).reshape(count, -1).max(axis=1).astype(np.float32)
     return np.stack([xs, ys], axis=1), scores
 
 
@@ -117,11 +127,14 @@ def apply_offsets(points: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return np.asarray(points, dtype=np.float64) + np.asarray(offsets) @ rotation.T
 
 
-def decode(heatmaps: np.ndarray, method: str = "dark") -> tuple[np.ndarray, np.ndarray]:
+def decode(
+    heatmaps: np.ndarray, method: str = "dark", radius: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Decode with the method a model's spec names: "dark" (peak + Taylor refinement,
-    for FAN-style Gaussian heatmaps) or "centroid" (integral-loss models)."""
+    for FAN-style Gaussian heatmaps) or "centroid" (integral-loss models; ``radius``
+    limits it to the mass around the maximum)."""
     if method == "centroid":
-        return positive_centroid(heatmaps)
+        return positive_centroid(heatmaps, radius)
     if method == "dark":
         return decode_heatmaps(heatmaps)
     raise ValueError(f"unknown heatmap decoding {method!r} (dark or centroid)")

@@ -48,6 +48,8 @@ class LandmarkModel:
         self.crop_scale = float(spec.extra.get("crop_scale", 2.0))
         self.crop_shift_y = float(spec.extra.get("crop_shift_y", 0.0))
         self.decode_method = str(spec.extra.get("decode", "dark"))
+        radius = spec.extra.get("centroid_radius")
+        self.centroid_radius = None if radius is None else float(radius)
         # Per-landmark corrections (heatmap px, face frame) measured on the training
         # set by training/calibrate.py; None for models without them.
         offsets = spec.extra.get("landmark_offsets")
@@ -83,7 +85,9 @@ class LandmarkModel:
         first would let one view's negative lobes eat into the other's peak (measured:
         it spread the points 2 % too wide, 4.17 vs 3.98 % NME on 300w/val).
         """
-        decoded = [decode(maps, self.decode_method) for maps in np.asarray(views)]
+        decoded = [
+            decode(maps, self.decode_method, self.centroid_radius) for maps in np.asarray(views)
+        ]
         peaks = np.mean([points for points, _ in decoded], axis=0)
         scores = np.mean([view_scores for _, view_scores in decoded], axis=0)
         return peaks, scores.astype(np.float32)
