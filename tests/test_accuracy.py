@@ -42,7 +42,9 @@ ACCURACY_IMAGES = [
     "helen_3198058669_1",
     "helen_3214120096_5",
 ]
-MEAN_NME_FLOOR = 0.08
+# The shipped model: 2.9 % on these 8 (3.7 % on all 171); a broken crop, channel order
+# or decoding lands far above.
+MEAN_NME_FLOOR = 0.05
 # Clearly turned faces: +1 = turned to the subject's LEFT (nose toward the image's
 # right), -1 = to their right. Checked against the annotation in the test.
 TURNED_IMAGES = {"helen_3241295295_1": +1, "helen_3016219064_1": -1}
