@@ -7,6 +7,7 @@ so pipeline and CLI tests run without the trained weights and without /tmp files
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,27 +33,16 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
     torch = pytest.importorskip("torch", reason="torch builds the tiny test models")
     from training.export import export_onnx
     from training.model import FAN, DepthNet, LastStack
-    from util.runtime import ModelSpec
+    from util.depth import ORIGINAL_DEPTH_SPEC
+    from util.heatmaps import ORIGINAL_FAN_SPEC
 
     folder = tmp_path_factory.mktemp("tiny_models")
     torch.manual_seed(0)
-    fan_spec = ModelSpec(
-        kind="fan2d",
-        input_size=(256, 256),
-        channel_order="RGB",
-        layout="NCHW",
-        scale=1 / 255.0,
-        extra={"heatmap_size": 64, "crop_scale": 2.0, "crop_shift_y": 0.0, "landmarks": 68},
-    )
-    depth_spec = ModelSpec(
-        kind="depth",
-        input_size=(256, 256),
-        channel_order="RGB",
-        layout="NCHW",
-        scale=1 / 255.0,
-        extra={"heatmap_sigma": 2.0, "z_unit": "crop_pixels", "z_scale": 1.0, "z_sign": 1.0},
+    # The original FAN files' specs (what a spec-less FAN-format ONNX gets), centred crop.
+    fan_spec = dataclasses.replace(
+        ORIGINAL_FAN_SPEC, extra=ORIGINAL_FAN_SPEC.extra | {"crop_shift_y": 0.0}
     )
     models = TinyModels(folder / "fan2d_tiny.onnx", folder / "depth_tiny.onnx")
     export_onnx(LastStack(FAN(stacks=1, channels=16, depth=2)), models.fan2d, fan_spec)
-    export_onnx(DepthNet(width=8), models.depth, depth_spec, input_channels=71)
+    export_onnx(DepthNet(width=8), models.depth, ORIGINAL_DEPTH_SPEC, input_channels=71)
     return models

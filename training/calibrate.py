@@ -30,24 +30,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from training.data import DATA_ROOT, detector_box, load_box_stats, load_folder  # noqa: E402
 from training.export import write_spec  # noqa: E402
 from util.crop import transform_points  # noqa: E402
-from util.decode import crop_to_heatmap, face_roll  # noqa: E402
+from util.decode import crop_to_heatmap, face_rotation  # noqa: E402
 from util.heatmaps import ORIGINAL_FAN_SPEC, LandmarkModel  # noqa: E402
 from util.runtime import load_model  # noqa: E402
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "fan2d_compact.onnx"
 
 
-def to_face_frame(vectors: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """(68, 2) vectors in the crop frame -> the frame of the face whose points these are."""
-    angle = -face_roll(points)
-    c, s = np.cos(angle), np.sin(angle)
-    return vectors @ np.array([[c, -s], [s, c]]).T
-
-
 def measure_offsets(
     model: LandmarkModel, faces: list, flip: bool = True, progress: bool = True
 ) -> np.ndarray:
-    """(68, 2) mean (label - prediction) in heatmap px, face frame, over ``faces``."""
+    """(68, 2) mean (label - prediction) in heatmap px, face frame, over ``faces``.
+    ``model.peaks`` is the raw decoding: any calibration the model has is not applied."""
     from tqdm import tqdm
 
     stats = load_box_stats()
@@ -58,7 +52,7 @@ def measure_offsets(
         truth = crop_to_heatmap(
             transform_points(face.points, crop.matrix), model.crop_size, model.heatmap_size
         )
-        errors.append(to_face_frame(truth - peaks, peaks))
+        errors.append((truth - peaks) @ face_rotation(peaks))  # into the face's frame
     return np.mean(errors, axis=0)
 
 
@@ -73,13 +67,11 @@ def calibrate(
     (default: the model itself). Returns the (68, 2) offsets."""
     onnx_model = load_model(model_path, default_spec=ORIGINAL_FAN_SPEC, threads=threads)
     model = LandmarkModel(onnx_model)
-    model.landmark_offsets = None  # measure the raw network, not a previous calibration
     offsets = measure_offsets(model, faces, progress=progress)
     spec = onnx_model.spec
     extra = dict(spec.extra)
     extra["landmark_offsets"] = np.round(offsets, 4).tolist()
     extra["landmark_offsets_from"] = f"training/calibrate.py, {len(faces)} training faces"
-    del onnx_model, model  # release the file before it is replaced
     write_spec(model_path, dataclasses.replace(spec, extra=extra), out)
     return offsets
 

@@ -38,8 +38,8 @@ def export_onnx(
             opset_version=17,
             dynamo=False,
         )
-    write_spec(tmp, spec)
-    tmp.replace(path)
+    write_spec(tmp, spec, path)
+    tmp.unlink()
 
 
 def write_spec(path: Path, spec: ModelSpec, out: Path | None = None) -> None:

@@ -118,12 +118,18 @@ def face_roll(points: np.ndarray) -> float:
     return float(np.arctan2(dy, dx))
 
 
+def face_rotation(points: np.ndarray) -> np.ndarray:
+    """2x2 rotation from the face's own frame (x along the eye line) to the image's:
+    ``vectors @ R.T`` turns face-frame vectors into image ones, ``vectors @ R`` back."""
+    angle = face_roll(points)
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([[c, -s], [s, c]])
+
+
 def apply_offsets(points: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """Add per-landmark offsets given in the face's own frame (x along the eye line),
     rotated by the face's roll: a model's calibration, measured on its training set."""
-    angle = face_roll(points)
-    c, s = np.cos(angle), np.sin(angle)
-    rotation = np.array([[c, -s], [s, c]])
+    rotation = face_rotation(points)
     return np.asarray(points, dtype=np.float64) + np.asarray(offsets) @ rotation.T
 
 
