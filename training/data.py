@@ -98,14 +98,38 @@ def make_crop(
     centre, side = crop_box(box, crop.scale, crop.shift_y)
     angle = 0.0
     if augment:
-        angle = float(np.clip(rng.normal(0, 14), -35, 35)) if rng.random() < 0.8 else 0.0
-        side *= float(np.exp(rng.uniform(-0.12, 0.12)))
+        # The run-time crop is turned upright by the roll the detector's keypoints (or
+        # the previous video frame) give; this is the residual roll it leaves.
+        angle = float(np.clip(rng.normal(0, 15), -45, 45)) if rng.random() < 0.8 else 0.0
+        # Wider toward zoomed-in: detector boxes on close-ups come out small.
+        side *= float(np.exp(rng.uniform(-0.2, 0.12)))
     matrix = crop_matrix(centre, side, crop.size, angle)
     out = warp_crop(np.ascontiguousarray(image), matrix, crop.size)
     pts = transform_points(points, matrix)
     if augment:
+        if rng.random() < 0.12:
+            out = frame_edge(out, pts, rng)
         out = photometric(out, rng)
     return out, pts.astype(np.float32)
+
+
+def frame_edge(crop: np.ndarray, points: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Black beyond a random crop edge that cuts into the face: a close-up photo whose
+    frame ends at the forehead, the chin or a cheek (the run-time crop pads with black)."""
+    out = crop.copy()
+    lo, hi = points.min(0), points.max(0)
+    size = float(np.sqrt(np.prod(hi - lo)))
+    depth = float(rng.uniform(-0.1, 0.15)) * size  # how far into the landmark box
+    side = int(rng.integers(4))
+    if side == 0:
+        out[: max(0, int(lo[1] + depth))] = 0
+    elif side == 1:
+        out[max(0, int(hi[1] - depth)) :] = 0
+    elif side == 2:
+        out[:, : max(0, int(lo[0] + depth))] = 0
+    else:
+        out[:, max(0, int(hi[0] - depth)) :] = 0
+    return out
 
 
 def validation_crop(

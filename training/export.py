@@ -19,9 +19,14 @@ def export_onnx(
     spec: ModelSpec,
     input_channels: int = 3,
     input_name: str = "input",
-    output_name: str = "output",
+    output_name: str | list[str] = "output",
 ) -> None:
-    """Write ``net`` (eval mode, batch of one, float32) as ONNX with ``model_spec`` metadata."""
+    """Write ``net`` (eval mode, float32) as ONNX with ``model_spec`` metadata.
+
+    The batch axis is dynamic, so the tool can run a face's flip views, or every face
+    of an image, in one call.
+    """
+    output_names = [output_name] if isinstance(output_name, str) else list(output_name)
     net = net.eval()
     height, width = spec.input_size
     dummy = torch.zeros(1, input_channels, height, width)
@@ -34,7 +39,8 @@ def export_onnx(
             (dummy,),
             str(tmp),
             input_names=[input_name],
-            output_names=[output_name],
+            output_names=output_names,
+            dynamic_axes={name: {0: "batch"} for name in [input_name, *output_names]},
             opset_version=17,
             dynamo=False,
         )

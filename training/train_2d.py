@@ -29,16 +29,22 @@ from training.data import (  # noqa: E402
     load_box_stats,
     load_folder,
     make_crop,
+    photometric,
     validation_crop,
 )
 from training.export import export_onnx  # noqa: E402
 from training.losses import adaptive_wing, foreground_weight, integral_loss, weighted_mse  # noqa: E402
 from training.model import FAN, LastStack, count_macs  # noqa: E402
+from training.negatives import NegativeCrops  # noqa: E402
+from training.synthesis import face_depths, random_yaw, turn_face  # noqa: E402
 from training.runlog import RunLog, StopFlag  # noqa: E402
 from util.crop import invert_matrix, transform_points  # noqa: E402
 from util.decode import crop_to_heatmap, decode, gaussian_maps, heatmap_to_crop  # noqa: E402
 from util.landmarks import inter_ocular, nme  # noqa: E402
 from util.runtime import ModelSpec  # noqa: E402
+from util.shape_prior import ShapePrior  # noqa: E402
+
+SHAPE_PRIOR = Path(__file__).resolve().parents[1] / "models" / "shape_prior.npz"
 
 HEATMAP_SIZE = 64
 # The centroid decoding keeps the mass within this many heatmap px of each map's
@@ -48,22 +54,59 @@ CENTROID_RADIUS = 32
 
 
 class TrainSet(torch.utils.data.Dataset):
+    """Augmented face crops, then ``negative_share`` as many non-face crops (label 0,
+    zero maps: they train only the presence output)."""
+
     def __init__(
-        self, faces: list[Face], crop: CropSettings, stats: dict, sigma: float, seed: int
+        self,
+        faces: list[Face],
+        crop: CropSettings,
+        stats: dict,
+        sigma: float,
+        seed: int,
+        negative_share: float = 0.0,
+        turn_share: float = 0.0,
     ) -> None:
         self.faces, self.crop, self.stats, self.sigma, self.seed = faces, crop, stats, sigma, seed
+        self.negatives = NegativeCrops(faces, crop.size) if negative_share > 0 else None
+        # Depth of every face from the shape prior, for the out-of-plane turns.
+        self.turn_share = turn_share
+        self.depths = (
+            face_depths(ShapePrior.load(SHAPE_PRIOR), np.stack([f.points for f in faces]))
+            if turn_share > 0
+            else None
+        )
+        self.n_negatives = round(negative_share * len(faces)) if self.negatives else 0
         self.epoch = 0
 
     def __len__(self) -> int:
-        return len(self.faces)
+        return len(self.faces) + self.n_negatives
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __getitem__(
+        self, index: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        image, points = make_crop(self.faces[index], self.crop, self.stats, rng, augment=True)
-        hm_points = crop_to_heatmap(points, self.crop.size, HEATMAP_SIZE)
-        target = gaussian_maps(hm_points, HEATMAP_SIZE, self.sigma)
+        if index >= len(self.faces):
+            image = self.negatives(rng)
+            image = photometric(image, rng)
+            target = np.zeros((68, HEATMAP_SIZE, HEATMAP_SIZE), np.float32)
+            hm_points, is_face = np.zeros((68, 2), np.float32), 0.0
+        else:
+            face = self.faces[index]
+            if self.depths is not None and rng.random() < self.turn_share:
+                yaw = random_yaw(face.points, rng)
+                turned, labels = turn_face(face.image, face.points, self.depths[index], yaw)
+                face = Face(face.name, turned, labels)
+            image, points = make_crop(face, self.crop, self.stats, rng, augment=True)
+            hm_points = crop_to_heatmap(points, self.crop.size, HEATMAP_SIZE)
+            target, is_face = gaussian_maps(hm_points, HEATMAP_SIZE, self.sigma), 1.0
         x = torch.from_numpy(image.transpose(2, 0, 1).astype(np.float32) / 255.0)
-        return x, torch.from_numpy(target), torch.from_numpy(hm_points.astype(np.float32))
+        return (
+            x,
+            torch.from_numpy(target),
+            torch.from_numpy(hm_points.astype(np.float32)),
+            torch.tensor(is_face),
+        )
 
 
 def validation_crops(faces: list[Face], crop: CropSettings, stats: dict):
@@ -132,7 +175,26 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--stacks", type=int, default=2)
-    parser.add_argument("--channels", type=int, default=80)
+    parser.add_argument("--channels", type=int, default=64)
+    parser.add_argument(
+        "--block",
+        choices=["pre", "post"],
+        default="post",
+        help="post-activated blocks fold every BatchNorm into its convolution",
+    )
+    parser.add_argument(
+        "--negatives",
+        type=float,
+        default=0.15,
+        help="non-face crops per face crop, for the presence output (0 = no presence head)",
+    )
+    parser.add_argument("--presence-weight", type=float, default=0.1)
+    parser.add_argument(
+        "--turn",
+        type=float,
+        default=0.3,
+        help="share of face crops turned out of plane by training/synthesis.py",
+    )
     parser.add_argument("--sigma", type=float, default=1.5, help="heatmap Gaussian, heatmap px")
     parser.add_argument("--loss", choices=["awing", "mse"], default="awing")
     parser.add_argument("--integral-weight", type=float, default=0.05)
@@ -160,19 +222,21 @@ def main() -> None:
     print(f"train {len(train_faces)} faces, val {len(val_faces)} faces", flush=True)
     val_x, val_inv = validation_crops(val_faces, crop, stats)
 
-    net = FAN(args.stacks, args.channels)
+    net = FAN(args.stacks, args.channels, block=args.block, presence=args.negatives > 0)
     macs = count_macs(net)
     net = net.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
-    dataset = TrainSet(train_faces, crop, stats, args.sigma, args.seed)
+    dataset = TrainSet(
+        train_faces, crop, stats, args.sigma, args.seed, args.negatives, args.turn
+    )
     loader_args = {
         "batch_size": args.batch,
         "shuffle": True,
-        "drop_last": len(train_faces) > args.batch,
+        "drop_last": len(dataset) > args.batch,
         "num_workers": args.workers,
         "generator": torch.Generator().manual_seed(args.seed),
     }
-    steps_per_epoch = max(1, len(train_faces) // args.batch)
+    steps_per_epoch = max(1, len(dataset) // args.batch)
     # Two cosine cycles: the first from scratch, then a warm restart at a lower peak
     # (measured: the first cycle ended still improving, 4.6 -> 4.3 % in its last epochs).
     first_cycle = min(args.epochs, args.first_cycle_epochs or args.epochs)
@@ -233,11 +297,14 @@ def main() -> None:
     for epoch in range(start_epoch, 0 if args.export_only else args.epochs):
         dataset.epoch = epoch
         loader = torch.utils.data.DataLoader(dataset, **loader_args)
-        for x, target, points in loader:
+        for x, target, points, is_face in loader:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step)
             x = x.contiguous(memory_format=torch.channels_last)
-            outputs = net(x)
+            outputs, logit = net.forward_all(x)
+            # Heatmap losses on the faces only; non-faces train the presence output.
+            faces = is_face > 0.5
+            outputs, target, points = [o[faces] for o in outputs], target[faces], points[faces]
             weight = foreground_weight(target)
             heat_loss = sum(
                 adaptive_wing(o, target, weight)
@@ -248,7 +315,16 @@ def main() -> None:
             coord_loss = (
                 integral_loss(outputs[-1], points) if args.integral_weight > 0 else torch.zeros(())
             )
-            loss = heat_loss + args.integral_weight * coord_loss
+            presence_loss = (
+                torch.nn.functional.binary_cross_entropy_with_logits(logit, is_face)
+                if logit is not None
+                else torch.zeros(())
+            )
+            loss = (
+                heat_loss
+                + args.integral_weight * coord_loss
+                + args.presence_weight * presence_loss
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -263,6 +339,7 @@ def main() -> None:
                         "loss": round(float(loss), 5),
                         "heat": round(float(heat_loss), 5),
                         "coord": round(float(coord_loss), 4),
+                        "presence": round(float(presence_loss), 4),
                         "lr": round(lr_at(step), 7),
                         "img_s": round(seen / elapsed, 2),
                     }
@@ -309,13 +386,20 @@ def main() -> None:
             "architecture": net.config,
             "gmacs": round(macs / 1e9, 3),
             "trained_by": "training/train_2d.py",
-            "training_data": "300-W (AFW + HELEN train), research and non-commercial use only",
+            "training_data": "300-W (AFW + HELEN train + LFPW train, 0-based labels), "
+            "research and non-commercial use only",
+            "outputs": ["heatmaps", "presence"] if net.presence is not None else ["heatmaps"],
             "val_nme_interocular": round(
                 result["nme_mean" if result["best_decode"] == "dark" else "centroid_nme_mean"], 5
             ),
         },
     )
-    export_onnx(LastStack(net), args.out, spec)
+    export_onnx(
+        LastStack(net),
+        args.out,
+        spec,
+        output_name=["heatmaps", "presence"] if net.presence is not None else "heatmaps",
+    )
     log({"event": "exported", "path": str(args.out)})
     # The per-landmark bias on the training faces, stored in the model (calibrate.py).
     offsets = calibrate(args.out, train_faces, threads=args.threads, progress=False)
