@@ -52,7 +52,9 @@ class PostActBlock(nn.Module):
         half, quarter = c_out // 2, c_out // 4
 
         def conv_bn_relu(i: int, o: int) -> nn.Sequential:
-            return nn.Sequential(nn.Conv2d(i, o, 3, 1, 1, bias=False), nn.BatchNorm2d(o), nn.ReLU(True))
+            return nn.Sequential(
+                nn.Conv2d(i, o, 3, 1, 1, bias=False), nn.BatchNorm2d(o), nn.ReLU(True)
+            )
 
         self.conv1 = conv_bn_relu(c_in, half)
         self.conv2 = conv_bn_relu(half, quarter)

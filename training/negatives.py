@@ -160,8 +160,16 @@ class NegativeCrops:
         y = int(rng.integers(10, 40))
         while y < s:
             line = "".join(rng.choice(list(letters), int(rng.integers(5, 30))))
-            cv2.putText(image, line, (int(rng.integers(-20, 20)), y), int(rng.integers(0, 8)),
-                        scale, colour, int(rng.integers(1, 3)), cv2.LINE_AA)
+            cv2.putText(
+                image,
+                line,
+                (int(rng.integers(-20, 20)), y),
+                int(rng.integers(0, 8)),
+                scale,
+                colour,
+                int(rng.integers(1, 3)),
+                cv2.LINE_AA,
+            )
             y += int(30 * scale + rng.integers(5, 25))
         return image
 

@@ -38,7 +38,9 @@ def _mesh(points: np.ndarray, z: np.ndarray, shape: tuple[int, int]) -> dict[str
     size = float(np.sqrt(np.prod(hi - lo)))
     centre = points.mean(0)
     brow_z = z[BROWS]
-    forehead_1 = np.column_stack([points[BROWS, 0], points[BROWS, 1] - 0.18 * size, brow_z - 0.04 * size])
+    forehead_1 = np.column_stack(
+        [points[BROWS, 0], points[BROWS, 1] - 0.18 * size, brow_z - 0.04 * size]
+    )
     forehead_2 = np.column_stack([points[BROWS, 0] * 0.9 + centre[0] * 0.1,
                                   points[BROWS, 1] - 0.4 * size, brow_z - 0.14 * size])  # fmt: skip
     cheeks = np.array([
@@ -76,7 +78,9 @@ def _signed_area(tri: np.ndarray) -> float:
     return 0.5 * ((x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0))
 
 
-def _warp_triangle(src_img: np.ndarray, dst_img: np.ndarray, src: np.ndarray, dst: np.ndarray) -> None:
+def _warp_triangle(
+    src_img: np.ndarray, dst_img: np.ndarray, src: np.ndarray, dst: np.ndarray
+) -> None:
     x, y, w, h = cv2.boundingRect(np.round(dst).astype(np.int32))
     H, W = dst_img.shape[:2]
     x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w + 1, W), min(y + h + 1, H)
@@ -91,7 +95,9 @@ def _warp_triangle(src_img: np.ndarray, dst_img: np.ndarray, src: np.ndarray, ds
     region[mask > 0] = patch[mask > 0]
 
 
-def _outline_x(vertices: np.ndarray, triangles: np.ndarray, row: float, side: float) -> float | None:
+def _outline_x(
+    vertices: np.ndarray, triangles: np.ndarray, row: float, side: float
+) -> float | None:
     """Outermost x (toward ``side``: +1 right, -1 left) where front-facing triangles of
     the turned face cross image row ``row``."""
     best = None

@@ -36,8 +36,8 @@ from training.export import export_onnx  # noqa: E402
 from training.losses import adaptive_wing, foreground_weight, integral_loss, weighted_mse  # noqa: E402
 from training.model import FAN, LastStack, count_macs  # noqa: E402
 from training.negatives import NegativeCrops  # noqa: E402
-from training.synthesis import face_depths, random_yaw, turn_face  # noqa: E402
 from training.runlog import RunLog, StopFlag  # noqa: E402
+from training.synthesis import face_depths, random_yaw, turn_face  # noqa: E402
 from util.crop import invert_matrix, transform_points  # noqa: E402
 from util.decode import crop_to_heatmap, decode, gaussian_maps, heatmap_to_crop  # noqa: E402
 from util.landmarks import inter_ocular, nme  # noqa: E402
@@ -226,9 +226,7 @@ def main() -> None:
     macs = count_macs(net)
     net = net.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
-    dataset = TrainSet(
-        train_faces, crop, stats, args.sigma, args.seed, args.negatives, args.turn
-    )
+    dataset = TrainSet(train_faces, crop, stats, args.sigma, args.seed, args.negatives, args.turn)
     loader_args = {
         "batch_size": args.batch,
         "shuffle": True,
@@ -321,9 +319,7 @@ def main() -> None:
                 else torch.zeros(())
             )
             loss = (
-                heat_loss
-                + args.integral_weight * coord_loss
-                + args.presence_weight * presence_loss
+                heat_loss + args.integral_weight * coord_loss + args.presence_weight * presence_loss
             )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
