@@ -25,6 +25,7 @@ SAMPLE = REPO / "samples" / "astronaut.png"
 class TinyModels:
     fan2d: Path
     depth: Path
+    fan2d_presence: Path  # our contract: heatmaps and a presence output
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +43,19 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
     fan_spec = dataclasses.replace(
         ORIGINAL_FAN_SPEC, extra=ORIGINAL_FAN_SPEC.extra | {"crop_shift_y": 0.0}
     )
-    models = TinyModels(folder / "fan2d_tiny.onnx", folder / "depth_tiny.onnx")
+    models = TinyModels(
+        folder / "fan2d_tiny.onnx", folder / "depth_tiny.onnx", folder / "fan2d_presence.onnx"
+    )
     export_onnx(LastStack(FAN(stacks=1, channels=16, depth=2)), models.fan2d, fan_spec)
+    presence_spec = dataclasses.replace(
+        fan_spec,
+        extra=fan_spec.extra | {"outputs": ["heatmaps", "presence"], "presence_threshold": 0.5},
+    )
+    export_onnx(
+        LastStack(FAN(stacks=1, channels=16, depth=2, block="post", presence=True)),
+        models.fan2d_presence,
+        presence_spec,
+        output_name=["heatmaps", "presence"],
+    )
     export_onnx(DepthNet(width=8), models.depth, ORIGINAL_DEPTH_SPEC, input_channels=71)
     return models

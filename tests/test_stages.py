@@ -638,9 +638,11 @@ def check_record_schema(record: dict, with_3d: bool) -> None:
     if record["error"] is None:
         assert isinstance(record["width"], int) and isinstance(record["height"], int)
     for face in record["faces"]:
-        keys = {"bbox", "score", "landmarks", "landmark_scores"}
+        keys = {"bbox", "score", "presence", "landmarks", "landmark_scores"}
         assert set(face) == (keys | {"landmarks_3d"} if with_3d else keys)
         assert len(face["bbox"]) == 4 and isinstance(face["score"], float)
+        # the 2D model's face probability; null for models without that output
+        assert face["presence"] is None or 0.0 <= face["presence"] <= 1.0
         assert np.asarray(face["landmarks"]).shape == (NUM_LANDMARKS, 2)
         assert np.asarray(face["landmark_scores"]).shape == (NUM_LANDMARKS,)
         if with_3d:
@@ -694,8 +696,10 @@ def test_face_aligner_api(tiny_models) -> None:  # noqa: ANN001
         str(SAMPLES / "astronaut.png"), return_bboxes=True, return_landmark_score=True
     )
     assert landmarks[0].shape == (68, 3) and scores[0].shape == (68,) and boxes[0].shape == (5,)
+    # Given boxes have no keypoints: their crops start upright (roll 0), as FAN's do.
     given = aligner.get_landmarks_from_image(image, detected_faces=[face.bbox])
-    np.testing.assert_allclose(given[0], landmarks[0], atol=1e-3)
+    again = aligner.align(image, bboxes=[face.bbox])
+    np.testing.assert_allclose(given[0][:, :2], again[0].landmarks, atol=1e-3)
     # Grey arrays are accepted; other dtypes and shapes are clear errors.
     assert len(aligner.align(image[..., 1])) == 1
     with pytest.raises(InputError, match="dtype float"):

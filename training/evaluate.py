@@ -2,11 +2,22 @@
 
     python training/evaluate.py                                   # shipped model, 300w/val
     python training/evaluate.py --model-2d 2DFAN-4.onnx --data my/folder --ced ced.png
+    python training/evaluate.py --wild          # + rotation sweep, close-ups, non-faces
 
 For each folder of NAME.jpg/png + NAME.pts (one annotated face per image; other faces
 may be present) it prints: faces, detection misses, mean and median NME normalised by
 the outer-eye-corner distance (points 36, 45), NME normalised by sqrt(box area) (the
-FAN paper's metric), failure rate at 8 %, AUC up to 8 %, and writes the CED curve.
+FAN paper's metric), failure rate at 8 %, AUC up to 8 %, and writes the CED curve;
+then per source (file-name prefix) the mean signed offset of the points, which a plain
+NME hides (a model whose points all sit low).
+
+``--wild`` adds what photos in the wild do to it, on the same folder:
+- rotation: every 4th... face (``--rotation-faces``, default 40) turned in the image
+  plane by each of ``--angles`` on an enlarged canvas, NME and misses per angle;
+- close-ups: each face cut out so that it fills the frame, against the same faces in
+  the whole photo;
+- non-faces: scikit-image's sample pictures that hold no face (animals, objects,
+  textures, text, microscopy, astronomy): how many give a face.
 Works for any FAN-format ONNX. The pair of train_2d.py, like dlib's
 train_shape_predictor / test_shape_predictor.
 """
@@ -147,10 +158,138 @@ def evaluate_folder(aligner, samples: list[Sample], progress: bool = True) -> tu
             records.append({"image": str(sample.image), "miss": True})
             continue
         pred = faces[index].landmarks
-        io_errors.append(nme(pred, sample.points, inter_ocular(sample.points)))
+        io = inter_ocular(sample.points)
+        io_errors.append(nme(pred, sample.points, io))
         box_errors.append(nme(pred, sample.points, box_size(sample.points)))
-        records.append({"image": str(sample.image), "nme_io": io_errors[-1]})
+        offset = ((pred - sample.points).mean(0) / io).tolist()
+        records.append({"image": str(sample.image), "nme_io": io_errors[-1], "offset_io": offset})
     return summarise(io_errors, box_errors, misses), records
+
+
+def summarise_offsets(samples: list[Sample], records: list[dict]) -> dict[str, dict]:
+    """Per source (name prefix): mean signed x, y offset of all points, % inter-ocular."""
+    by_source: dict[str, list[np.ndarray]] = {}
+    for sample, record in zip(samples, records, strict=True):
+        if "offset_io" in record:
+            source = sample.image.stem.split("_")[0]
+            by_source.setdefault(source, []).append(np.asarray(record["offset_io"]))
+    return {
+        source: {
+            "faces": len(v),
+            "dx_io": float(np.mean(v, 0)[0]),
+            "dy_io": float(np.mean(v, 0)[1]),
+        }
+        for source, v in sorted(by_source.items())
+    }
+
+
+def turn_image(image: np.ndarray, points: np.ndarray, angle: float):
+    """The image turned by ``angle`` degrees (counter-clockwise as seen) on a canvas
+    big enough to keep all of it, and the points turned with it."""
+    import cv2
+
+    h, w = image.shape[:2]
+    matrix = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), angle, 1.0)
+    cos, sin = abs(matrix[0, 0]), abs(matrix[0, 1])
+    new_w, new_h = int(np.ceil(h * sin + w * cos)), int(np.ceil(h * cos + w * sin))
+    matrix[0, 2] += (new_w - w) / 2
+    matrix[1, 2] += (new_h - h) / 2
+    turned = cv2.warpAffine(image, matrix, (new_w, new_h), flags=cv2.INTER_LINEAR)
+    return turned, points @ matrix[:, :2].T + matrix[:, 2]
+
+
+def close_up(image: np.ndarray, points: np.ndarray, margin: float = 0.05):
+    """The face cut out so that it fills the frame: the landmark box grown by
+    ``margin`` of its size on each side (clipped to the image)."""
+    lo, hi = points.min(0), points.max(0)
+    pad = margin * (hi - lo)
+    x1, y1 = np.maximum(np.floor(lo - pad), 0).astype(int)
+    x2, y2 = np.minimum(np.ceil(hi + pad) + 1, image.shape[1::-1]).astype(int)
+    return np.ascontiguousarray(image[y1:y2, x1:x2]), points - [x1, y1]
+
+
+def score_faces(aligner, images_and_points) -> dict:
+    """Align each (image, truth) pair; the usual metrics table."""
+    io_errors, box_errors, misses = [], [], 0
+    for image, truth in images_and_points:
+        faces = aligner.align(image)
+        index = match_annotated([f.bbox for f in faces], truth)
+        if index is None:
+            misses += 1
+            continue
+        io_errors.append(nme(faces[index].landmarks, truth, inter_ocular(truth)))
+        box_errors.append(nme(faces[index].landmarks, truth, box_size(truth)))
+    return summarise(io_errors, box_errors, misses)
+
+
+# scikit-image's bundled sample pictures without a face in them (astronaut and camera
+# have one; lfw_subset is faces).
+NON_FACE_PICTURES = (
+    "brick", "cell", "chelsea", "chessboard_RGB", "clock_motion", "coffee", "coins",
+    "color", "grass", "gravel", "horse", "hubble_deep_field", "ihc", "logo",
+    "microaneurysms", "moon", "motorcycle_left", "page", "phantom", "retina", "rocket",
+    "text",
+)  # fmt: skip
+
+
+def non_face_pictures() -> list[tuple[str, np.ndarray]]:
+    """(name, uint8 RGB) of the non-face sample pictures; empty without scikit-image."""
+    try:
+        import skimage
+    except ImportError:
+        return []
+    from util.io import read_image
+
+    folder = Path(skimage.__file__).parent / "data"
+    pictures = []
+    for name in NON_FACE_PICTURES:
+        for path in sorted(folder.glob(f"{name}.*")):
+            pictures.append((name, read_image(path)))
+            break
+    return pictures
+
+
+def evaluate_wild(aligner, samples: list[Sample], angles: list[float], count: int) -> dict:
+    """Rotation sweep, close-ups and non-faces (see the module docstring)."""
+    from tqdm import tqdm
+
+    from util.io import read_image
+
+    chosen = samples[:: max(1, len(samples) // count)][:count]
+    images = [(read_image(s.image), s.points) for s in chosen]
+    report: dict = {"rotation": {}}
+    for angle in tqdm([0.0, *angles], desc="rotations", unit="angle"):
+        turned = [turn_image(image, points, angle) for image, points in images]
+        report["rotation"][str(angle)] = score_faces(aligner, turned)
+    whole = [(read_image(s.image), s.points) for s in samples]
+    report["whole"] = score_faces(aligner, tqdm(whole, desc="whole photos", unit="img"))
+    cut = [close_up(image, points) for image, points in whole]
+    report["close_up"] = score_faces(aligner, tqdm(cut, desc="close-ups", unit="img"))
+    pictures = non_face_pictures()
+    with_face = [name for name, image in pictures if aligner.align(image)]
+    report["non_face"] = {"images": len(pictures), "with_face": with_face}
+    return report
+
+
+def print_wild(report: dict) -> None:
+    upright = report["rotation"]["0.0"]["nme_io_mean"]
+    print("\nrotation (degrees): faces, misses, NME io %, ratio to upright")
+    for angle, m in report["rotation"].items():
+        print(
+            f"  {float(angle):>6.0f}  {m['faces']:>4} {m['misses']:>4} "
+            f"{100 * m['nme_io_mean']:>7.2f}  {m['nme_io_mean'] / upright:>5.2f}x"
+        )
+    whole, cut = report["whole"], report["close_up"]
+    print(
+        f"close-ups: {cut['faces']} faces, {cut['misses']} misses, NME io "
+        f"{100 * cut['nme_io_mean']:.2f} % against {100 * whole['nme_io_mean']:.2f} % in the "
+        f"whole photos ({cut['nme_io_mean'] / whole['nme_io_mean']:.2f}x)"
+    )
+    nf = report["non_face"]
+    print(
+        f"non-faces: {len(nf['with_face'])} of {nf['images']} pictures give a face "
+        f"{nf['with_face']}"
+    )
 
 
 def main() -> int:
@@ -163,7 +302,17 @@ def main() -> int:
     parser.add_argument("--ced", type=Path, default=Path("ced.png"), help="CED plot to write")
     parser.add_argument("--json", type=Path, default=None, help="per-image errors as JSON")
     parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--flip", action="store_true", help="average with the mirror image")
+    parser.add_argument(
+        "--no-flip",
+        dest="flip",
+        action="store_false",
+        help="no mirror-image averaging (the CLI's default for video)",
+    )
+    parser.add_argument("--wild", action="store_true", help="rotation, close-ups, non-faces")
+    parser.add_argument(
+        "--angles", type=float, nargs="+", default=[45.0, 90.0, 135.0, 180.0, 270.0]
+    )
+    parser.add_argument("--rotation-faces", type=int, default=40)
     args = parser.parse_args()
 
     from util.aligner import FaceAligner
@@ -186,8 +335,18 @@ def main() -> int:
         metrics, records = evaluate_folder(aligner, samples)
         label = f"{name} / {folder.name}"
         print(format_row(label, metrics))
+        offsets = summarise_offsets(samples, records)
+        for source, o in offsets.items():
+            print(
+                f"  {source:<10} {o['faces']:>4} faces: mean offset x {100 * o['dx_io']:+.2f} %, "
+                f"y {100 * o['dy_io']:+.2f} % of inter-ocular (+ = right, down)"
+            )
         curves[label] = np.array([r["nme_io"] for r in records if "nme_io" in r])
-        report[str(folder)] = {"metrics": metrics, "images": records}
+        report[str(folder)] = {"metrics": metrics, "offsets": offsets, "images": records}
+        if args.wild:
+            wild = evaluate_wild(aligner, samples, args.angles, args.rotation_faces)
+            print_wild(wild)
+            report[str(folder)]["wild"] = wild
     if plot_ced(curves, args.ced, "Cumulative error distribution, end to end"):
         print(f"CED plot: {args.ced}")
     if args.json:

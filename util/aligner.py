@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from util.crop import box_from_landmarks
+from util.decode import face_roll
 from util.depth import ORIGINAL_DEPTH_SPEC, DepthModel
-from util.detect import FaceDetector, default_detector_path
+from util.detect import ALL_QUARTER_TURNS, FaceDetector, default_detector_path
 from util.heatmaps import ORIGINAL_FAN_SPEC, LandmarkModel
 from util.io import InputError, expand_inputs, read_image
 from util.runtime import load_model, resolve_runtime
@@ -40,11 +41,14 @@ class Face:
     landmark_scores: np.ndarray  # (68,) heatmap peaks
     landmarks_3d: np.ndarray | None = None  # (68, 3), z zero-mean, larger = closer
     heatmaps: np.ndarray | None = None  # (68, 64, 64) when asked for
+    presence: float | None = None  # the 2D model's face probability (None: no such output)
+    roll: float = 0.0  # degrees the crop was turned to make the face upright
 
     def to_json(self) -> dict:
         data = {
             "bbox": [round(float(v), 2) for v in self.bbox],
             "score": round(float(self.score), 4),
+            "presence": None if self.presence is None else round(float(self.presence), 4),
             "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks],
             "landmark_scores": [round(float(s), 4) for s in self.landmark_scores],
         }
@@ -77,17 +81,27 @@ class FaceAligner:
         threads: int = 0,
         min_score: float | None = None,
         flip: bool = False,
+        any_roll: bool = True,
     ) -> None:
         """``flip`` averages each face with its mirror image: more accurate, twice the
-        landmark cost."""
+        landmark cost. ``any_roll`` looks for faces in the image turned by each quarter
+        turn too (four detector passes), so faces at any in-plane angle are found.
+
+        ``min_score`` None takes the detection threshold the 2D model's spec gives for
+        use with its presence check (lower than the detector's own: the check drops what
+        is not a face), or the detector's own for models without presence output.
+        """
         self.flip = flip
+        self.quarter_turns = ALL_QUARTER_TURNS if any_roll else (0,)
         self.runtime = resolve_runtime(runtime)
         common = {"runtime": self.runtime, "env_id": env_id, "threads": threads}
-        self.detector = FaceDetector(
-            detector_model or default_detector_path(), min_score=min_score, **common
-        )
         self.landmark_model = LandmarkModel(
             load_model(model_2d or DEFAULT_MODEL_2D, default_spec=ORIGINAL_FAN_SPEC, **common)
+        )
+        if min_score is None and self.landmark_model.presence_threshold is not None:
+            min_score = self.landmark_model.model.spec.extra.get("detector_min_score")
+        self.detector = FaceDetector(
+            detector_model or default_detector_path(), min_score=min_score, **common
         )
         self.depth_model = None
         if active_3d:
@@ -110,58 +124,105 @@ class FaceAligner:
         keep_heatmaps: bool = False,
         bboxes: list[np.ndarray] | None = None,
     ) -> list[Face]:
-        """Every face in a uint8 RGB image; ``bboxes`` skips detection."""
-        image_rgb = _check_image(image_rgb)
-        start = time.perf_counter()
-        if bboxes is None:
-            detections = [(d.bbox, d.score) for d in self.detector.detect(image_rgb)]
-        else:
-            detections = [(np.asarray(b[:4], dtype=np.float64), 1.0) for b in bboxes]
-        self.times.add("detect", time.perf_counter() - start)
-        return [
-            self._align_face(image_rgb, bbox, score, keep_heatmaps) for bbox, score in detections
-        ]
+        """Every face in a uint8 RGB image; ``bboxes`` skips detection.
 
-    def _align_face(
-        self, image_rgb: np.ndarray, bbox: np.ndarray, score: float, keep_heatmaps: bool
-    ) -> Face:
+        Each face's crop is turned upright by the roll of the detector's eye keypoints.
+        With a presence output, detections it does not take for a face are dropped;
+        when nothing is left (or nothing was found), the detector looks once more with
+        the image zoomed out: faces that fill the frame (close-ups) are missed at first,
+        or found as small false "faces" inside them.
+        """
+        image_rgb = _check_image(image_rgb)
+        if bboxes is not None:
+            given = [(1.0, [(np.asarray(b[:4], dtype=np.float64), 0.0)]) for b in bboxes]
+            return self._align_detections(image_rgb, given, keep_heatmaps)
+        faces = self._align_detections(image_rgb, self._detect(image_rgb, 1.0), keep_heatmaps)
+        retry = self.detector.retry_canvas
+        if not faces and retry is not None and retry > 1:
+            faces = self._align_detections(image_rgb, self._detect(image_rgb, retry), keep_heatmaps)
+        return faces
+
+    def _detect(self, image_rgb: np.ndarray, canvas: float) -> list[tuple]:
+        start = time.perf_counter()
+        found = self.detector.detect(image_rgb, self.quarter_turns, canvas=canvas)
+        self.times.add("detect", time.perf_counter() - start)
+        return [(d.score, [(a.bbox, a.roll) for a in (d, *d.alternatives)]) for d in found]
+
+    def _align_detections(
+        self, image_rgb: np.ndarray, detections: list[tuple], keep_heatmaps: bool
+    ) -> list[Face]:
+        """(score, candidate (box, roll) pairs) per face -> the faces the model accepts.
+
+        Every candidate crop of every face goes through the model in one call; a face
+        found in several quarter turns keeps the candidate whose crop the model reads
+        best (highest mean heatmap peak, times presence when the model has it).
+        """
+        if not detections:
+            return []
         model = self.landmark_model
         start = time.perf_counter()
-        crop = model.crop(image_rgb, bbox)
-        views = model.heatmaps(crop, flip=self.flip)
-        points, scores = model.landmarks(views, crop)
+        crops = [model.crop(image_rgb, box, roll) for _, found in detections for box, roll in found]
+        results = iter(zip(crops, model.run_crops(crops, flip=self.flip), strict=True))
+        faces, face_crops = [], []
+        for score, found in detections:
+            candidates = []
+            for box, _ in found:
+                crop, (views, presence) = next(results)
+                points, scores = model.landmarks(views, crop)
+                quality = float(scores.mean()) * (1.0 if presence is None else presence)
+                candidates.append((quality, box, crop, views, presence, points, scores))
+            _, bbox, crop, views, presence, points, scores = max(candidates, key=lambda c: c[0])
+            threshold = model.presence_threshold
+            if presence is not None and threshold is not None and presence < threshold:
+                continue
+            # A face more tilted than the keypoints said (they are coarse): crop again
+            # with the landmarks' own roll, which the model was trained to correct.
+            roll = float(np.degrees(face_roll(points)))
+            if abs(_angle_difference(roll, crop.roll)) > ROLL_RECROP_DEGREES:
+                crop = model.crop(image_rgb, bbox, roll)
+                views, presence = model.run_crops([crop], flip=self.flip)[0]
+                points, scores = model.landmarks(views, crop)
+            faces.append(
+                Face(
+                    np.asarray(bbox, dtype=np.float64),
+                    float(score),
+                    points,
+                    scores,
+                    heatmaps=views.mean(axis=0) if keep_heatmaps else None,
+                    presence=presence,
+                    roll=crop.roll,
+                )
+            )
+            face_crops.append(crop)
         self.times.add("landmarks", time.perf_counter() - start)
-        face = Face(
-            np.asarray(bbox, dtype=np.float64),
-            float(score),
-            points,
-            scores,
-            heatmaps=views.mean(axis=0) if keep_heatmaps else None,
-        )
         if self.depth_model is not None:
             start = time.perf_counter()
-            points_crop = points @ crop.matrix[:, :2].T + crop.matrix[:, 2]
-            z = self.depth_model.depth(crop.image, points_crop, crop.side)
-            face.landmarks_3d = np.column_stack([points, z])
+            for face, crop in zip(faces, face_crops, strict=True):
+                points_crop = face.landmarks @ crop.matrix[:, :2].T + crop.matrix[:, 2]
+                z = self.depth_model.depth(crop.image, points_crop, crop.side)
+                face.landmarks_3d = np.column_stack([face.landmarks, z])
             self.times.add("depth", time.perf_counter() - start)
-        return face
+        return faces
 
     def follow(self, image_rgb: np.ndarray, previous: list[Face]) -> list[Face] | None:
         """Video: align the faces where the previous frame's landmarks were, without the
-        detector. None when a face looks lost (low heatmap peaks): detect again then."""
+        detector, each crop turned by the previous landmarks' roll. None when a face
+        looks lost (low heatmap peaks, or no face by the presence output): detect
+        again then."""
         image_rgb = _check_image(image_rgb)
         stats = self.detector.model.spec.extra.get("box_vs_landmarks")
         if not previous or stats is None:
             return None
-        faces = []
+        detections = []
         for face in previous:
-            box = box_from_landmarks(
-                face.landmarks, stats["centre_dx"], stats["centre_dy"], stats["size_ratio"]
-            )
-            found = self._align_face(image_rgb, box, face.score, keep_heatmaps=False)
-            if float(np.median(found.landmark_scores)) < self.follow_min_score:
-                return None
-            faces.append(found)
+            roll = float(np.degrees(face_roll(face.landmarks)))
+            box = upright_box(face.landmarks, roll, stats)
+            detections.append((face.score, [(box, roll)]))
+        faces = self._align_detections(image_rgb, detections, keep_heatmaps=False)
+        if len(faces) < len(previous):
+            return None
+        if any(float(np.median(f.landmark_scores)) < self.follow_min_score for f in faces):
+            return None
         return faces
 
     # -- FAN-library style conveniences -------------------------------------------------
@@ -218,6 +279,28 @@ class FaceAligner:
                 yield path, None, [], str(exc)
                 continue
             yield path, image, self.align(image, keep_heatmaps=keep_heatmaps), None
+
+
+# Residual roll (degrees) past which a face is cropped again at its landmarks' roll.
+ROLL_RECROP_DEGREES = 15.0
+
+
+def _angle_difference(a: float, b: float) -> float:
+    return (a - b + 180.0) % 360.0 - 180.0
+
+
+def upright_box(landmarks: np.ndarray, roll: float, stats: dict) -> np.ndarray:
+    """The detector box these landmarks would get if the face were upright, placed on
+    the face: measured box-vs-landmark offsets apply in the face's own frame."""
+    rad = np.deg2rad(roll)
+    rotation = np.array([[np.cos(rad), -np.sin(rad)], [np.sin(rad), np.cos(rad)]])
+    centre = landmarks.mean(0)
+    upright = (landmarks - centre) @ rotation + centre  # turned by -roll
+    box = box_from_landmarks(upright, stats["centre_dx"], stats["centre_dy"], stats["size_ratio"])
+    box_centre = (box[:2] + box[2:]) / 2
+    moved = (box_centre - centre) @ rotation.T + centre
+    half = (box[2:] - box[:2]) / 2
+    return np.concatenate([moved - half, moved + half])
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:

@@ -31,6 +31,7 @@ class FaceCrop:
     image: np.ndarray  # uint8 RGB, crop_size x crop_size
     matrix: np.ndarray  # 2x3
     side: float  # side of the square in original-image pixels
+    roll: float = 0.0  # degrees the crop is turned to make the face upright
 
     @property
     def inverse(self) -> np.ndarray:
@@ -54,29 +55,74 @@ class LandmarkModel:
         # set by training/calibrate.py; None for models without them.
         offsets = spec.extra.get("landmark_offsets")
         self.landmark_offsets = None if offsets is None else np.asarray(offsets, np.float64)
+        # Which output is which: our models name them in the spec; the original FAN
+        # files have heatmaps only (the last output).
+        names = list(spec.extra.get("outputs", []))
+        self.heatmap_output = names.index("heatmaps") if "heatmaps" in names else -1
+        self.presence_output = names.index("presence") if "presence" in names else None
+        threshold = spec.extra.get("presence_threshold")
+        self.presence_threshold = None if threshold is None else float(threshold)
 
-    def crop(self, image_rgb: np.ndarray, bbox: np.ndarray) -> FaceCrop:
-        """The model's square crop around a detection box."""
-        centre, side = crop_box(bbox, self.crop_scale, self.crop_shift_y)
-        matrix = crop_matrix(centre, side, self.crop_size)
-        return FaceCrop(warp_crop(image_rgb, matrix, self.crop_size), matrix, side)
+    @property
+    def has_presence(self) -> bool:
+        """True when the model also says how likely its crop holds a face."""
+        return self.presence_output is not None
+
+    def crop(self, image_rgb: np.ndarray, bbox: np.ndarray, roll: float = 0.0) -> FaceCrop:
+        """The model's square crop around a detection box, turned by ``roll`` degrees
+        (the face's in-plane angle) so that the face in it is upright. The crop's
+        downward shift follows the face's own down."""
+        centre, side = crop_box(bbox, self.crop_scale, 0.0)
+        rad = np.deg2rad(roll)
+        shift = self.crop_shift_y * side / self.crop_scale
+        centre = centre + shift * np.array([-np.sin(rad), np.cos(rad)])
+        matrix = crop_matrix(centre, side, self.crop_size, roll)
+        return FaceCrop(warp_crop(image_rgb, matrix, self.crop_size), matrix, side, roll)
 
     def heatmaps(self, crop: FaceCrop, flip: bool = False) -> np.ndarray:
-        """(V, 68, H, W) float32 heatmaps of one crop: V = 1, or 2 with ``flip``.
+        """(V, 68, H, W) float32 heatmaps of one crop: V = 1, or 2 with ``flip``."""
+        return self.run_crops([crop], flip)[0][0]
 
-        ``flip`` also runs the mirrored crop; its maps come back mirrored, with the iBUG
-        left/right swap, so both views are in the crop's frame. Mirroring crop pixel u
-        to S-1-u maps heatmap column j to H-1-j exactly.
+    def run_crops(
+        self, crops: list[FaceCrop], flip: bool = False
+    ) -> list[tuple[np.ndarray, float | None]]:
+        """Per crop: ((V, 68, H, W) heatmap views, face presence or None).
+
+        V = 1, or 2 with ``flip``: the mirrored crop too, whose maps come back mirrored
+        with the iBUG left/right swap, so both views are in the crop's frame (mirroring
+        crop pixel u to S-1-u maps heatmap column j to H-1-j exactly). Every view of
+        every crop goes through the model in one call when it takes a batch.
         """
-        views = [self._run(crop.image)]
-        if flip:
-            mirrored = self._run(np.ascontiguousarray(crop.image[:, ::-1]))
-            views.append(mirrored[MIRROR_PERMUTATION, :, ::-1])
-        return np.stack(views)
+        images = []
+        for crop in crops:
+            images.append(crop.image)
+            if flip:
+                images.append(np.ascontiguousarray(crop.image[:, ::-1]))
+        heat, presence = self._run(images)
+        views = len(images) // max(len(crops), 1)
+        results = []
+        for i in range(len(crops)):
+            maps = heat[i * views : (i + 1) * views]
+            if flip:
+                maps = np.stack([maps[0], maps[1][MIRROR_PERMUTATION, :, ::-1]])
+            face = None if presence is None else float(presence[i * views : (i + 1) * views].mean())
+            results.append((maps, face))
+        return results
 
-    def _run(self, crop_rgb: np.ndarray) -> np.ndarray:
-        outputs = self.model.run(self.model.spec.to_tensor(crop_rgb))
-        return np.asarray(outputs[-1], dtype=np.float32)[0]
+    def _run(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+        """(N, 68, H, W) heatmaps and (N,) presence (or None) of N crops."""
+        to_tensor = self.model.spec.to_tensor
+        if getattr(self.model, "dynamic_batch", False):
+            batches = [np.concatenate([to_tensor(image) for image in images])]
+        else:
+            batches = [to_tensor(image) for image in images]
+        heat, presence = [], []
+        for batch in batches:
+            outputs = self.model.run(batch)
+            heat.append(np.asarray(outputs[self.heatmap_output], dtype=np.float32))
+            if self.presence_output is not None:
+                presence.append(np.asarray(outputs[self.presence_output]).reshape(-1))
+        return np.concatenate(heat), (np.concatenate(presence) if presence else None)
 
     def peaks(self, views: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Heatmap views -> ((68, 2) heatmap coordinates, (68,) peak scores), uncorrected.

@@ -141,6 +141,8 @@ class OnnxModel:
         self.spec = read_spec(self.path, default_spec, metadata)
         self.input_names = [i.name for i in self._session.get_inputs()]
         self.output_names = [o.name for o in self._session.get_outputs()]
+        # A symbolic first dimension: several images can go in one call.
+        self.dynamic_batch = not isinstance(self._session.get_inputs()[0].shape[0], int)
 
     def run(self, *inputs: np.ndarray) -> list[np.ndarray]:
         feed = dict(zip(self.input_names, inputs, strict=True))
@@ -170,6 +172,7 @@ class AiliaModel:
         except Exception as exc:  # noqa: BLE001 - ailia raises its own error types
             raise ModelError(f"{self.path}: ailia cannot load model ({_first_line(exc)})") from None
         self.input_names = [f"input{i}" for i in range(self._net.get_input_blob_count())]
+        self.dynamic_batch = False
 
     def run(self, *inputs: np.ndarray) -> list[np.ndarray]:
         if len(inputs) == 1:

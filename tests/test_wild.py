@@ -1,0 +1,169 @@
+"""In-the-wild pieces: upright crops at any roll, detection in quarter turns, the
+presence output and its fallback, and the training-side synthesis of turned faces."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from util.crop import transform_points
+from util.detect import Detection, merge_detections, unturn_points
+from util.heatmaps import ORIGINAL_FAN_SPEC, LandmarkModel
+from util.runtime import load_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _face_points() -> np.ndarray:
+    """A plausible 68-point face (the shape prior's mean) around (200, 150)."""
+    from util.shape_prior import ShapePrior
+
+    mean = ShapePrior.load(REPO / "models" / "shape_prior.npz").mean[:, :2]
+    return mean * 1.2 + [200.0, 150.0]
+
+
+class _NoModel:
+    spec = ORIGINAL_FAN_SPEC
+
+
+@pytest.mark.parametrize("roll", [0.0, 30.0, 90.0, -135.0, 180.0])
+def test_rotated_crop_round_trip_and_upright(roll: float) -> None:
+    """Points go into the turned crop and back unchanged, and a face turned by ``roll``
+    comes out of its crop in the same place as the upright face out of an upright crop."""
+    model = LandmarkModel(_NoModel())
+    image = np.zeros((400, 400, 3), np.uint8)
+    points = _face_points()
+    upright = model.crop(image, np.array([150.0, 90.0, 250.0, 190.0]), 0.0)
+    rad = np.deg2rad(roll)
+    rotation = np.array([[np.cos(rad), -np.sin(rad)], [np.sin(rad), np.cos(rad)]])
+    centre = np.array([200.0, 140.0])
+    turned_points = (points - centre) @ rotation.T + centre
+    turned = model.crop(image, np.array([150.0, 90.0, 250.0, 190.0]), roll)
+    in_crop = transform_points(turned_points, turned.matrix)
+    np.testing.assert_allclose(transform_points(in_crop, turned.inverse), turned_points, atol=1e-6)
+    np.testing.assert_allclose(in_crop, transform_points(points, upright.matrix), atol=1e-6)
+    assert turned.roll == roll
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_quarter_turn_points_map_back(k: int) -> None:
+    image = np.zeros((5, 7))
+    image[1, 4] = 1
+    y, x = np.argwhere(np.rot90(image, k))[0]
+    np.testing.assert_allclose(unturn_points(np.array([[x, y]]), k, image.shape), [[4, 1]])
+
+
+def test_detection_roll_and_merge() -> None:
+    eyes = np.array([[10.0, 10.0], [10.0, 20.0], [0, 0], [0, 0], [0, 0], [0, 0]])
+    lying = Detection(np.array([0.0, 0, 30, 30]), 0.9, eyes)
+    assert lying.roll == pytest.approx(90.0)
+    # The same face found again in other quarter turns: one detection, the best box,
+    # and the rolls of the turns that scored close to the best as candidates.
+    upright = np.array([[10.0, 10.0], [20.0, 10.0], [0, 0], [0, 0], [0, 0], [0, 0]])
+    close = Detection(np.array([2.0, 1, 31, 30]), 0.8, upright, quarter_turns=1)
+    weak = Detection(np.array([1.0, 1, 31, 30]), 0.5, upright[:, ::-1], quarter_turns=2)
+    other = Detection(np.array([100.0, 100, 130, 130]), 0.7, eyes)
+    merged = merge_detections([close, other, lying, weak])
+    assert [d.score for d in merged] == [0.9, 0.7]
+    np.testing.assert_array_equal(merged[0].bbox, lying.bbox)
+    assert [d.roll for d in merged[0].alternatives] == [pytest.approx(0.0)]
+
+
+def test_presence_output_contract(tiny_models) -> None:  # noqa: ANN001
+    """Our 2D models: heatmaps (N, 68, 64, 64) and presence (N, 1) in 0-1, named in the
+    spec; both flip views and several faces go in one batch."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(tiny_models.fan2d_presence))
+    assert [o.name for o in session.get_outputs()] == ["heatmaps", "presence"]
+    heat, presence = session.run(
+        None, {"input": np.random.default_rng(0).random((3, 3, 256, 256), np.float32)}
+    )
+    assert heat.shape == (3, 68, 64, 64) and presence.shape == (3, 1)
+    assert np.all((presence >= 0) & (presence <= 1))
+    model = LandmarkModel(load_model(tiny_models.fan2d_presence))
+    assert model.has_presence and model.presence_threshold == 0.5
+    image = np.random.default_rng(0).integers(0, 255, (300, 300, 3), dtype=np.uint8)
+    crops = [model.crop(image, np.array([50.0, 50, 150, 150]), r) for r in (0.0, 40.0)]
+    results = model.run_crops(crops, flip=True)
+    assert len(results) == 2
+    for (views, face), crop in zip(results, crops, strict=True):
+        assert views.shape == (2, 68, 64, 64) and 0.0 <= face <= 1.0
+        # the batched call gives what one crop alone gives
+        alone, alone_face = model.run_crops([crop], flip=True)[0]
+        np.testing.assert_allclose(views, alone, atol=1e-4)
+        assert face == pytest.approx(alone_face, abs=1e-5)
+
+
+def test_fan_files_without_presence_run_unchecked(tiny_models) -> None:  # noqa: ANN001
+    """A FAN-format file with heatmaps only (the original FAN's contract): no presence,
+    no check, every detection kept and reported with presence null."""
+    from util.aligner import FaceAligner
+    from util.io import read_image
+
+    model = LandmarkModel(load_model(tiny_models.fan2d, default_spec=ORIGINAL_FAN_SPEC))
+    assert not model.has_presence
+    aligner = FaceAligner(model_2d=tiny_models.fan2d, flip=True)
+    faces = aligner.align(read_image(REPO / "samples" / "astronaut.png"))
+    assert faces and all(f.presence is None for f in faces)
+    assert all(f.to_json()["presence"] is None for f in faces)
+
+
+def test_presence_threshold_drops_non_faces(tiny_models, tmp_path: Path) -> None:  # noqa: ANN001
+    """With a threshold above any output, every detection is dropped; below, kept."""
+    import onnx
+
+    from training.export import write_spec
+    from util.aligner import FaceAligner
+    from util.io import read_image
+    from util.runtime import read_spec
+
+    image = read_image(REPO / "samples" / "astronaut.png")
+    spec = read_spec(tiny_models.fan2d_presence)
+    for threshold, expect_faces in ((1.01, False), (-0.01, True)):
+        path = tmp_path / f"fan_{threshold}.onnx"
+        onnx.save(onnx.load(str(tiny_models.fan2d_presence)), str(path))
+        write_spec(
+            path, dataclasses.replace(spec, extra=spec.extra | {"presence_threshold": threshold})
+        )
+        faces = FaceAligner(model_2d=path).align(image)
+        assert bool(faces) == expect_faces
+        assert all(0.0 <= f.presence <= 1.0 for f in faces)
+
+
+def test_turned_face_synthesis() -> None:
+    """Yaw 0 leaves the labels alone; a turn moves the nose toward the turn and keeps
+    the far jaw on the face's visible outline (no jaw point inside the cheek line)."""
+    from training.synthesis import face_depths, turn_face
+    from util.shape_prior import ShapePrior
+
+    prior = ShapePrior.load(REPO / "models" / "shape_prior.npz")
+    points = _face_points()
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (320, 400, 3), dtype=np.uint8)
+    z = face_depths(prior, points[None])[0]
+    same, labels = turn_face(image, points, z, 0.0)
+    np.testing.assert_allclose(labels, points, atol=1e-3)
+    turned, labels = turn_face(image, points, z, 35.0)
+    assert turned.shape == image.shape and turned.dtype == np.uint8
+    assert labels[30, 0] > points[30, 0] + 5  # the nose moved right
+    # the far (right-hand) jaw above the chin stays on the outline, outside the mouth
+    # corner, instead of sliding inside the turned cheek
+    assert np.all(labels[12:17, 0] >= labels[54, 0] - 1)
+
+
+def test_negative_crops_are_deterministic() -> None:
+    from training.data import Face
+    from training.negatives import NegativeCrops
+
+    rng = np.random.default_rng(1)
+    faces = [Face("a", rng.integers(0, 255, (448, 448, 3), dtype=np.uint8), _face_points() + 50)]
+    crops = NegativeCrops(faces)
+    first = [crops(np.random.default_rng(s)) for s in range(12)]
+    again = [crops(np.random.default_rng(s)) for s in range(12)]
+    for a, b in zip(first, again, strict=True):
+        assert a.shape == (256, 256, 3) and a.dtype == np.uint8
+        np.testing.assert_array_equal(a, b)
