@@ -54,13 +54,18 @@ def _spec(session) -> dict:
 def test_train_2d_runs_and_exports_the_fan_contract(tmp_path: Path) -> None:
     log = _run("train_2d.py", tmp_path, "--stacks", "1", "--channels", "16")
     events = [e.get("event") for e in log]
-    assert events[0] == "start" and "final" in events and events[-2:] == ["exported", "calibrated"]
+    assert events[0] == "start" and "final" in events
+    assert events[-3:] == ["exported", "calibrated", "presence"]
     final = next(e for e in log if e.get("event") == "final")
     assert np.isfinite(final["nme_mean"]) and np.isfinite(final["centroid_nme_mean"])
     session = _session(tmp_path / "model.onnx")
-    out = session.run(None, {session.get_inputs()[0].name: np.zeros((1, 3, 256, 256), np.float32)})
-    assert out[0].shape == (1, 68, 64, 64)
+    out = session.run(None, {session.get_inputs()[0].name: np.zeros((2, 3, 256, 256), np.float32)})
+    # heatmaps and face presence, for a batch of any size
+    assert out[0].shape == (2, 68, 64, 64) and out[1].shape == (2, 1)
     spec = _spec(session)
+    assert spec["extra"]["outputs"] == ["heatmaps", "presence"]
+    assert 0.0 <= spec["extra"]["presence_threshold"] <= 0.5
+    assert spec["extra"]["detector_min_score"] in (0.3, 0.4, 0.5)
     assert spec["kind"] == "fan2d" and spec["channel_order"] == "RGB"
     assert spec["extra"]["decode"] in ("dark", "centroid")
     # Calibrated on the training faces: one finite (x, y) offset per landmark.

@@ -22,6 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from training.calibrate import calibrate  # noqa: E402
+from training.choose_presence import choose  # noqa: E402
 from training.data import (  # noqa: E402
     DATA_ROOT,
     CropSettings,
@@ -400,6 +401,17 @@ def main() -> None:
     # The per-landmark bias on the training faces, stored in the model (calibrate.py).
     offsets = calibrate(args.out, train_faces, threads=args.threads, progress=False)
     log({"event": "calibrated", "mean_offset_xy": offsets.mean(0).round(4).tolist()})
+    if net.presence is not None:
+        # The presence and detector thresholds, chosen on the validation faces.
+        log(
+            {
+                "event": "presence",
+                **(
+                    choose(args.out, args.data / "val", threads=args.threads, limit=args.limit)
+                    or {}
+                ),
+            }
+        )
 
 
 if __name__ == "__main__":
