@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from util.crop import transform_points
-from util.detect import Detection, merge_detections, unturn_points
+from util.detect import Detection, merge_detections, unturn_units
 from util.heatmaps import ORIGINAL_FAN_SPEC, LandmarkModel
 from util.runtime import load_model
 
@@ -50,26 +50,57 @@ def test_rotated_crop_round_trip_and_upright(roll: float) -> None:
 
 @pytest.mark.parametrize("k", [1, 2, 3])
 def test_quarter_turn_points_map_back(k: int) -> None:
-    image = np.zeros((5, 7))
+    """A pixel found in the turned square input maps back to where it is unturned."""
+    size = 8
+    image = np.zeros((size, size))
     image[1, 4] = 1
     y, x = np.argwhere(np.rot90(image, k))[0]
-    np.testing.assert_allclose(unturn_points(np.array([[x, y]]), k, image.shape), [[4, 1]])
+    found = (np.array([[x, y]]) + 0.5) / size  # its centre, in 0-1 input units
+    np.testing.assert_allclose(unturn_units(found, k) * size - 0.5, [[4, 1]], atol=1e-9)
+
+
+def test_detector_finds_a_face_at_any_quarter_turn() -> None:
+    """The bundled sample turned by 90, 180 and 270 degrees: one face, in the same
+    place as upright once mapped back, with its roll."""
+    from util.detect import ALL_QUARTER_TURNS, FaceDetector
+    from util.io import read_image
+
+    detector = FaceDetector()
+    image = read_image(REPO / "samples" / "astronaut.png")
+    upright = detector.detect(image, ALL_QUARTER_TURNS)
+    assert len(upright) == 1
+    for k in (1, 2, 3):
+        turned = np.ascontiguousarray(np.rot90(image, k))
+        found = detector.detect(turned, ALL_QUARTER_TURNS)
+        assert len(found) == 1
+        centre = (found[0].bbox[:2] + found[0].bbox[2:]) / 2
+        upright_centre = (upright[0].bbox[:2] + upright[0].bbox[2:]) / 2
+        expected = unturn_units((upright_centre[None] + 0.5) / 512, -k)[0] * 512 - 0.5
+        np.testing.assert_allclose(centre, expected, atol=12)
+        assert abs((found[0].roll - upright[0].roll + 90 * k + 180) % 360 - 180) < 15
 
 
 def test_detection_roll_and_merge() -> None:
     eyes = np.array([[10.0, 10.0], [10.0, 20.0], [0, 0], [0, 0], [0, 0], [0, 0]])
     lying = Detection(np.array([0.0, 0, 30, 30]), 0.9, eyes)
     assert lying.roll == pytest.approx(90.0)
-    # The same face found again in other quarter turns: one detection, the best box,
-    # and the rolls of the turns that scored close to the best as candidates.
-    upright = np.array([[10.0, 10.0], [20.0, 10.0], [0, 0], [0, 0], [0, 0], [0, 0]])
-    close = Detection(np.array([2.0, 1, 31, 30]), 0.8, upright, quarter_turns=1)
-    weak = Detection(np.array([1.0, 1, 31, 30]), 0.5, upright[:, ::-1], quarter_turns=2)
+    # The same face found again in the input turned a quarter, where it stood upright:
+    # that pass's box and keypoints, with the best score of the two.
+    upright_pass = Detection(np.array([2.0, 1, 31, 30]), 0.6, eyes, quarter_turns=1)
     other = Detection(np.array([100.0, 100, 130, 130]), 0.7, eyes)
-    merged = merge_detections([close, other, lying, weak])
+    merged = merge_detections([upright_pass, other, lying])
     assert [d.score for d in merged] == [0.9, 0.7]
-    np.testing.assert_array_equal(merged[0].bbox, lying.bbox)
-    assert [d.roll for d in merged[0].alternatives] == [pytest.approx(0.0)]
+    np.testing.assert_array_equal(merged[0].bbox, upright_pass.bbox)
+    assert merged[0].quarter_turns == 1
+    # Found upright (best score) and upside down with keypoints 180 degrees off: the
+    # upside-down pass is outvoted, though it looks upright in its own turn.
+    upright_eyes = np.array([[10.0, 10.0], [20.0, 10.0], [0, 0], [0, 0], [0, 0], [0, 0]])
+    good = Detection(np.array([0.0, 0, 30, 30]), 0.93, upright_eyes + [0, 2], quarter_turns=0)
+    side = Detection(np.array([1.0, 0, 30, 30]), 0.83, upright_eyes, quarter_turns=3)
+    flipped = Detection(np.array([0.0, 1, 30, 31]), 0.63, upright_eyes[[1, 0, 2, 3, 4, 5]], 2)
+    assert abs(flipped.roll) == 180.0
+    (merged,) = merge_detections([flipped, side, good])
+    assert merged.quarter_turns == 0 and merged.score == 0.93
 
 
 def test_presence_output_contract(tiny_models) -> None:  # noqa: ANN001

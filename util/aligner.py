@@ -134,7 +134,7 @@ class FaceAligner:
         """
         image_rgb = _check_image(image_rgb)
         if bboxes is not None:
-            given = [(1.0, [(np.asarray(b[:4], dtype=np.float64), 0.0)]) for b in bboxes]
+            given = [(np.asarray(b[:4], dtype=np.float64), 1.0, 0.0) for b in bboxes]
             return self._align_detections(image_rgb, given, keep_heatmaps)
         faces = self._align_detections(image_rgb, self._detect(image_rgb, 1.0), keep_heatmaps)
         retry = self.detector.retry_canvas
@@ -146,35 +146,26 @@ class FaceAligner:
         start = time.perf_counter()
         found = self.detector.detect(image_rgb, self.quarter_turns, canvas=canvas)
         self.times.add("detect", time.perf_counter() - start)
-        return [(d.score, [(a.bbox, a.roll) for a in (d, *d.alternatives)]) for d in found]
+        return [(d.bbox, d.score, d.roll) for d in found]
 
     def _align_detections(
         self, image_rgb: np.ndarray, detections: list[tuple], keep_heatmaps: bool
     ) -> list[Face]:
-        """(score, candidate (box, roll) pairs) per face -> the faces the model accepts.
-
-        Every candidate crop of every face goes through the model in one call; a face
-        found in several quarter turns keeps the candidate whose crop the model reads
-        best (highest mean heatmap peak, times presence when the model has it).
-        """
+        """(box, score, roll) per detection -> the faces the model accepts; every crop
+        (and its mirror view) goes through the model in one call."""
         if not detections:
             return []
         model = self.landmark_model
         start = time.perf_counter()
-        crops = [model.crop(image_rgb, box, roll) for _, found in detections for box, roll in found]
-        results = iter(zip(crops, model.run_crops(crops, flip=self.flip), strict=True))
+        crops = [model.crop(image_rgb, bbox, roll) for bbox, _, roll in detections]
         faces, face_crops = [], []
-        for score, found in detections:
-            candidates = []
-            for box, _ in found:
-                crop, (views, presence) = next(results)
-                points, scores = model.landmarks(views, crop)
-                quality = float(scores.mean()) * (1.0 if presence is None else presence)
-                candidates.append((quality, box, crop, views, presence, points, scores))
-            _, bbox, crop, views, presence, points, scores = max(candidates, key=lambda c: c[0])
+        for (bbox, score, _), crop, (views, presence) in zip(
+            detections, crops, model.run_crops(crops, flip=self.flip), strict=True
+        ):
             threshold = model.presence_threshold
             if presence is not None and threshold is not None and presence < threshold:
                 continue
+            points, scores = model.landmarks(views, crop)
             # A face more tilted than the keypoints said (they are coarse): crop again
             # with the landmarks' own roll, which the model was trained to correct.
             roll = float(np.degrees(face_roll(points)))
@@ -217,7 +208,7 @@ class FaceAligner:
         for face in previous:
             roll = float(np.degrees(face_roll(face.landmarks)))
             box = upright_box(face.landmarks, roll, stats)
-            detections.append((face.score, [(box, roll)]))
+            detections.append((box, face.score, roll))
         faces = self._align_detections(image_rgb, detections, keep_heatmaps=False)
         if len(faces) < len(previous):
             return None

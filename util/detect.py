@@ -265,8 +265,6 @@ class Detection:
     score: float
     keypoints: np.ndarray
     quarter_turns: int = 0  # the image was turned by this many quarter turns to find it
-    # The same face as found in other quarter turns, scoring close to this (merge).
-    alternatives: tuple[Detection, ...] = ()
 
     @property
     def roll(self) -> float:
@@ -282,33 +280,43 @@ class Detection:
 ALL_QUARTER_TURNS = (0, 1, 2, 3)
 
 
-def unturn_points(points: np.ndarray, quarter_turns: int, shape: tuple[int, ...]) -> np.ndarray:
-    """Points in ``np.rot90(image, quarter_turns)`` back to ``image`` (of ``shape``)."""
-    h, w = shape[:2]
-    x, y = np.asarray(points, np.float64)[..., 0], np.asarray(points, np.float64)[..., 1]
+def unturn_units(points: np.ndarray, quarter_turns: int) -> np.ndarray:
+    """(..., 2) points in 0-1 units of a square model input turned by ``np.rot90(input,
+    quarter_turns)`` -> the same points in the unturned input."""
+    u, v = np.asarray(points, np.float64)[..., 0], np.asarray(points, np.float64)[..., 1]
     k = quarter_turns % 4
     if k == 1:
-        x, y = w - 1 - y, x
+        u, v = 1.0 - v, u
     elif k == 2:
-        x, y = w - 1 - x, h - 1 - y
+        u, v = 1.0 - u, 1.0 - v
     elif k == 3:
-        x, y = y, h - 1 - x
-    return np.stack([x, y], axis=-1)
+        u, v = v, 1.0 - u
+    return np.stack([u, v], axis=-1)
+
+
+def _tilt(det: Detection) -> float:
+    """How far from upright (degrees) the face stood in the turned input it was found in."""
+    return abs((det.roll - 90.0 * det.quarter_turns + 180.0) % 360.0 - 180.0)
+
+
+def _roll_gap(a: Detection, b: Detection) -> float:
+    return abs((a.roll - b.roll + 180.0) % 360.0 - 180.0)
 
 
 def merge_detections(
-    detections: list[Detection], iou: float = 0.3, roll_score_ratio: float = 0.8
+    detections: list[Detection], iou: float = 0.3, same_roll: float = 30.0
 ) -> list[Detection]:
     """One detection per face, best score first: detections overlapping by more than
-    ``iou`` are the same face seen in several quarter turns.
+    ``iou`` are the same face found in several quarter turns.
 
-    BlazeFace places its keypoints as if the face were upright in the image it was
-    given, so a face found in two turns has two candidate rolls, and the score does not
-    tell them apart (measured: the bundled sample scores 0.878 upright, 0.892 turned a
-    quarter). Every turn scoring at least ``roll_score_ratio`` of the best keeps its
-    box and keypoints in ``alternatives``; the landmark model picks among them
-    (util.aligner).
-    """
+    In a turn where the face stands upside down BlazeFace may still fire, with
+    keypoints placed as if it stood upright (a roll 180 degrees off); turns where it
+    stands upright or on its side agree on the roll. So the roll the most score agrees
+    on (within ``same_roll`` degrees) wins, and of the detections that agree, the box
+    and keypoints come from the turn in which the face stood most upright, where
+    BlazeFace was trained (the score alone does not tell: the bundled sample scores
+    0.878 upright and 0.892 on its side, with a box 13 % smaller). The score is the
+    group's best."""
     groups: list[list[Detection]] = []
     for det in sorted(detections, key=lambda d: -d.score):
         for group in groups:
@@ -319,9 +327,13 @@ def merge_detections(
             groups.append([det])
     merged = []
     for group in groups:
-        best = group[0]
-        close = tuple(d for d in group[1:] if d.score >= roll_score_ratio * best.score)
-        merged.append(dataclasses.replace(best, alternatives=close))
+
+        def support(det: Detection, group: list[Detection] = group) -> float:
+            return sum(d.score for d in group if _roll_gap(d, det) <= same_roll)
+
+        agreed = max(group, key=support)
+        agreeing = [d for d in group if _roll_gap(d, agreed) <= same_roll]
+        merged.append(dataclasses.replace(min(agreeing, key=_tilt), score=group[0].score))
     return merged
 
 
@@ -401,38 +413,38 @@ class FaceDetector:
         image = np.asarray(image_rgb)
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"want a uint8 HxWx3 RGB image, got {image.dtype} {image.shape}")
-        detections = self._detect_turned(image, quarter_turns, canvas or 1.0)
+        detections = self.detect_once(image, canvas or 1.0, quarter_turns)
         retry = self.retry_canvas is not None and self.retry_canvas > 1
         if not detections and canvas is None and retry:
-            detections = self._detect_turned(image, quarter_turns, self.retry_canvas)
-        return detections
+            detections = self.detect_once(image, self.retry_canvas, quarter_turns)
+        return merge_detections(detections) if len(quarter_turns) > 1 else detections
 
-    def _detect_turned(
-        self, image: np.ndarray, quarter_turns: tuple[int, ...], canvas: float
+    def detect_once(
+        self, image: np.ndarray, canvas: float = 1.0, quarter_turns: tuple[int, ...] = (0,)
     ) -> list[Detection]:
-        found = []
-        for k in quarter_turns:
-            if k % 4 == 0:
-                found += self.detect_once(image, canvas)
-                continue
-            for det in self.detect_once(np.ascontiguousarray(np.rot90(image, k)), canvas):
-                corners = unturn_points(det.bbox.reshape(2, 2), k, image.shape)
-                bbox = np.concatenate([corners.min(0), corners.max(0)]).astype(np.float32)
-                keypoints = unturn_points(det.keypoints, k, image.shape).astype(np.float32)
-                found.append(Detection(bbox, det.score, keypoints, k % 4))
-        return merge_detections(found) if len(quarter_turns) > 1 else found
-
-    def detect_once(self, image: np.ndarray, canvas: float = 1.0) -> list[Detection]:
-        """One pass of the model over the letterboxed image (no retry)."""
+        """One pass of the model over the letterboxed image per quarter turn (no retry,
+        no merging). The image is letterboxed once; the square model input is turned."""
         boxed, mapping = letterbox(image, self.input_size, canvas)
-        outputs = self.model.run(self.model.spec.to_tensor(boxed))
-        found = detect_in_outputs(outputs, self.anchors, self.model.spec.extra, self.min_score)
-        detections = [
-            Detection(
-                bbox=model_to_image(box.reshape(2, 2), mapping).reshape(4).astype(np.float32),
-                score=score,
-                keypoints=model_to_image(keypoints, mapping).astype(np.float32),
-            )
-            for box, score, keypoints in found
-        ]
+        if quarter_turns != (0,) and self.input_size[0] != self.input_size[1]:
+            raise ModelError(f"{self.model.path}: quarter turns need a square input")
+        detections = []
+        for k in quarter_turns:
+            turned = np.ascontiguousarray(np.rot90(boxed, k)) if k % 4 else boxed
+            outputs = self.model.run(self.model.spec.to_tensor(turned))
+            extra = self.model.spec.extra
+            for box, score, keypoints in detect_in_outputs(
+                outputs, self.anchors, extra, self.min_score
+            ):
+                corners = unturn_units(box.reshape(2, 2), k)
+                corners = np.stack([corners.min(0), corners.max(0)])
+                detections.append(
+                    Detection(
+                        bbox=model_to_image(corners, mapping).reshape(4).astype(np.float32),
+                        score=score,
+                        keypoints=model_to_image(unturn_units(keypoints, k), mapping).astype(
+                            np.float32
+                        ),
+                        quarter_turns=k % 4,
+                    )
+                )
         return sorted(detections, key=lambda d: -d.score)
