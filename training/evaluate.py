@@ -166,13 +166,23 @@ def evaluate_folder(aligner, samples: list[Sample], progress: bool = True) -> tu
     return summarise(io_errors, box_errors, misses), records
 
 
+# Faces with a larger inter-ocular distance (image pixels) count as large: a bias that
+# is a fixed share of the face in the model's crop grows with the face in pixels.
+LARGE_FACE_IO = 100.0
+
+
 def summarise_offsets(samples: list[Sample], records: list[dict]) -> dict[str, dict]:
-    """Per source (name prefix): mean signed x, y offset of all points, % inter-ocular."""
+    """Per source (name prefix) and face size (small / large, see LARGE_FACE_IO): mean
+    signed x, y offset of all points, in % of the inter-ocular distance."""
     by_source: dict[str, list[np.ndarray]] = {}
     for sample, record in zip(samples, records, strict=True):
         if "offset_io" in record:
-            source = sample.image.stem.split("_")[0]
-            by_source.setdefault(source, []).append(np.asarray(record["offset_io"]))
+            size = "large" if inter_ocular(sample.points) > LARGE_FACE_IO else "small"
+            for key in (
+                sample.image.stem.split("_")[0],
+                f"{sample.image.stem.split('_')[0]}/{size}",
+            ):
+                by_source.setdefault(key, []).append(np.asarray(record["offset_io"]))
     return {
         source: {
             "faces": len(v),
