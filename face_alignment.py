@@ -198,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         log.error(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
         return 2
-    except InputError as exc:
+    except (InputError, ModelError) as exc:
+        # A model that loaded but fails to run stops the run: every input would fail.
         log.error(str(exc))
         return 2
 

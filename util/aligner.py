@@ -87,13 +87,21 @@ class FaceAligner:
             detector_model or default_detector_path(), min_score=min_score, **common
         )
         self.landmark_model = LandmarkModel(
-            load_model(model_2d or DEFAULT_MODEL_2D, default_spec=ORIGINAL_FAN_SPEC, **common)
+            load_model(
+                model_2d or DEFAULT_MODEL_2D,
+                default_spec=ORIGINAL_FAN_SPEC,
+                expected_kind="fan2d",
+                **common,
+            )
         )
         self.depth_model = None
         if active_3d:
             self.depth_model = DepthModel(
                 load_model(
-                    model_depth or DEFAULT_MODEL_DEPTH, default_spec=ORIGINAL_DEPTH_SPEC, **common
+                    model_depth or DEFAULT_MODEL_DEPTH,
+                    default_spec=ORIGINAL_DEPTH_SPEC,
+                    expected_kind="depth",
+                    **common,
                 )
             )
         self.times = StageTimes()
