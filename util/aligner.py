@@ -76,11 +76,15 @@ class FaceAligner:
         env_id: int = -1,
         threads: int = 0,
         min_score: float | None = None,
-        flip: bool = False,
+        flip: bool = True,
+        max_pixels: int | None = None,
     ) -> None:
         """``flip`` averages each face with its mirror image: more accurate, twice the
-        landmark cost."""
+        landmark cost; on by default, as the CLI has it for images (it turns it off for
+        video, for speed). ``max_pixels``: larger image files are refused when read
+        (default util.io.MAX_PIXELS)."""
         self.flip = flip
+        self.max_pixels = max_pixels
         self.runtime = resolve_runtime(runtime)
         common = {"runtime": self.runtime, "env_id": env_id, "threads": threads}
         self.detector = FaceDetector(
@@ -114,12 +118,15 @@ class FaceAligner:
 
     def align(
         self,
-        image_rgb: np.ndarray,
+        image: np.ndarray | str | os.PathLike,
         keep_heatmaps: bool = False,
         bboxes: list[np.ndarray] | None = None,
     ) -> list[Face]:
-        """Every face in a uint8 RGB image; ``bboxes`` skips detection."""
-        image_rgb = _check_image(image_rgb)
+        """Every face in a uint8 RGB image array, or an image file (read with
+        util.io.read_image); ``bboxes`` skips detection."""
+        if isinstance(image, str | os.PathLike):
+            image = read_image(image, self.max_pixels)
+        image_rgb = _check_image(image)
         start = time.perf_counter()
         if bboxes is None:
             detections = [(d.bbox, d.score) for d in self.detector.detect(image_rgb)]
@@ -186,8 +193,7 @@ class FaceAligner:
         With ``return_bboxes`` / ``return_landmark_score`` returns a tuple
         (landmarks, landmark_scores, bboxes) like the FAN reference library.
         """
-        rgb = read_image(image) if isinstance(image, str | os.PathLike) else image
-        faces = self.align(rgb, bboxes=detected_faces)
+        faces = self.align(image, bboxes=detected_faces)
         landmarks = [f.landmarks_3d if f.landmarks_3d is not None else f.landmarks for f in faces]
         if not (return_bboxes or return_landmark_score):
             return landmarks
@@ -221,7 +227,7 @@ class FaceAligner:
         paths = expand_inputs(inputs)
         for path in tqdm(paths, disable=not show_progress_bar or len(paths) < 2, unit="img"):
             try:
-                image = read_image(path)
+                image = read_image(path, self.max_pixels)
             except InputError as exc:
                 yield path, None, [], str(exc)
                 continue
