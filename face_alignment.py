@@ -3,6 +3,7 @@
     python3 face_alignment.py                         # the bundled sample -> output.png
     python3 face_alignment.py -i photo.jpg -s out.png --active-3d
     python3 face_alignment.py -i folder/ -s results/ --json results.jsonl
+    python3 face_alignment.py -i folder/              # -> face_alignment_output/
     python3 face_alignment.py -v 0                    # webcam
     python3 face_alignment.py -v in.mp4 -s out.mp4 --smooth
 
