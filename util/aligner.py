@@ -80,12 +80,16 @@ class FaceAligner:
         env_id: int = -1,
         threads: int = 0,
         min_score: float | None = None,
-        flip: bool = False,
+        flip: bool = True,
         any_roll: bool = True,
+        max_pixels: int | None = None,
     ) -> None:
         """``flip`` averages each face with its mirror image: more accurate, twice the
-        landmark cost. ``any_roll`` looks for faces in the image turned by each quarter
-        turn too (four detector passes), so faces at any in-plane angle are found.
+        landmark cost; on by default, as the CLI has it for images (it turns it off for
+        video, for speed). ``any_roll`` looks for faces in the image turned by each
+        quarter turn too (four detector passes), so faces at any in-plane angle are
+        found. ``max_pixels``: larger image files are refused when read (default
+        util.io.MAX_PIXELS).
 
         ``min_score`` None takes the detection threshold the 2D model's spec gives for
         use with its presence check (lower than the detector's own: the check drops what
@@ -93,10 +97,16 @@ class FaceAligner:
         """
         self.flip = flip
         self.quarter_turns = ALL_QUARTER_TURNS if any_roll else (0,)
+        self.max_pixels = max_pixels
         self.runtime = resolve_runtime(runtime)
         common = {"runtime": self.runtime, "env_id": env_id, "threads": threads}
         self.landmark_model = LandmarkModel(
-            load_model(model_2d or DEFAULT_MODEL_2D, default_spec=ORIGINAL_FAN_SPEC, **common)
+            load_model(
+                model_2d or DEFAULT_MODEL_2D,
+                default_spec=ORIGINAL_FAN_SPEC,
+                expected_kind="fan2d",
+                **common,
+            )
         )
         if min_score is None and self.landmark_model.presence_threshold is not None:
             min_score = self.landmark_model.model.spec.extra.get("detector_min_score")
@@ -107,7 +117,10 @@ class FaceAligner:
         if active_3d:
             self.depth_model = DepthModel(
                 load_model(
-                    model_depth or DEFAULT_MODEL_DEPTH, default_spec=ORIGINAL_DEPTH_SPEC, **common
+                    model_depth or DEFAULT_MODEL_DEPTH,
+                    default_spec=ORIGINAL_DEPTH_SPEC,
+                    expected_kind="depth",
+                    **common,
                 )
             )
         self.times = StageTimes()
@@ -120,11 +133,12 @@ class FaceAligner:
 
     def align(
         self,
-        image_rgb: np.ndarray,
+        image: np.ndarray | str | os.PathLike,
         keep_heatmaps: bool = False,
         bboxes: list[np.ndarray] | None = None,
     ) -> list[Face]:
-        """Every face in a uint8 RGB image; ``bboxes`` skips detection.
+        """Every face in a uint8 RGB image array, or an image file (read with
+        util.io.read_image); ``bboxes`` skips detection.
 
         Each face's crop is turned upright by the roll of the detector's eye keypoints.
         With a presence output, detections it does not take for a face are dropped;
@@ -132,7 +146,9 @@ class FaceAligner:
         the image zoomed out: faces that fill the frame (close-ups) are missed at first,
         or found as small false "faces" inside them.
         """
-        image_rgb = _check_image(image_rgb)
+        if isinstance(image, str | os.PathLike):
+            image = read_image(image, self.max_pixels)
+        image_rgb = _check_image(image)
         if bboxes is not None:
             given = [(np.asarray(b[:4], dtype=np.float64), 1.0, 0.0) for b in bboxes]
             return self._align_detections(image_rgb, given, keep_heatmaps)
@@ -230,8 +246,7 @@ class FaceAligner:
         With ``return_bboxes`` / ``return_landmark_score`` returns a tuple
         (landmarks, landmark_scores, bboxes) like the FAN reference library.
         """
-        rgb = read_image(image) if isinstance(image, str | os.PathLike) else image
-        faces = self.align(rgb, bboxes=detected_faces)
+        faces = self.align(image, bboxes=detected_faces)
         landmarks = [f.landmarks_3d if f.landmarks_3d is not None else f.landmarks for f in faces]
         if not (return_bboxes or return_landmark_score):
             return landmarks
@@ -265,7 +280,7 @@ class FaceAligner:
         paths = expand_inputs(inputs)
         for path in tqdm(paths, disable=not show_progress_bar or len(paths) < 2, unit="img"):
             try:
-                image = read_image(path)
+                image = read_image(path, self.max_pixels)
             except InputError as exc:
                 yield path, None, [], str(exc)
                 continue
