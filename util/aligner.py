@@ -141,10 +141,13 @@ class FaceAligner:
         util.io.read_image); ``bboxes`` skips detection.
 
         Each face's crop is turned upright by the roll of the detector's eye keypoints.
-        With a presence output, detections it does not take for a face are dropped;
-        when nothing is left (or nothing was found), the detector looks once more with
-        the image zoomed out: faces that fill the frame (close-ups) are missed at first,
-        or found as small false "faces" inside them.
+        With a presence output, detections it does not take for a face are dropped.
+        When nothing is left (or nothing was found), the detector looks again: with the
+        image zoomed out (faces that fill the frame are missed at first, or found as
+        small false "faces" inside them), then in the image turned by each quarter turn
+        (faces lying on their side or upside down). So a photo with upright faces never
+        pays for the turned passes, and a sideways face is found only when no upright
+        one is.
         """
         if isinstance(image, str | os.PathLike):
             image = read_image(image, self.max_pixels)
@@ -152,15 +155,25 @@ class FaceAligner:
         if bboxes is not None:
             given = [(np.asarray(b[:4], dtype=np.float64), 1.0, 0.0) for b in bboxes]
             return self._align_detections(image_rgb, given, keep_heatmaps)
-        faces = self._align_detections(image_rgb, self._detect(image_rgb, 1.0), keep_heatmaps)
         retry = self.detector.retry_canvas
-        if not faces and retry is not None and retry > 1:
-            faces = self._align_detections(image_rgb, self._detect(image_rgb, retry), keep_heatmaps)
-        return faces
+        canvases = (1.0, retry) if retry is not None and retry > 1 else (1.0,)
+        # Upright first, zoomed out next, quarter turns last: in close-ups the turned
+        # passes find parts of the face at wrong rolls (measured on close-ups of
+        # 300w/val: 12 of 291 missed and 16 % NME when all turns ran at once).
+        stages = [(canvas, (0,)) for canvas in canvases]
+        if len(self.quarter_turns) > 1:
+            turns = tuple(k for k in self.quarter_turns if k % 4)
+            stages += [(canvas, turns) for canvas in canvases]
+        for canvas, turns in stages:
+            found = self._detect(image_rgb, canvas, turns)
+            faces = self._align_detections(image_rgb, found, keep_heatmaps)
+            if faces:
+                return faces
+        return []
 
-    def _detect(self, image_rgb: np.ndarray, canvas: float) -> list[tuple]:
+    def _detect(self, image_rgb: np.ndarray, canvas: float, turns: tuple[int, ...]) -> list[tuple]:
         start = time.perf_counter()
-        found = self.detector.detect(image_rgb, self.quarter_turns, canvas=canvas)
+        found = self.detector.detect(image_rgb, turns, canvas=canvas)
         self.times.add("detect", time.perf_counter() - start)
         return [(d.bbox, d.score, d.roll) for d in found]
 
