@@ -12,7 +12,6 @@ A thin command line over util.aligner.FaceAligner, with the ailia sample's flags
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import statistics
@@ -27,6 +26,7 @@ from util.aligner import Face, FaceAligner
 from util.io import InputError, expand_inputs, read_image, usual_mode, write_bytes_atomic
 from util.landmarks import write_pts
 from util.runtime import ModelError
+from util.tracker import DEFAULT_REDETECT
 
 REPO = Path(__file__).resolve().parent
 SAMPLE_IMAGE = REPO / "samples" / "astronaut.png"
@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--redetect",
         type=int,
-        default=10,
+        default=DEFAULT_REDETECT,
         metavar="N",
         help="video: run the detector every N frames and follow faces from their landmarks "
         "in between (1 = detect on every frame; a lost face is detected again at once)",
@@ -378,7 +378,7 @@ def run_video(aligner: FaceAligner, args: argparse.Namespace, sink: _JsonLines, 
     from tqdm import tqdm
 
     from util.draw import draw_faces, with_side_view
-    from util.smooth import FaceSmoother
+    from util.tracker import FaceTracker
     from util.video import (
         VideoSink,
         display_available,
@@ -402,9 +402,8 @@ def run_video(aligner: FaceAligner, args: argparse.Namespace, sink: _JsonLines, 
             "no display: not showing a window"
             + ("" if writer else " (use -s out.mp4 to write the annotated video)")
         )
-    smoother = FaceSmoother(rate=fps) if args.smooth else None
+    tracker = FaceTracker(aligner, redetect=args.redetect, smooth=args.smooth, rate=fps)
     frames = 0
-    previous: list[Face] = []
     try:
         for frames, frame in enumerate(
             tqdm(
@@ -412,13 +411,7 @@ def run_video(aligner: FaceAligner, args: argparse.Namespace, sink: _JsonLines, 
             ),
             start=1,
         ):
-            followed = None
-            if (frames - 1) % max(1, args.redetect) != 0:
-                followed = aligner.follow(frame, previous)
-            faces = aligner.align(frame) if followed is None else followed
-            previous = [dataclasses.replace(face) for face in faces]  # unsmoothed
-            if smoother is not None:
-                faces = smoother(faces)
+            faces = tracker.process(frame)
             sink.write(_record(args.video, faces, None, frame.shape, frame=frames - 1))
             if writer is None and not show:
                 continue

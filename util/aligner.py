@@ -146,10 +146,21 @@ class FaceAligner:
             self.times.add("depth", time.perf_counter() - start)
         return face
 
-    def follow(self, image_rgb: np.ndarray, previous: list[Face]) -> list[Face] | None:
+    def follow(
+        self,
+        image_rgb: np.ndarray,
+        previous: list[Face],
+        rolls: list[float] | None = None,
+    ) -> list[Face] | None:
         """Video: align the faces where the previous frame's landmarks were, without the
-        detector. None when a face looks lost (low heatmap peaks): detect again then."""
+        detector. None when a face looks lost (low heatmap peaks): detect again then.
+
+        ``rolls``: each previous face's in-plane angle (degrees, eye line, image y down),
+        for crops turned upright; this version still crops upright and only checks it.
+        """
         image_rgb = _check_image(image_rgb)
+        if rolls is not None and len(rolls) != len(previous):
+            raise ValueError(f"{len(rolls)} rolls for {len(previous)} faces")
         stats = self.detector.model.spec.extra.get("box_vs_landmarks")
         if not previous or stats is None:
             return None

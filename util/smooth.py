@@ -55,6 +55,9 @@ class FaceSmoother:
     # (last box centre, reference centre, reference size, filter) per track
     _tracks: list[tuple[np.ndarray, np.ndarray, float, OneEuroFilter]] = field(default_factory=list)
 
+    def reset(self) -> None:
+        self._tracks = []
+
     def __call__(self, faces: list) -> list:
         tracks = []
         free = list(self._tracks)
