@@ -93,8 +93,17 @@ def _place(points: np.ndarray, centre: np.ndarray, angle_deg: float) -> np.ndarr
     return points @ _rotation(angle_deg).T + centre
 
 
-def make_clip(image: np.ndarray, labels: np.ndarray, name: str, iod: float, seed: int) -> Clip:
-    """Frames of ``image`` scaled, rotated about the face centre and moved per SCHEDULE."""
+def make_clip(
+    image: np.ndarray,
+    labels: np.ndarray,
+    name: str,
+    iod: float,
+    seed: int,
+    schedule: tuple[tuple[int, float, float], ...] = SCHEDULE,
+    noise: float = NOISE,
+) -> Clip:
+    """Frames of ``image`` scaled, rotated about the face centre and moved per ``schedule``
+    ((frames, px per frame, degrees per frame) segments); ``labels`` are its 68 points."""
     import cv2
 
     rng = np.random.default_rng(seed)
@@ -106,7 +115,7 @@ def make_clip(image: np.ndarray, labels: np.ndarray, name: str, iod: float, seed
     points = labels - face_centre
     direction = _rotation(seed * 40.0 % 180.0)[:, 0]  # a different direction per clip
     steps, moving = [], []
-    for count, speed, turn in SCHEDULE:
+    for count, speed, turn in schedule:
         steps += [(speed * direction, turn)] * count
         moving += [speed != 0 or turn != 0] * count
     offset = np.zeros((len(steps), 2))
@@ -138,7 +147,7 @@ def make_clip(image: np.ndarray, labels: np.ndarray, name: str, iod: float, seed
         frame = cv2.warpAffine(
             small, matrix, FRAME_SIZE, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
         )
-        noisy = frame.astype(np.float32) + rng.normal(0.0, NOISE, frame.shape)
+        noisy = frame + rng.standard_normal(frame.shape, dtype=np.float32) * noise
         frames.append(np.clip(np.rint(noisy), 0, 255).astype(np.uint8))
         truth.append(_place(points, centre + offset[k], angle[k]))
     return Clip(

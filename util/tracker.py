@@ -69,9 +69,7 @@ class FaceTracker:
         self._since_detect += 1
         self.frames += 1
         self.raw = faces
-        if self.smoother is None:
-            return faces
-        return self.smoother([dataclasses.replace(face) for face in faces])  # it mutates
+        return self.smoother(faces) if self.smoother is not None else faces
 
     def reset(self) -> None:
         """Forget every face (a cut in the video): the next frame is detected afresh."""
