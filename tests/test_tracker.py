@@ -50,18 +50,18 @@ def clip(aligner: FaceAligner):  # noqa: ANN201
 @needs_2d
 def test_tracker_follows_a_moving_face(aligner: FaceAligner, clip, monkeypatch) -> None:
     detected, followed = [], []
-    align, follow = aligner.align, aligner.follow
+    detect, follow = aligner.detector.detect, aligner.follow
     tracker = FaceTracker(aligner, redetect=REDETECT)
 
-    def spy_align(image, *args, **kwargs):  # noqa: ANN001, ANN202
+    def spy_detect(image, *args, **kwargs):  # noqa: ANN001, ANN202
         detected.append(tracker.frames)
-        return align(image, *args, **kwargs)
+        return detect(image, *args, **kwargs)
 
     def spy_follow(image, previous, rolls=None):  # noqa: ANN001, ANN202
         followed.append((tracker.frames, rolls))
         return follow(image, previous, rolls=rolls)
 
-    monkeypatch.setattr(aligner, "align", spy_align)
+    monkeypatch.setattr(aligner.detector, "detect", spy_detect)
     monkeypatch.setattr(aligner, "follow", spy_follow)
     errors = []
     for frame, truth in zip(clip.frames, clip.truth, strict=True):
@@ -75,15 +75,30 @@ def test_tracker_follows_a_moving_face(aligner: FaceAligner, clip, monkeypatch) 
     # About 1.5 % here; a face one frame behind (4 px, 1 degree) would be near 6 %.
     assert errors.max() < 0.04, errors.round(3)
     assert errors[clip.moving].mean() < 0.025
-    # The detector every REDETECT frames, the faces followed in between.
+    # The detector every REDETECT frames (for new faces), the face followed on every
+    # frame after the first: the same face, not a second one, on detection frames.
     frames = len(clip.frames)
     assert detected == list(range(0, frames, REDETECT))
-    assert [k for k, _ in followed] == [k for k in range(frames) if k % REDETECT]
+    assert [k for k, _ in followed] == list(range(1, frames))
     assert tracker.detections == len(detected) and tracker.frames == frames
     # Each follow gets the roll of the previous frame's face (1 degree per frame here).
     for k, rolls in followed:
         assert len(rolls) == 1
         assert abs(rolls[0] - (roll_degrees(clip.truth[k - 1]))) < 2.0
+
+
+@needs_2d
+def test_tracker_picks_up_a_new_face_at_the_next_detection(aligner: FaceAligner) -> None:
+    image = read_image(SAMPLE)
+    one = np.hstack([image, np.zeros_like(image)])
+    two = np.hstack([image, image])
+    tracker = FaceTracker(aligner, redetect=REDETECT)
+    counts = [len(tracker.process(frame)) for frame in [one] * 3 + [two] * 4]
+    # Followed alone until the detector runs again (frame 5), then both; never the
+    # followed face twice.
+    assert counts == [1, 1, 1, 1, 1, 2, 2]
+    left, right = sorted(tracker.raw, key=lambda f: f.bbox[0])
+    np.testing.assert_allclose(right.landmarks - [image.shape[1], 0], left.landmarks, atol=2.0)
 
 
 @needs_2d
