@@ -90,15 +90,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="also save each face's 68 heatmaps as one grid image",
     )
     parser.add_argument(
-        "--smooth", action="store_true", help="video: One Euro temporal filter against jitter"
+        "--smooth",
+        action="store_true",
+        help="video: One Euro temporal filter of points and box against jitter",
     )
     parser.add_argument(
         "--redetect",
         type=int,
         default=DEFAULT_REDETECT,
         metavar="N",
-        help="video: run the detector every N frames and follow faces from their landmarks "
-        "in between (1 = detect on every frame; a lost face is detected again at once)",
+        help="video: follow faces from their landmarks, run the detector every N frames "
+        "to find new ones (a lost face is detected again at once)",
     )
     parser.add_argument(
         "--flip",

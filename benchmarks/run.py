@@ -642,8 +642,8 @@ def run_video_benchmark(
 ) -> dict:
     """Frames per second through the video path the tool uses (util.tracker.FaceTracker
     with the command line's defaults, as `face_alignment.py -v FILE` runs it with no
-    window and no output file): read frame, detect every 10th frame and follow the faces
-    in between, landmarks, JSON record; models loaded beforehand."""
+    window and no output file): read frame, follow the faces from their landmarks with
+    the detector every 10th frame for new ones, JSON record; models loaded beforehand."""
     import cv2
 
     from util.tracker import FaceTracker
@@ -976,9 +976,9 @@ def write_report(
                 "### End to end, video",
                 "",
                 f"{video['file']}, through the video path of face_alignment.py (FaceTracker) "
-                "with its defaults (`-v FILE`: read frame, BlazeFace every 10th frame and "
-                "the faces followed "
-                "from their landmarks in between, landmarks, JSON record; no window, no "
+                "with its defaults (`-v FILE`: read frame, the faces followed from their "
+                "landmarks and BlazeFace every 10th frame for new ones, JSON record; no "
+                "window, no "
                 "output video), models "
                 f"loaded and warmed up first. Target: {VIDEO_FPS_TARGET:.0f} fps with the 2D "
                 "model on 2 threads.",
