@@ -2,9 +2,10 @@
 
 One Euro (Casiez et al., CHI 2012) is a low-pass filter whose cutoff rises with the
 speed of the signal: strong smoothing while a face is still, little while it moves. The
-default settings were chosen on benchmarks/tracking.py (clips with known motion): they
-take the still-frame jitter below half of the raw one while keeping the error on moving
-frames within a few percent of the raw one, a lag of a fraction of a frame.
+default settings were chosen on benchmarks/tracking.py (clips with known motion, faces
+with eyes 70 px apart moving 4 px and 1 degree per frame): there they take the jitter
+of a still face to a third of the raw one, and the error while moving to 1.06 times the
+raw one, the points 0.2 frame behind (benchmarks/results/tracking.md).
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ import numpy as np
 if TYPE_CHECKING:
     from util.aligner import Face
 
-# Chosen by `python benchmarks/tracking.py --tune` (see benchmarks/results/tracking.md),
-# in face sizes (sqrt of the box area) per second and Hz.
-MIN_CUTOFF = 0.3
+# Chosen by `python benchmarks/tracking.py --tune` (see benchmarks/results/tracking.md).
+# Cutoffs in Hz; beta in Hz per face size per second (the face size: sqrt of box area).
+MIN_CUTOFF = 0.1
 BETA = 30.0
 D_CUTOFF = 2.0
 
