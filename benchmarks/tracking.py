@@ -42,7 +42,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from training.evaluate import DEFAULT_DATA, load_annotated, match_annotated  # noqa: E402
+from training.evaluate import DEFAULT_DATA, Sample, load_annotated, match_annotated  # noqa: E402
+from util.aligner import Face, FaceAligner  # noqa: E402
 from util.landmarks import inter_ocular  # noqa: E402
 
 FRAME_SIZE = (640, 480)  # width, height
@@ -170,13 +171,13 @@ def make_clip(
 # -------------------------------------------------------------------------- scoring
 
 
-def pick(faces: list, truth: np.ndarray):
+def pick(faces: list[Face], truth: np.ndarray) -> Face | None:
     """The face that is the annotated one, or None."""
     k = match_annotated([f.bbox for f in faces], truth)
     return None if k is None else faces[k]
 
 
-def score(clip: Clip, track: list) -> dict:
+def score(clip: Clip, track: list[list[Face]]) -> dict:
     """Metrics of one clip's faces per frame (lists of Face)."""
     picked = [pick(faces, truth) for faces, truth in zip(track, clip.truth, strict=True)]
     iod = inter_ocular(clip.truth[0])
@@ -229,11 +230,11 @@ def _runs(mask: np.ndarray) -> list[list[int]]:
     return runs + ([current] if current else [])
 
 
-def _box_offset(face) -> np.ndarray:
+def _box_offset(face: Face) -> np.ndarray:
     return (face.bbox[:2] + face.bbox[2:4]) / 2 - face.landmarks.mean(0)
 
 
-def _lag(clip: Clip, picked: list, frames: list[int]) -> float:
+def _lag(clip: Clip, picked: list[Face | None], frames: list[int]) -> float:
     """The delay in frames (-1 to 5, step 0.05) that best aligns the points to the truth."""
     best, best_error = 0.0, math.inf
     for lag in np.arange(-1.0, 5.0001, 0.05):
@@ -258,7 +259,9 @@ def combine(scores: list[dict]) -> dict:
 # -------------------------------------------------------------------------- running
 
 
-def run_clip(aligner, clip: Clip, smoother_kwargs: dict | None) -> tuple[list, list]:
+def run_clip(
+    aligner: FaceAligner, clip: Clip, smoother_kwargs: dict | None
+) -> tuple[list[list[Face]], list[list[Face]]]:
     """(raw faces, smoothed faces) per frame from one tracker run."""
     from util.smooth import FaceSmoother
     from util.tracker import FaceTracker
@@ -272,7 +275,7 @@ def run_clip(aligner, clip: Clip, smoother_kwargs: dict | None) -> tuple[list, l
     return raw, smoothed
 
 
-def smooth_offline(raw: list, smoother_kwargs: dict) -> list:
+def smooth_offline(raw: list[list[Face]], smoother_kwargs: dict) -> list[list[Face]]:
     from util.smooth import FaceSmoother
 
     smoother = FaceSmoother(rate=RATE, **smoother_kwargs)
@@ -318,7 +321,7 @@ HEADER = (
 )
 
 
-def load_faces(data: Path, count: int, offset: int) -> list:
+def load_faces(data: Path, count: int, offset: float) -> list[Sample]:
     """``count`` annotated faces spread evenly over the folder, starting at ``offset``
     of the spacing (0 and 0.5 give two disjoint sets)."""
     samples = load_annotated(data)
@@ -328,7 +331,7 @@ def load_faces(data: Path, count: int, offset: int) -> list:
     return [samples[int(step * (k + offset)) % len(samples)] for k in range(count)]
 
 
-def build_clips(samples: list, iod: float, seed: int) -> list[Clip]:
+def build_clips(samples: list[Sample], iod: float, seed: int) -> list[Clip]:
     from util.io import read_image
 
     return [
@@ -352,8 +355,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--d-cutoff", type=float, default=None)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args(argv)
-
-    from util.aligner import FaceAligner
 
     aligner = FaceAligner(runtime="onnxruntime", threads=args.threads, flip=False)
     kwargs = {
