@@ -13,7 +13,6 @@ A thin command line over util.aligner.FaceAligner, with the ailia sample's flags
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import glob
 import json
 import os
@@ -37,6 +36,7 @@ from util.io import (
 )
 from util.landmarks import write_pts
 from util.runtime import ModelError
+from util.tracker import DEFAULT_REDETECT
 
 REPO = Path(__file__).resolve().parent
 SAMPLE_IMAGE = REPO / "samples" / "astronaut.png"
@@ -103,15 +103,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="also save each face's 68 heatmaps as one grid image",
     )
     parser.add_argument(
-        "--smooth", action="store_true", help="video: One Euro temporal filter against jitter"
+        "--smooth",
+        action="store_true",
+        help="video: One Euro temporal filter of points and box against jitter",
     )
     parser.add_argument(
         "--redetect",
         type=int,
-        default=10,
+        default=DEFAULT_REDETECT,
         metavar="N",
-        help="video: run the detector every N frames and follow faces from their landmarks "
-        "in between (1 = detect on every frame; a lost face is detected again at once)",
+        help="video: follow faces from their landmarks, run the detector every N frames "
+        "to find new ones (a lost face is detected again at once)",
     )
     parser.add_argument(
         "--flip",
@@ -539,7 +541,7 @@ def run_video(aligner: FaceAligner, args: argparse.Namespace, sink: _JsonLines, 
     from tqdm import tqdm
 
     from util.draw import draw_faces, with_side_view
-    from util.smooth import FaceSmoother
+    from util.tracker import FaceTracker
     from util.video import (
         VideoSink,
         display_available,
@@ -563,9 +565,8 @@ def run_video(aligner: FaceAligner, args: argparse.Namespace, sink: _JsonLines, 
             "no display: not showing a window"
             + ("" if writer else " (use -s out.mp4 to write the annotated video)")
         )
-    smoother = FaceSmoother(rate=fps) if args.smooth else None
+    tracker = FaceTracker(aligner, redetect=args.redetect, smooth=args.smooth, rate=fps)
     frames = 0
-    previous: list[Face] = []
     try:
         for frames, frame in enumerate(
             tqdm(
@@ -573,13 +574,7 @@ def run_video(aligner: FaceAligner, args: argparse.Namespace, sink: _JsonLines, 
             ),
             start=1,
         ):
-            followed = None
-            if (frames - 1) % max(1, args.redetect) != 0:
-                followed = aligner.follow(frame, previous)
-            faces = aligner.align(frame) if followed is None else followed
-            previous = [dataclasses.replace(face) for face in faces]  # unsmoothed
-            if smoother is not None:
-                faces = smoother(faces)
+            faces = tracker.process(frame)
             sink.write(_record(args.video, faces, None, frame.shape, frame=frames - 1))
             if writer is None and not show:
                 continue

@@ -256,18 +256,25 @@ class FaceAligner:
             self.times.add("depth", time.perf_counter() - start)
         return faces
 
-    def follow(self, image_rgb: np.ndarray, previous: list[Face]) -> list[Face] | None:
+    def follow(
+        self,
+        image_rgb: np.ndarray,
+        previous: list[Face],
+        rolls: list[float] | None = None,
+    ) -> list[Face] | None:
         """Video: align the faces where the previous frame's landmarks were, without the
-        detector, each crop turned by the previous landmarks' roll. None when a face
-        looks lost (low heatmap peaks, or no face by the presence output): detect
-        again then."""
+        detector, each crop turned by the previous landmarks' roll (or ``rolls``, in
+        degrees, when the caller has them). None when a face looks lost (low heatmap
+        peaks, or no face by the presence output): detect again then."""
         image_rgb = _check_image(image_rgb)
+        if rolls is not None and len(rolls) != len(previous):
+            raise ValueError(f"{len(rolls)} rolls for {len(previous)} faces")
         stats = self.detector.model.spec.extra.get("box_vs_landmarks")
         if not previous or stats is None:
             return None
         detections = []
-        for face in previous:
-            roll = float(np.degrees(face_roll(face.landmarks)))
+        for i, face in enumerate(previous):
+            roll = float(np.degrees(face_roll(face.landmarks))) if rolls is None else rolls[i]
             box = upright_box(face.landmarks, roll, stats)
             detections.append((box, face.score, roll))
         # The previous frame's roll is trusted: no upside-down check while following.
