@@ -23,7 +23,7 @@ from util.depth import ORIGINAL_DEPTH_SPEC, DepthModel
 from util.detect import FaceDetector, default_detector_path
 from util.heatmaps import ORIGINAL_FAN_SPEC, LandmarkModel
 from util.io import InputError, expand_inputs, read_image
-from util.runtime import load_model, resolve_runtime
+from util.runtime import load_model, model_for_precision, resolve_runtime
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL_2D = MODELS_DIR / "fan2d_compact.onnx"
@@ -77,24 +77,28 @@ class FaceAligner:
         threads: int = 0,
         min_score: float | None = None,
         flip: bool = False,
+        precision: str = "int8",
     ) -> None:
         """``flip`` averages each face with its mirror image: more accurate, twice the
-        landmark cost."""
+        landmark cost. ``precision``: the default models' int8 versions when they are
+        there ("int8"), or the fp32 files ("fp32"); model paths given are used as given."""
         self.flip = flip
         self.runtime = resolve_runtime(runtime)
         common = {"runtime": self.runtime, "env_id": env_id, "threads": threads}
         self.detector = FaceDetector(
             detector_model or default_detector_path(), min_score=min_score, **common
         )
+        model_2d = model_2d or model_for_precision(DEFAULT_MODEL_2D, precision, self.runtime)
         self.landmark_model = LandmarkModel(
-            load_model(model_2d or DEFAULT_MODEL_2D, default_spec=ORIGINAL_FAN_SPEC, **common)
+            load_model(model_2d, default_spec=ORIGINAL_FAN_SPEC, **common)
         )
         self.depth_model = None
         if active_3d:
+            model_depth = model_depth or model_for_precision(
+                DEFAULT_MODEL_DEPTH, precision, self.runtime
+            )
             self.depth_model = DepthModel(
-                load_model(
-                    model_depth or DEFAULT_MODEL_DEPTH, default_spec=ORIGINAL_DEPTH_SPEC, **common
-                )
+                load_model(model_depth, default_spec=ORIGINAL_DEPTH_SPEC, **common)
             )
         self.times = StageTimes()
         # Median heatmap peak below which a followed face counts as lost (video).
