@@ -136,6 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="depth model (e.g. the original depth_estimation.onnx)",
     )
     parser.add_argument(
+        "--precision",
+        choices=["int8", "fp32"],
+        default="int8",
+        help="int8: the default models' quantized versions (models/NAME.int8.onnx) when "
+        "they are there, about 2x faster; fp32: the original files. --model-2d and "
+        "--model-depth files are used as given",
+    )
+    parser.add_argument(
         "--detector",
         default=None,
         metavar="ONNX",
@@ -221,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             min_score=args.min_score,
             flip=args.flip == "on" or (args.flip == "auto" and args.video is None),
             max_pixels=args.max_pixels,
+            precision=args.precision,
         )
     except (ModelError, InputError) as exc:
         log.error(str(exc))

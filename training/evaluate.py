@@ -1,6 +1,7 @@
 """Evaluate the whole pipeline (BlazeFace, crop, FAN model, decode) on annotated images.
 
     python training/evaluate.py                                   # shipped model, 300w/val
+    python training/evaluate.py --precision fp32                  # its fp32 file, not int8
     python training/evaluate.py --model-2d 2DFAN-4.onnx --data my/folder --ced ced.png
     python training/evaluate.py --wild          # + rotation sweep, close-ups, non-faces
 
@@ -308,6 +309,12 @@ def main() -> int:
     )
     parser.add_argument("--data", type=Path, nargs="+", default=[DEFAULT_DATA])
     parser.add_argument("--model-2d", default=None, help="FAN-format ONNX (default: shipped)")
+    parser.add_argument(
+        "--precision",
+        choices=["int8", "fp32"],
+        default="int8",
+        help="without --model-2d: the shipped model's int8 file when there (as the tool), or fp32",
+    )
     parser.add_argument("--detector", default=None, help="BlazeFace ONNX (default: shipped)")
     parser.add_argument("--ced", type=Path, default=Path("ced.png"), help="CED plot to write")
     parser.add_argument("--json", type=Path, default=None, help="per-image errors as JSON")
@@ -333,6 +340,7 @@ def main() -> int:
         runtime="onnxruntime",
         threads=args.threads,
         flip=args.flip,
+        precision=args.precision,
     )
     name = Path(args.model_2d).stem if args.model_2d else aligner.landmark_model.model.path.stem
     print(TABLE_HEADER)

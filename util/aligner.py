@@ -24,7 +24,7 @@ from util.depth import ORIGINAL_DEPTH_SPEC, DepthModel
 from util.detect import ALL_QUARTER_TURNS, FaceDetector, default_detector_path
 from util.heatmaps import ORIGINAL_FAN_SPEC, LandmarkModel
 from util.io import InputError, expand_inputs, read_image
-from util.runtime import load_model, resolve_runtime
+from util.runtime import load_model, model_for_precision, resolve_runtime
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL_2D = MODELS_DIR / "fan2d_compact.onnx"
@@ -83,13 +83,16 @@ class FaceAligner:
         flip: bool = True,
         any_roll: bool = True,
         max_pixels: int | None = None,
+        precision: str = "int8",
     ) -> None:
         """``flip`` averages each face with its mirror image: more accurate, twice the
         landmark cost; on by default, as the CLI has it for images (it turns it off for
         video, for speed). ``any_roll`` looks for faces in the image turned by each
         quarter turn too (four detector passes), so faces at any in-plane angle are
         found. ``max_pixels``: larger image files are refused when read (default
-        util.io.MAX_PIXELS).
+        util.io.MAX_PIXELS). ``precision``: the default models' int8 versions when they
+        are there ("int8"), or the fp32 files ("fp32"); model paths given are used as
+        given.
 
         ``min_score`` None takes the detection threshold the 2D model's spec gives for
         use with its presence check (lower than the detector's own: the check drops what
@@ -100,9 +103,10 @@ class FaceAligner:
         self.max_pixels = max_pixels
         self.runtime = resolve_runtime(runtime)
         common = {"runtime": self.runtime, "env_id": env_id, "threads": threads}
+        model_2d = model_2d or model_for_precision(DEFAULT_MODEL_2D, precision, self.runtime)
         self.landmark_model = LandmarkModel(
             load_model(
-                model_2d or DEFAULT_MODEL_2D,
+                model_2d,
                 default_spec=ORIGINAL_FAN_SPEC,
                 expected_kind="fan2d",
                 **common,
@@ -115,9 +119,12 @@ class FaceAligner:
         )
         self.depth_model = None
         if active_3d:
+            model_depth = model_depth or model_for_precision(
+                DEFAULT_MODEL_DEPTH, precision, self.runtime
+            )
             self.depth_model = DepthModel(
                 load_model(
-                    model_depth or DEFAULT_MODEL_DEPTH,
+                    model_depth,
                     default_spec=ORIGINAL_DEPTH_SPEC,
                     expected_kind="depth",
                     **common,

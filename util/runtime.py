@@ -295,6 +295,27 @@ def _declared(shape: list | None) -> Shape:
     return tuple(d if isinstance(d, int) and d > 0 else None for d in shape or [])
 
 
+PRECISIONS = ("int8", "fp32")
+
+
+def int8_path(path: str | os.PathLike) -> Path:
+    """Where the int8 version of a model sits: NAME.int8.onnx beside NAME.onnx."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.int8{path.suffix}")
+
+
+def model_for_precision(path: str | os.PathLike, precision: str, runtime: str) -> Path:
+    """The file to load for a default model: its int8 version (training/quantize.py) when
+    asked for, present, and run by onnxruntime (ailia is not tested with int8 graphs);
+    else ``path`` itself."""
+    if precision not in PRECISIONS:
+        raise ModelError(f"unknown precision {precision!r} ({' or '.join(PRECISIONS)})")
+    candidate = int8_path(path)
+    if precision == "int8" and runtime == "onnxruntime" and candidate.is_file():
+        return candidate
+    return Path(path)
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:200] if text else type(exc).__name__
