@@ -269,8 +269,8 @@ def compare_outputs(fp32: Path, int8: Path, spec: ModelSpec, inputs: list[np.nda
     name = a.get_inputs()[0].name
     per_face = []
     for x in inputs:
-        out_a = a.run(None, {name: x})[-1][0]
-        out_b = b.run(None, {name: x})[-1][0]
+        out_a = a.run(None, {name: x})[0][0]  # heatmaps first, presence after
+        out_b = b.run(None, {name: x})[0][0]
         if spec.kind == "depth":
             span = float(np.ptp(out_a)) or 1.0
             per_face.append(float(np.abs(out_a - out_b).max()) / span)
