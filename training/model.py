@@ -189,6 +189,8 @@ class LastStack(nn.Module):
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if not hasattr(self.net, "forward_all"):  # e.g. the FAN-4 benchmark network
+            return self.net(x)[-1]
         heatmaps, logit = self.net.forward_all(x)
         if logit is None:
             return heatmaps[-1]
