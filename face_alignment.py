@@ -130,18 +130,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="FAN-format 2D model (e.g. the original 2DFAN-4.onnx)",
     )
     parser.add_argument(
+        "--model-3d",
+        default=None,
+        metavar="ONNX",
+        help="3D-convention landmark model for -3, giving the x, y of landmarks_3d "
+        "(default models/fan3d_compact.onnx; e.g. the original 3DFAN-4.onnx)",
+    )
+    parser.add_argument(
         "--model-depth",
         default=None,
         metavar="ONNX",
-        help="depth model (e.g. the original depth_estimation.onnx)",
+        help="depth network for -3 (e.g. the original depth_estimation.onnx); without it "
+        "z comes from the shape prior fitted to the 3D-convention points",
     )
     parser.add_argument(
         "--precision",
         choices=["int8", "fp32"],
         default="int8",
         help="int8: the default models' quantized versions (models/NAME.int8.onnx) when "
-        "they are there, about 2x faster; fp32: the original files. --model-2d and "
-        "--model-depth files are used as given",
+        "they are there, about 2x faster; fp32: the original files. --model-2d, "
+        "--model-3d and --model-depth files are used as given",
     )
     parser.add_argument(
         "--detector",
@@ -221,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         aligner = FaceAligner(
             model_2d=args.model_2d,
             model_depth=args.model_depth,
+            model_3d=args.model_3d,
             detector_model=args.detector,
             active_3d=args.active_3d,
             runtime=args.runtime,
@@ -237,9 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     for message in ignored_options(args, _given_options(parser, argv), paths, aligner.runtime):
         log.warn(message)
     log.info(
-        f"runtime: {aligner.runtime}; 2D model: "
-        f"{_name(aligner.landmark_model.model.path)}"
-        + (f"; depth model: {_name(aligner.depth_model.model.path)}" if aligner.depth_model else "")
+        f"runtime: {aligner.runtime}; "
+        + "; ".join(f"{stage}: {_name(source)}" for stage, source in aligner.sources().items())
     )
     try:
         if args.benchmark and args.video is None:
@@ -309,6 +317,8 @@ def ignored_options(
         ignored.append(("-bc", "it sets the runs of -b, which is not given"))
     if "model_depth" in given and not args.active_3d:
         ignored.append(("--model-depth", "depth runs only with -3/--active-3d"))
+    if "model_3d" in given and not args.active_3d:
+        ignored.append(("--model-3d", "the 3D landmark model runs only with -3/--active-3d"))
     if "env_id" in given and runtime != "ailia":
         ignored.append(("-e/--env_id", f"it applies to the ailia runtime, not {runtime}"))
     if "threads" in given and runtime == "ailia":
@@ -716,9 +726,9 @@ class _JsonLines:
                 os.replace(self.tmp, self.target)
 
 
-def _name(path: Path) -> str:
+def _name(path: str | Path) -> str:
     try:
-        return str(path.relative_to(REPO))
+        return str(Path(path).resolve().relative_to(REPO))
     except ValueError:
         return str(path)
 

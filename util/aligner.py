@@ -1,5 +1,10 @@
 """The Python API: ``FaceAligner`` runs detect -> crop -> heatmaps -> decode -> depth.
 
+With ``active_3d`` a second landmark model, in the 3D convention (3DFAN-4's: the
+projections of the 3D points, the far jaw seen through the cheek), gives the x, y of
+``landmarks_3d`` and the depth stage its z; ``landmarks`` stay the 2D model's
+(300-W's convention: the jaw on the visible outline).
+
     from util.aligner import FaceAligner
     aligner = FaceAligner(active_3d=True)
     for face in aligner.align(image_rgb):
@@ -20,15 +25,18 @@ import numpy as np
 
 from util.crop import box_from_landmarks
 from util.decode import face_roll
-from util.depth import ORIGINAL_DEPTH_SPEC, DepthModel
+from util.depth import ORIGINAL_DEPTH_SPEC, DepthModel, ShapeFitDepth
 from util.detect import ALL_QUARTER_TURNS, FaceDetector, default_detector_path
-from util.heatmaps import ORIGINAL_FAN_SPEC, LandmarkModel
+from util.heatmaps import ORIGINAL_FAN3D_SPEC, ORIGINAL_FAN_SPEC, LandmarkModel
 from util.io import InputError, expand_inputs, read_image
 from util.runtime import load_model, model_for_precision, resolve_runtime
+from util.shape_prior import ShapePrior
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL_2D = MODELS_DIR / "fan2d_compact.onnx"
+DEFAULT_MODEL_3D = MODELS_DIR / "fan3d_compact.onnx"
 DEFAULT_MODEL_DEPTH = MODELS_DIR / "depth_compact.onnx"
+SHAPE_PRIOR = MODELS_DIR / "shape_prior.npz"
 
 
 @dataclass
@@ -39,7 +47,8 @@ class Face:
     score: float  # detection score
     landmarks: np.ndarray  # (68, 2)
     landmark_scores: np.ndarray  # (68,) heatmap peaks
-    landmarks_3d: np.ndarray | None = None  # (68, 3), z zero-mean, larger = closer
+    # (68, 3): x, y of the 3D-convention model, z zero-mean, larger = closer
+    landmarks_3d: np.ndarray | None = None
     heatmaps: np.ndarray | None = None  # (68, 64, 64) when asked for
     presence: float | None = None  # the 2D model's face probability (None: no such output)
     roll: float = 0.0  # degrees the crop was turned to make the face upright
@@ -75,6 +84,7 @@ class FaceAligner:
         model_2d: str | os.PathLike | None = None,
         model_depth: str | os.PathLike | None = None,
         detector_model: str | os.PathLike | None = None,
+        model_3d: str | os.PathLike | None = None,
         active_3d: bool = False,
         runtime: str = "onnxruntime",
         env_id: int = -1,
@@ -93,6 +103,10 @@ class FaceAligner:
         util.io.MAX_PIXELS). ``precision``: the default models' int8 versions when they
         are there ("int8"), or the fp32 files ("fp32"); model paths given are used as
         given.
+
+        ``active_3d``: x, y from ``model_3d`` (default models/fan3d_compact.onnx; the
+        original 3DFAN-4.onnx loads too), z from the shape prior fitted to them, or from
+        the depth network ``model_depth`` when one is given (FAN's 71-channel contract).
 
         ``min_score`` None takes the detection threshold the 2D model's spec gives for
         use with its presence check (lower than the detector's own: the check drops what
@@ -117,24 +131,54 @@ class FaceAligner:
         self.detector = FaceDetector(
             detector_model or default_detector_path(), min_score=min_score, **common
         )
-        self.depth_model = None
+        self.landmark_model_3d: LandmarkModel | None = None
+        self.depth_model: DepthModel | ShapeFitDepth | None = None
         if active_3d:
-            model_depth = model_depth or model_for_precision(
-                DEFAULT_MODEL_DEPTH, precision, self.runtime
-            )
-            self.depth_model = DepthModel(
-                load_model(
-                    model_depth,
-                    default_spec=ORIGINAL_DEPTH_SPEC,
-                    expected_kind="depth",
-                    **common,
+            if model_3d is None and DEFAULT_MODEL_3D.is_file():
+                model_3d = model_for_precision(DEFAULT_MODEL_3D, precision, self.runtime)
+            if model_3d is not None:
+                self.landmark_model_3d = LandmarkModel(
+                    load_model(
+                        model_3d,
+                        default_spec=ORIGINAL_FAN3D_SPEC,
+                        expected_kind="fan3d",
+                        **common,
+                    )
                 )
-            )
+            if model_depth is not None:
+                self.depth_model = DepthModel(
+                    load_model(
+                        model_depth,
+                        default_spec=ORIGINAL_DEPTH_SPEC,
+                        expected_kind="depth",
+                        **common,
+                    )
+                )
+            else:
+                self.depth_model = ShapeFitDepth(ShapePrior.load(SHAPE_PRIOR))
         self.times = StageTimes()
         # Median heatmap peak below which a followed face counts as lost (video).
         self.follow_min_score = float(
             self.landmark_model.model.spec.extra.get("follow_min_score", 0.3)
         )
+
+    def sources(self) -> dict[str, str]:
+        """What each stage runs: model files, or the method without one."""
+        out = {
+            "detector": str(self.detector.model.path),
+            "2D model": str(self.landmark_model.model.path),
+        }
+        if self.depth_model is not None:
+            model_3d = self.landmark_model_3d
+            out["3D model"] = (
+                str(model_3d.model.path) if model_3d else "none (the 2D points are used)"
+            )
+            out["depth"] = (
+                "shape-prior fit"
+                if isinstance(self.depth_model, ShapeFitDepth)
+                else str(self.depth_model.model.path)
+            )
+        return out
 
     # -- the pipeline -------------------------------------------------------------------
 
@@ -259,13 +303,30 @@ class FaceAligner:
             face_crops.append(crop)
         self.times.add("landmarks", time.perf_counter() - start)
         if self.depth_model is not None:
-            start = time.perf_counter()
-            for face, crop in zip(faces, face_crops, strict=True):
-                points_crop = face.landmarks @ crop.matrix[:, :2].T + crop.matrix[:, 2]
-                z = self.depth_model.depth(crop.image, points_crop, crop.side)
-                face.landmarks_3d = np.column_stack([face.landmarks, z])
-            self.times.add("depth", time.perf_counter() - start)
+            self._add_3d(image_rgb, faces, face_crops)
         return faces
+
+    def _add_3d(self, image_rgb: np.ndarray, faces: list[Face], crops: list) -> None:
+        """``landmarks_3d`` of each face: x, y from the 3D-convention model (or the 2D
+        points without one), z from the depth stage."""
+        start = time.perf_counter()
+        model = self.landmark_model_3d
+        points = [face.landmarks for face in faces]
+        if model is not None and faces:
+            crops = [model.crop(image_rgb, face.bbox, face.roll) for face in faces]
+            results = model.run_crops(crops, flip=self.flip)
+            points = [model.landmarks(views, crop)[0] for crop, (views, _) in zip(
+                crops, results, strict=True)]  # fmt: skip
+        self.times.add("landmarks_3d", time.perf_counter() - start)
+        start = time.perf_counter()
+        for face, crop, xy in zip(faces, crops, points, strict=True):
+            if isinstance(self.depth_model, ShapeFitDepth):
+                z = self.depth_model.depth(xy)
+            else:
+                points_crop = xy @ crop.matrix[:, :2].T + crop.matrix[:, 2]
+                z = self.depth_model.depth(crop.image, points_crop, crop.side)
+            face.landmarks_3d = np.column_stack([xy, z])
+        self.times.add("depth", time.perf_counter() - start)
 
     def follow(
         self,

@@ -1,6 +1,11 @@
-"""Depth: a network reads the crop plus 68 Gaussian maps of the 2D points (71 channels)
-and gives 68 z-values; they are scaled to original-image pixels, zero-mean per face,
-larger z = closer to the camera."""
+"""Depth: 68 z-values in original-image pixels, zero-mean per face, larger z = closer
+to the camera, from one of two sources:
+
+- ``DepthModel``: a network reads the crop plus 68 Gaussian maps of the points (71
+  channels), as FAN's depth_estimation.onnx;
+- ``ShapeFitDepth``: the shape prior fitted to the 3D-convention points (their x, y
+  are the 3D points' projections, so the fit's depth is theirs).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import numpy as np
 from util.decode import gaussian_maps
 from util.landmarks import NUM_LANDMARKS
 from util.runtime import Model, ModelError, ModelSpec, check_single_input, format_shape
+from util.shape_prior import ShapePrior, fit_to_2d
 
 # The original depth_estimation.onnx (FAN's ResNet): RGB 0-1 crop, Gaussians of
 # sigma 2 crop pixels, z in crop pixels. Its sign is not verified here.
@@ -38,6 +44,17 @@ def depth_to_image(z_model: np.ndarray, spec: ModelSpec, crop_side: float) -> np
     z = z * float(spec.extra.get("z_scale", 1.0)) * float(spec.extra.get("z_sign", 1.0))
     z = z * crop_side / size  # crop pixels -> image pixels
     return z - z.mean()
+
+
+class ShapeFitDepth:
+    """z of the shape prior fitted to the points (no network)."""
+
+    def __init__(self, prior: ShapePrior) -> None:
+        self.prior = prior
+
+    def depth(self, points: np.ndarray) -> np.ndarray:
+        """(68,) z in the points' pixels for (68, 2) image points."""
+        return fit_to_2d(self.prior, np.asarray(points, np.float64)).points[:, 2]
 
 
 class DepthModel:

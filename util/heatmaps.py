@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -29,6 +29,8 @@ ORIGINAL_FAN_SPEC = ModelSpec(
     scale=1.0 / 255.0,
     extra={"heatmap_size": 64, "crop_scale": 2.0, "crop_shift_y": -0.05, "landmarks": 68},
 )
+# 3DFAN-4.onnx: the same contract; its points are the 3D landmarks' projections.
+ORIGINAL_FAN3D_SPEC = replace(ORIGINAL_FAN_SPEC, kind="fan3d")
 
 
 @dataclass(frozen=True)

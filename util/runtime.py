@@ -27,6 +27,7 @@ class ModelError(RuntimeError):
 # What each spec ``kind`` is, for errors that say which kind was given and which wanted.
 MODEL_KINDS = {
     "fan2d": "a 2D landmark model",
+    "fan3d": "a 3D-convention landmark model",
     "depth": "a depth model",
     "blazeface": "a BlazeFace detector",
 }
