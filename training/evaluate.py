@@ -260,8 +260,11 @@ def non_face_pictures() -> list[tuple[str, np.ndarray]]:
     return pictures
 
 
-def evaluate_wild(aligner, samples: list[Sample], angles: list[float], count: int) -> dict:
-    """Rotation sweep, close-ups and non-faces (see the module docstring)."""
+def evaluate_wild(
+    aligner, samples: list[Sample], angles: list[float], count: int, everything: bool = True
+) -> dict:
+    """Rotation sweep, close-ups and non-faces (see the module docstring); without
+    ``everything`` only the close-ups and whole photos."""
     from tqdm import tqdm
 
     from util.io import read_image
@@ -269,23 +272,23 @@ def evaluate_wild(aligner, samples: list[Sample], angles: list[float], count: in
     chosen = samples[:: max(1, len(samples) // count)][:count]
     images = [(read_image(s.image), s.points) for s in chosen]
     report: dict = {"rotation": {}}
-    for angle in tqdm([0.0, *angles], desc="rotations", unit="angle"):
+    for angle in tqdm([0.0, *angles] if everything else [], desc="rotations", unit="angle"):
         turned = [turn_image(image, points, angle) for image, points in images]
         report["rotation"][str(angle)] = score_faces(aligner, turned)
     whole = [(read_image(s.image), s.points) for s in samples]
     report["whole"] = score_faces(aligner, tqdm(whole, desc="whole photos", unit="img"))
     cut = [close_up(image, points) for image, points in whole]
     report["close_up"] = score_faces(aligner, tqdm(cut, desc="close-ups", unit="img"))
-    pictures = non_face_pictures()
+    pictures = non_face_pictures() if everything else []
     with_face = [name for name, image in pictures if aligner.align(image)]
     report["non_face"] = {"images": len(pictures), "with_face": with_face}
     return report
 
 
 def print_wild(report: dict) -> None:
-    upright = report["rotation"]["0.0"]["nme_io_mean"]
     print("\nrotation (degrees): faces, misses, NME io %, ratio to upright")
     for angle, m in report["rotation"].items():
+        upright = report["rotation"]["0.0"]["nme_io_mean"]
         print(
             f"  {float(angle):>6.0f}  {m['faces']:>4} {m['misses']:>4} "
             f"{100 * m['nme_io_mean']:>7.2f}  {m['nme_io_mean'] / upright:>5.2f}x"
@@ -330,6 +333,13 @@ def main() -> int:
         "--angles", type=float, nargs="+", default=[45.0, 90.0, 135.0, 180.0, 270.0]
     )
     parser.add_argument("--rotation-faces", type=int, default=40)
+    parser.add_argument("--limit", type=int, default=None, help="first N images per folder")
+    parser.add_argument(
+        "--recrop-iou", type=float, default=None, help="FaceAligner's recrop_iou (default: its own)"
+    )
+    parser.add_argument(
+        "--close-ups-only", action="store_true", help="with --wild: only close-ups and whole"
+    )
     args = parser.parse_args()
 
     from util.aligner import FaceAligner
@@ -341,12 +351,13 @@ def main() -> int:
         threads=args.threads,
         flip=args.flip,
         precision=args.precision,
+        **({} if args.recrop_iou is None else {"recrop_iou": args.recrop_iou}),
     )
     name = Path(args.model_2d).stem if args.model_2d else aligner.landmark_model.model.path.stem
     print(TABLE_HEADER)
     curves, report = {}, {}
     for folder in args.data:
-        samples = load_annotated(folder)
+        samples = load_annotated(folder)[: args.limit]
         if not samples:
             print(f"{folder}: no images with .pts files", file=sys.stderr)
             return 2
@@ -362,7 +373,9 @@ def main() -> int:
         curves[label] = np.array([r["nme_io"] for r in records if "nme_io" in r])
         report[str(folder)] = {"metrics": metrics, "offsets": offsets, "images": records}
         if args.wild:
-            wild = evaluate_wild(aligner, samples, args.angles, args.rotation_faces)
+            wild = evaluate_wild(
+                aligner, samples, args.angles, args.rotation_faces, not args.close_ups_only
+            )
             print_wild(wild)
             report[str(folder)]["wild"] = wild
     if plot_ced(curves, args.ced, "Cumulative error distribution, end to end"):

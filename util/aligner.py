@@ -26,7 +26,7 @@ import numpy as np
 from util.crop import box_from_landmarks
 from util.decode import face_roll
 from util.depth import ORIGINAL_DEPTH_SPEC, DepthModel, ShapeFitDepth
-from util.detect import ALL_QUARTER_TURNS, FaceDetector, default_detector_path
+from util.detect import ALL_QUARTER_TURNS, FaceDetector, box_iou, default_detector_path
 from util.heatmaps import ORIGINAL_FAN3D_SPEC, ORIGINAL_FAN_SPEC, LandmarkModel
 from util.io import InputError, expand_inputs, read_image
 from util.runtime import load_model, model_for_precision, resolve_runtime
@@ -94,6 +94,7 @@ class FaceAligner:
         any_roll: bool = True,
         max_pixels: int | None = None,
         precision: str = "int8",
+        recrop_iou: float = 0.0,
     ) -> None:
         """``flip`` averages each face with its mirror image: more accurate, twice the
         landmark cost; on by default, as the CLI has it for images (it turns it off for
@@ -108,11 +109,16 @@ class FaceAligner:
         original 3DFAN-4.onnx loads too), z from the shape prior fitted to them, or from
         the depth network ``model_depth`` when one is given (FAN's 71-channel contract).
 
+        ``recrop_iou``: when the box the landmarks imply (placed as the detector would
+        place it) overlaps the detector's box less than this, the face is cropped again
+        from the landmarks' box (0: never).
+
         ``min_score`` None takes the detection threshold the 2D model's spec gives for
         use with its presence check (lower than the detector's own: the check drops what
         is not a face), or the detector's own for models without presence output.
         """
         self.flip = flip
+        self.recrop_iou = recrop_iou
         self.quarter_turns = ALL_QUARTER_TURNS if any_roll else (0,)
         self.max_pixels = max_pixels
         self.runtime = resolve_runtime(runtime)
@@ -274,7 +280,7 @@ class FaceAligner:
             results = None if self.flip else probes  # without flip the probe is the read
         if results is None:
             results = model.run_crops(crops, flip=self.flip)
-        faces, face_crops = [], []
+        faces, face_crops, crop_boxes = [], [], []
         for (bbox, score, _), crop, (views, presence) in zip(
             detections, crops, results, strict=True
         ):
@@ -283,10 +289,18 @@ class FaceAligner:
                 continue
             points, scores = model.landmarks(views, crop)
             # A face more tilted than the keypoints said (they are coarse): crop again
-            # with the landmarks' own roll, which the model was trained to correct.
+            # with the landmarks' own roll, which the model was trained to correct; and
+            # a detector box far from where the landmarks put it (close-ups, where the
+            # box is cut by the frame): crop again from the landmarks' box.
             roll = float(np.degrees(face_roll(points)))
-            if abs(_angle_difference(roll, crop.roll)) > ROLL_RECROP_DEGREES:
-                crop = model.crop(image_rgb, bbox, roll)
+            box = bbox
+            stats = self.detector.model.spec.extra.get("box_vs_landmarks")
+            if self.recrop_iou > 0 and stats is not None:
+                implied = upright_box(points, roll, stats)
+                if float(box_iou(np.asarray(bbox, np.float64), implied)[0]) < self.recrop_iou:
+                    box = implied
+            if box is not bbox or abs(_angle_difference(roll, crop.roll)) > ROLL_RECROP_DEGREES:
+                crop = model.crop(image_rgb, box, roll)
                 views, presence = model.run_crops([crop], flip=self.flip)[0]
                 points, scores = model.landmarks(views, crop)
             faces.append(
@@ -301,19 +315,25 @@ class FaceAligner:
                 )
             )
             face_crops.append(crop)
+            crop_boxes.append(box)
         self.times.add("landmarks", time.perf_counter() - start)
         if self.depth_model is not None:
-            self._add_3d(image_rgb, faces, face_crops)
+            self._add_3d(image_rgb, faces, face_crops, crop_boxes)
         return faces
 
-    def _add_3d(self, image_rgb: np.ndarray, faces: list[Face], crops: list) -> None:
+    def _add_3d(
+        self, image_rgb: np.ndarray, faces: list[Face], crops: list, boxes: list
+    ) -> None:
         """``landmarks_3d`` of each face: x, y from the 3D-convention model (or the 2D
         points without one), z from the depth stage."""
         start = time.perf_counter()
         model = self.landmark_model_3d
         points = [face.landmarks for face in faces]
         if model is not None and faces:
-            crops = [model.crop(image_rgb, face.bbox, face.roll) for face in faces]
+            crops = [
+                model.crop(image_rgb, box, face.roll)
+                for face, box in zip(faces, boxes, strict=True)
+            ]
             results = model.run_crops(crops, flip=self.flip)
             points = [model.landmarks(views, crop)[0] for crop, (views, _) in zip(
                 crops, results, strict=True)]  # fmt: skip
