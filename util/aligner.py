@@ -1,6 +1,6 @@
 """The Python API: ``FaceAligner`` runs detect -> crop -> heatmaps -> decode -> depth.
 
-    from util.aligner import FaceAligner
+    from .aligner import FaceAligner
     aligner = FaceAligner(active_3d=True)
     for face in aligner.align(image_rgb):
         print(face.bbox, face.landmarks, face.landmarks_3d)
@@ -18,15 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
-from util.crop import box_from_landmarks
-from util.decode import face_roll
-from util.depth import ORIGINAL_DEPTH_SPEC, DepthModel
-from util.detect import ALL_QUARTER_TURNS, FaceDetector, default_detector_path
-from util.heatmaps import ORIGINAL_FAN_SPEC, LandmarkModel
-from util.io import InputError, expand_inputs, read_image
-from util.runtime import load_model, model_for_precision, resolve_runtime
+from .crop import box_from_landmarks
+from .decode import face_roll
+from .depth import ORIGINAL_DEPTH_SPEC, DepthModel
+from .detect import ALL_QUARTER_TURNS, FaceDetector, default_detector_path
+from .heatmaps import ORIGINAL_FAN_SPEC, LandmarkModel
+from .io import InputError, expand_inputs, read_image
+from .paths import MODELS_DIR
+from .runtime import load_model, model_for_precision, resolve_runtime
 
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL_2D = MODELS_DIR / "fan2d_compact.onnx"
 DEFAULT_MODEL_DEPTH = MODELS_DIR / "depth_compact.onnx"
 
