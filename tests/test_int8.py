@@ -71,9 +71,9 @@ def test_precision_picks_the_int8_file_beside_the_default(tmp_path: Path) -> Non
 
 
 def test_cli_has_a_precision_flag() -> None:
-    import face_alignment
+    from util.cli import build_parser
 
-    parser = face_alignment.build_parser()
+    parser = build_parser()
     assert parser.parse_args([]).precision == "int8"
     assert parser.parse_args(["--precision", "fp32"]).precision == "fp32"
     with pytest.raises(SystemExit):
