@@ -7,6 +7,7 @@ loads no model: models load when a ``FaceAligner`` is made.
 
 from .aligner import Face, FaceAligner, StageTimes
 from .draw import draw_faces, with_side_view
+from .fan_api import FaceAlignment, LandmarksType, NetworkSize
 from .io import InputError, read_image
 from .landmarks import NUM_LANDMARKS, read_pts, write_pts
 from .runtime import ModelError
@@ -20,9 +21,12 @@ __all__ = [
     "NUM_LANDMARKS",
     "Face",
     "FaceAligner",
+    "FaceAlignment",
     "FaceTracker",
     "InputError",
+    "LandmarksType",
     "ModelError",
+    "NetworkSize",
     "StageTimes",
     "__version__",
     "draw_faces",

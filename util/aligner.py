@@ -44,6 +44,11 @@ class Face:
     presence: float | None = None  # the 2D model's face probability (None: no such output)
     roll: float = 0.0  # degrees the crop was turned to make the face upright
 
+    @property
+    def points(self) -> np.ndarray:
+        """(68, 3) landmarks with depth, else (68, 2): what the FAN-style calls give."""
+        return self.landmarks if self.landmarks_3d is None else self.landmarks_3d
+
     def to_json(self) -> dict:
         data = {
             "bbox": [round(float(v), 2) for v in self.bbox],
@@ -160,7 +165,11 @@ class FaceAligner:
             image = read_image(image, self.max_pixels)
         image_rgb = _check_image(image)
         if bboxes is not None:
-            given = [(np.asarray(b[:4], dtype=np.float64), 1.0, 0.0) for b in bboxes]
+            # FAN's boxes may carry the detector's score as a fifth value: kept.
+            given = [
+                (np.asarray(b[:4], dtype=np.float64), float(b[4]) if len(b) > 4 else 1.0, 0.0)
+                for b in bboxes
+            ]
             return self._align_detections(image_rgb, given, keep_heatmaps)
         retry = self.detector.retry_canvas
         canvases = (1.0, retry) if retry is not None and retry > 1 else (1.0,)
@@ -313,7 +322,7 @@ class FaceAligner:
         (landmarks, landmark_scores, bboxes) like the FAN reference library.
         """
         faces = self.align(image, bboxes=detected_faces)
-        landmarks = [f.landmarks_3d if f.landmarks_3d is not None else f.landmarks for f in faces]
+        landmarks = [f.points for f in faces]
         if not (return_bboxes or return_landmark_score):
             return landmarks
         scores = [f.landmark_scores for f in faces] if return_landmark_score else None
@@ -330,11 +339,7 @@ class FaceAligner:
         """{image path: landmarks of every face, or None if it could not be read}."""
         results: dict[str, list[np.ndarray] | None] = {}
         for image_path, _, faces, error in self.iter_paths([str(path)], show_progress_bar):
-            results[str(image_path)] = (
-                None
-                if error
-                else [f.landmarks_3d if f.landmarks_3d is not None else f.landmarks for f in faces]
-            )
+            results[str(image_path)] = None if error else [f.points for f in faces]
         return results
 
     def iter_paths(
