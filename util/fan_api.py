@@ -150,7 +150,7 @@ class FaceAlignment:
             )
             landmarks.append([] if points is None else np.concatenate(points))
             scores.append(image_scores)
-            boxes.append(image_boxes)
+            boxes.append(image_boxes or [])  # FAN's detector gives [] for no face
         if not (return_bboxes or return_landmark_score):
             return landmarks
         return (
