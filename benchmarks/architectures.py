@@ -14,14 +14,11 @@ import io
 import sys
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from training.model import FAN, LastStack, count_macs  # noqa: E402
+from training.model import FAN, LastStack, count_macs
 
 CANDIDATES = (
     "pre,2,80,4", "post,2,80,4", "post,2,96,4", "post,1,128,4", "post,1,96,4", "post,2,64,4",

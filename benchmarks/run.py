@@ -47,10 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from training.evaluate import (  # noqa: E402
+from training.evaluate import (
     FAILURE_THRESHOLD,
     TABLE_HEADER,
     format_row,
@@ -59,7 +56,9 @@ from training.evaluate import (  # noqa: E402
     plot_ced,
     summarise,
 )
-from util.landmarks import box_size, inter_ocular, nme  # noqa: E402
+from util.landmarks import box_size, inter_ocular, nme
+
+REPO = Path(__file__).resolve().parents[1]
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/300w/val"
 DEFAULT_OUT = REPO / "benchmarks" / "results"
@@ -687,7 +686,8 @@ def run_folder_benchmark(setup: Setup, folder: Path, count: int) -> dict:
     """Throughput and memory on the folder, measured in a fresh process (worker below)."""
     cmd = [
         sys.executable,
-        str(Path(__file__).resolve()),
+        "-m",
+        "benchmarks.run",
         "--folder-worker",
         str(folder),
         "--threads",

@@ -39,12 +39,11 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from training.evaluate import DEFAULT_DATA, Sample, load_annotated, match_annotated
+from util.aligner import Face, FaceAligner
+from util.landmarks import inter_ocular
 
-from training.evaluate import DEFAULT_DATA, Sample, load_annotated, match_annotated  # noqa: E402
-from util.aligner import Face, FaceAligner  # noqa: E402
-from util.landmarks import inter_ocular  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 FRAME_SIZE = (640, 480)  # width, height
 RATE = 30.0  # frames per second the clips stand for

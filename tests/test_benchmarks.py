@@ -3,15 +3,10 @@ against, and the MediaPipe 468 -> 68 point mapping (benchmarks/fan4.py, peers.py
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.peers import MEDIAPIPE_TO_IBUG68, mesh_to_ibug68  # noqa: E402
+from benchmarks.peers import MEDIAPIPE_TO_IBUG68, mesh_to_ibug68
 
 
 def test_fan4_has_the_original_cost_and_output():

@@ -2,7 +2,7 @@
 the shipped int8 file against its fp32 original (same contract, nearly the same points).
 
 The shipped-model tests skip, saying why, when models/NAME.int8.onnx (written by
-``python training/quantize.py models/NAME.onnx``) or the validation images are absent.
+``python -m training.quantize models/NAME.onnx``) or the validation images are absent.
 """
 
 from __future__ import annotations
@@ -71,9 +71,9 @@ def test_precision_picks_the_int8_file_beside_the_default(tmp_path: Path) -> Non
 
 
 def test_cli_has_a_precision_flag() -> None:
-    import face_alignment
+    from util.cli import build_parser
 
-    parser = face_alignment.build_parser()
+    parser = build_parser()
     assert parser.parse_args([]).precision == "int8"
     assert parser.parse_args(["--precision", "fp32"]).precision == "fp32"
     with pytest.raises(SystemExit):
@@ -161,7 +161,7 @@ def test_quantize_refuses_an_int8_model(tmp_path: Path, tiny_models) -> None:
 @pytest.mark.parametrize("fp32, int8", PAIRS, ids=["fan2d", "depth"])
 def test_shipped_int8_contract_matches_fp32(fp32: Path, int8: Path) -> None:
     if not int8.is_file() or not fp32.is_file():
-        pytest.skip(f"no {int8.name} beside {fp32.name} (python training/quantize.py {fp32})")
+        pytest.skip(f"no {int8.name} beside {fp32.name} (python -m training.quantize {fp32})")
     assert _contract(int8) == _contract(fp32)
     assert _spec_without_precision(int8) == _spec_without_precision(fp32)
     assert read_spec(int8).extra["precision"] == "int8"
@@ -173,7 +173,7 @@ def test_shipped_int8_contract_matches_fp32(fp32: Path, int8: Path) -> None:
 def test_shipped_int8_landmarks_stay_near_fp32() -> None:
     fp32, int8 = PAIRS[0]
     if not int8.is_file():
-        pytest.skip(f"no {int8.name} (python training/quantize.py {fp32})")
+        pytest.skip(f"no {int8.name} (python -m training.quantize {fp32})")
     if not VAL.is_dir():
         pytest.skip(f"no validation data at {VAL}")
     from training.evaluate import match_annotated

@@ -29,8 +29,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from util.detect import (
     DEFAULT_DETECTOR_MODEL,
     MODELS_DIR,

@@ -33,10 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from util.detect import box_iou  # noqa: E402
-from util.landmarks import box_size, inter_ocular, nme, read_pts  # noqa: E402
+from util.detect import box_iou
+from util.landmarks import box_size, inter_ocular, nme, read_pts
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "300w" / "val"
 FAILURE_THRESHOLD = 0.08

@@ -16,12 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from training.depth_labels import DEFAULT_PRIOR, depth_labels  # noqa: E402
-from training.evaluate import DEFAULT_DATA, load_annotated, match_annotated  # noqa: E402
-from util.landmarks import box_size  # noqa: E402
-from util.shape_prior import ShapePrior  # noqa: E402
+from training.depth_labels import DEFAULT_PRIOR, depth_labels
+from training.evaluate import DEFAULT_DATA, load_annotated, match_annotated
+from util.landmarks import box_size
+from util.shape_prior import ShapePrior
 
 
 def z_error(z: np.ndarray, reference: np.ndarray, size: float) -> float:

@@ -41,19 +41,17 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from training.data import (  # noqa: E402
+from training.data import (
     DATA_ROOT,
     CropSettings,
     Face,
     load_box_stats,
     validation_crop,
 )
-from util.crop import transform_points  # noqa: E402
-from util.heatmaps import ORIGINAL_FAN_SPEC  # noqa: E402
-from util.landmarks import read_pts  # noqa: E402
-from util.runtime import ModelSpec, int8_path, read_spec  # noqa: E402
+from util.crop import transform_points
+from util.heatmaps import ORIGINAL_FAN_SPEC
+from util.landmarks import read_pts
+from util.runtime import ModelSpec, int8_path, read_spec
 
 DEFAULT_DATA = DATA_ROOT / "300w" / "train"
 DEFAULT_FACES = 200  # calibration crops

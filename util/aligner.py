@@ -5,7 +5,7 @@ projections of the 3D points, the far jaw seen through the cheek), gives the x, 
 ``landmarks_3d`` and the depth stage its z; ``landmarks`` stay the 2D model's
 (300-W's convention: the jaw on the visible outline).
 
-    from util.aligner import FaceAligner
+    from face_alignment import FaceAligner
     aligner = FaceAligner(active_3d=True)
     for face in aligner.align(image_rgb):
         print(face.bbox, face.landmarks, face.landmarks_3d)
@@ -23,16 +23,16 @@ from pathlib import Path
 
 import numpy as np
 
-from util.crop import box_from_landmarks
-from util.decode import face_roll
-from util.depth import ORIGINAL_DEPTH_SPEC, DepthModel, ShapeFitDepth
-from util.detect import ALL_QUARTER_TURNS, FaceDetector, box_iou, default_detector_path
-from util.heatmaps import ORIGINAL_FAN3D_SPEC, ORIGINAL_FAN_SPEC, LandmarkModel
-from util.io import InputError, expand_inputs, read_image
-from util.runtime import load_model, model_for_precision, resolve_runtime
-from util.shape_prior import ShapePrior
+from .crop import box_from_landmarks
+from .decode import face_roll
+from .depth import ORIGINAL_DEPTH_SPEC, DepthModel, ShapeFitDepth
+from .detect import ALL_QUARTER_TURNS, FaceDetector, box_iou, default_detector_path
+from .heatmaps import ORIGINAL_FAN3D_SPEC, ORIGINAL_FAN_SPEC, LandmarkModel
+from .io import InputError, expand_inputs, read_image
+from .paths import MODELS_DIR
+from .runtime import load_model, model_for_precision, resolve_runtime
+from .shape_prior import ShapePrior
 
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL_2D = MODELS_DIR / "fan2d_compact.onnx"
 DEFAULT_MODEL_3D = MODELS_DIR / "fan3d_compact.onnx"
 DEFAULT_MODEL_DEPTH = MODELS_DIR / "depth_compact.onnx"
@@ -52,6 +52,11 @@ class Face:
     heatmaps: np.ndarray | None = None  # (68, 64, 64) when asked for
     presence: float | None = None  # the 2D model's face probability (None: no such output)
     roll: float = 0.0  # degrees the crop was turned to make the face upright
+
+    @property
+    def points(self) -> np.ndarray:
+        """(68, 3) landmarks with depth, else (68, 2): what the FAN-style calls give."""
+        return self.landmarks if self.landmarks_3d is None else self.landmarks_3d
 
     def to_json(self) -> dict:
         data = {
@@ -210,7 +215,11 @@ class FaceAligner:
             image = read_image(image, self.max_pixels)
         image_rgb = _check_image(image)
         if bboxes is not None:
-            given = [(np.asarray(b[:4], dtype=np.float64), 1.0, 0.0) for b in bboxes]
+            # FAN's boxes may carry the detector's score as a fifth value: kept.
+            given = [
+                (np.asarray(b[:4], dtype=np.float64), float(b[4]) if len(b) > 4 else 1.0, 0.0)
+                for b in bboxes
+            ]
             return self._align_detections(image_rgb, given, keep_heatmaps)
         retry = self.detector.retry_canvas
         canvases = (1.0, retry) if retry is not None and retry > 1 else (1.0,)
@@ -394,7 +403,7 @@ class FaceAligner:
         (landmarks, landmark_scores, bboxes) like the FAN reference library.
         """
         faces = self.align(image, bboxes=detected_faces)
-        landmarks = [f.landmarks_3d if f.landmarks_3d is not None else f.landmarks for f in faces]
+        landmarks = [f.points for f in faces]
         if not (return_bboxes or return_landmark_score):
             return landmarks
         scores = [f.landmark_scores for f in faces] if return_landmark_score else None
@@ -411,11 +420,7 @@ class FaceAligner:
         """{image path: landmarks of every face, or None if it could not be read}."""
         results: dict[str, list[np.ndarray] | None] = {}
         for image_path, _, faces, error in self.iter_paths([str(path)], show_progress_bar):
-            results[str(image_path)] = (
-                None
-                if error
-                else [f.landmarks_3d if f.landmarks_3d is not None else f.landmarks for f in faces]
-            )
+            results[str(image_path)] = None if error else [f.points for f in faces]
         return results
 
     def iter_paths(

@@ -6,10 +6,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from util.crop import crop_box, crop_matrix, invert_matrix, transform_points, warp_crop
-from util.decode import apply_offsets, decode, heatmap_to_crop
-from util.landmarks import MIRROR_PERMUTATION, NUM_LANDMARKS
-from util.runtime import (
+from .crop import crop_box, crop_matrix, invert_matrix, transform_points, warp_crop
+from .decode import apply_offsets, decode, heatmap_to_crop
+from .landmarks import MIRROR_PERMUTATION, NUM_LANDMARKS
+from .runtime import (
     Model,
     ModelError,
     ModelSpec,

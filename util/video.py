@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from util.io import InputError
+from .io import InputError
 
 FOURCC_BY_SUFFIX = {
     ".mp4": "mp4v",
