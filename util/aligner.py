@@ -99,7 +99,7 @@ class FaceAligner:
         any_roll: bool = True,
         max_pixels: int | None = None,
         precision: str = "int8",
-        recrop_iou: float = 0.0,
+        recrop_iou: float = 0.85,
     ) -> None:
         """``flip`` averages each face with its mirror image: more accurate, twice the
         landmark cost; on by default, as the CLI has it for images (it turns it off for
@@ -116,7 +116,10 @@ class FaceAligner:
 
         ``recrop_iou``: when the box the landmarks imply (placed as the detector would
         place it) overlaps the detector's box less than this, the face is cropped again
-        from the landmarks' box (0: never).
+        from the landmarks' box (0: never). Measured on 120 HELEN close-ups of
+        300w/val (evaluate.py --wild --close-ups-only --recrop-iou X): NME 7.37 % never,
+        5.98 % at 0.7, 5.73 % at 0.85, 5.72 % at 0.95; the whole photos 3.95, 3.95, 3.93,
+        3.91 %.
 
         ``min_score`` None takes the detection threshold the 2D model's spec gives for
         use with its presence check (lower than the detector's own: the check drops what

@@ -13,6 +13,7 @@ for the FAN library": CPU only, numpy in and out (no torch tensors), BlazeFace w
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from enum import IntEnum
@@ -33,7 +34,7 @@ class LandmarksType(IntEnum):
     """The kind of landmarks: ``TWO_D`` (x, y) or ``THREE_D`` (x, y, z)."""
 
     TWO_D = 1
-    TWO_HALF_D = 2  # FAN's 3D network's x, y: there is no such model here (an error)
+    TWO_HALF_D = 2  # the 3D-convention network's x, y (landmarks_3d without z)
     THREE_D = 3
     # The names before FAN 1.4, aliases of the above: their rename broke many projects.
     _2D = 1
@@ -74,11 +75,6 @@ class FaceAlignment:
         **aligner_options: Any,
     ) -> None:
         self.landmarks_type = LandmarksType(landmarks_type)
-        if self.landmarks_type == LandmarksType.TWO_HALF_D:
-            raise ValueError(
-                "LandmarksType.TWO_HALF_D needs FAN's 3D network, which this package does "
-                "not have: use TWO_D, or THREE_D for (x, y, z)"
-            )
         if not str(device).startswith("cpu"):
             warnings.warn(
                 f"device {device!r}: this package runs on the CPU only; using the CPU",
@@ -95,7 +91,7 @@ class FaceAlignment:
         self.verbose = verbose
         self.aligner = FaceAligner(
             detector_model=_detector_model(face_detector),
-            active_3d=self.landmarks_type == LandmarksType.THREE_D,
+            active_3d=self.landmarks_type != LandmarksType.TWO_D,
             flip=flip_input,
             **aligner_options,
         )
@@ -123,8 +119,17 @@ class FaceAlignment:
         None when there is no face. ``detected_faces``: boxes [x1, y1, x2, y2(, score)]
         to use instead of detecting. With ``return_bboxes`` or ``return_landmark_score``:
         (landmarks, scores (68,) per face or None, boxes (5,) with score or None)."""
-        faces = self.aligner.align(image_or_path, bboxes=detected_faces)
+        faces = self._as_type(self.aligner.align(image_or_path, bboxes=detected_faces))
         return _result(faces, return_bboxes, return_landmark_score)
+
+    def _as_type(self, faces: list[Face]) -> list[Face]:
+        """TWO_HALF_D, as FAN's: the 3D-convention network's x, y, without z."""
+        if self.landmarks_type != LandmarksType.TWO_HALF_D:
+            return faces
+        return [
+            dataclasses.replace(f, landmarks=f.landmarks_3d[:, :2], landmarks_3d=None)
+            for f in faces
+        ]
 
     def get_landmarks_from_batch(
         self,
@@ -146,7 +151,7 @@ class FaceAlignment:
         landmarks, scores, boxes = [], [], []
         for image, bboxes in zip(images, given, strict=True):
             points, image_scores, image_boxes = _result(
-                self.aligner.align(image, bboxes=bboxes), True, True
+                self._as_type(self.aligner.align(image, bboxes=bboxes)), True, True
             )
             landmarks.append([] if points is None else np.concatenate(points))
             scores.append(image_scores)
@@ -182,7 +187,9 @@ class FaceAlignment:
         for image_path, _, faces, error in self.aligner.iter_paths(files, show_progress_bar):
             if error:
                 warnings.warn(error, stacklevel=2)
-            results[str(image_path)] = _result(faces, return_bboxes, return_landmark_score)
+            results[str(image_path)] = _result(
+                self._as_type(faces), return_bboxes, return_landmark_score
+            )
         return results
 
 
