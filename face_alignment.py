@@ -13,6 +13,7 @@ A thin command line over util.aligner.FaceAligner, with the ailia sample's flags
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import json
 import os
@@ -360,24 +361,27 @@ def run_images(aligner: FaceAligner, args: argparse.Namespace, sink: _JsonLines,
     outputs = _output_paths(save, as_folder, inputs) if save is not None else {}
     failures = saved = 0
     protected = _protected_files(paths)
-    for path, image, faces, error in aligner.iter_paths(
+    results = aligner.iter_paths(
         inputs, show_progress_bar=not args.quiet, keep_heatmaps=args.heatmaps
-    ):
-        if error is None and not faces:
-            log.warn(f"{path}: no face found")
-        if error is None and save is not None:
-            out = outputs[path]
-            try:
-                _write_outputs(out, image, faces, args, protected)
-                saved += 1
-            except InputError as exc:
-                error = str(exc)
-            except OSError as exc:
-                error = f"{out}: cannot write ({exc.strerror or exc})"
-        if error is not None:
-            failures += 1
-            log.error(error)
-        sink.write(_record(path, faces, error, None if image is None else image.shape))
+    )
+    # closing: on Ctrl-C or an error here, the reading thread stops before we return.
+    with contextlib.closing(results):
+        for path, image, faces, error in results:
+            if error is None and not faces:
+                log.warn(f"{path}: no face found")
+            if error is None and save is not None:
+                out = outputs[path]
+                try:
+                    _write_outputs(out, image, faces, args, protected)
+                    saved += 1
+                except InputError as exc:
+                    error = str(exc)
+                except OSError as exc:
+                    error = f"{out}: cannot write ({exc.strerror or exc})"
+            if error is not None:
+                failures += 1
+                log.error(error)
+            sink.write(_record(path, faces, error, None if image is None else image.shape))
     if saved and as_folder:
         log.info(f"saved {saved} image{'s' if saved > 1 else ''} to {save}{os.sep}")
     elif saved:
