@@ -297,7 +297,8 @@ class FaceAligner:
         results = None
         if upside_down_check and len(self.quarter_turns) > 1:
             crops, probes = self._upright_or_upside_down(image_rgb, detections, crops)
-            results = None if self.flip else probes  # without flip the probe is the read
+            # The probe is the unmirrored read: with flip only the mirror views are run.
+            results = model.with_mirror_views(crops, probes) if self.flip else probes
         if results is None:
             results = model.run_crops(crops, flip=self.flip)
         faces, face_crops, crop_boxes = [], [], []

@@ -136,6 +136,24 @@ class LandmarkModel:
             results.append((maps, face))
         return results
 
+    def with_mirror_views(
+        self, crops: list[FaceCrop], single: list[tuple[np.ndarray, float | None]]
+    ) -> list[tuple[np.ndarray, float | None]]:
+        """``run_crops(crops, flip=True)`` from ``single`` = ``run_crops(crops)``: only
+        the mirrored crops go through the model. The upside-down check has the
+        unmirrored views already; running them again cost a quarter of the landmark
+        step of an image with flip (4 crops per face instead of 3)."""
+        if not crops:
+            return []
+        heat, presence = self._run([np.ascontiguousarray(c.image[:, ::-1]) for c in crops])
+        results = []
+        for i, (maps, face) in enumerate(single):
+            both = np.stack([maps[0], heat[i][MIRROR_PERMUTATION, :, ::-1]])
+            if face is not None and presence is not None:
+                face = (face + float(presence[i])) / 2.0  # the mean of the views, as above
+            results.append((both, face))
+        return results
+
     def _run(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
         """(N, 68, H, W) heatmaps and (N,) presence (or None) of N crops."""
         to_tensor = self.model.spec.to_tensor
