@@ -156,11 +156,11 @@ class LandmarkModel:
 
     def _run(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
         """(N, 68, H, W) heatmaps and (N,) presence (or None) of N crops."""
-        to_tensor = self.model.spec.to_tensor
+        spec = self.model.spec
         if getattr(self.model, "dynamic_batch", False):
-            batches = [np.concatenate([to_tensor(image) for image in images])]
+            batches = [spec.to_batch(images)]
         else:
-            batches = [to_tensor(image) for image in images]
+            batches = [spec.to_tensor(image) for image in images]
         heat, presence = [], []
         for batch in batches:
             outputs = self.model.run(batch)
