@@ -179,6 +179,8 @@ class LandmarkModel:
         decoded = [
             decode(maps, self.decode_method, self.centroid_radius) for maps in np.asarray(views)
         ]
+        if len(decoded) == 1:  # video: one view, nothing to average
+            return decoded[0][0], decoded[0][1].astype(np.float32)
         peaks = np.mean([points for points, _ in decoded], axis=0)
         scores = np.mean([view_scores for _, view_scores in decoded], axis=0)
         return peaks, scores.astype(np.float32)
