@@ -699,7 +699,7 @@ def test_face_aligner_api(tiny_models) -> None:  # noqa: ANN001
     # Given boxes have no keypoints: their crops start upright (roll 0), as FAN's do.
     given = aligner.get_landmarks_from_image(image, detected_faces=[face.bbox])
     again = aligner.align(image, bboxes=[face.bbox])
-    np.testing.assert_allclose(given[0][:, :2], again[0].landmarks, atol=1e-3)
+    np.testing.assert_allclose(given[0], again[0].landmarks_3d, atol=1e-3)
     # Grey arrays are accepted; other dtypes and shapes are clear errors.
     assert len(aligner.align(image[..., 1])) == 1
     with pytest.raises(InputError, match="dtype float"):

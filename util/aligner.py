@@ -30,6 +30,7 @@ from .detect import ALL_QUARTER_TURNS, FaceDetector, box_iou, default_detector_p
 from .heatmaps import ORIGINAL_FAN3D_SPEC, ORIGINAL_FAN_SPEC, LandmarkModel
 from .io import InputError, expand_inputs, read_image
 from .paths import MODELS_DIR
+from .prefetch import prefetched
 from .runtime import load_model, model_for_precision, resolve_runtime
 from .shape_prior import ShapePrior
 
@@ -37,6 +38,9 @@ DEFAULT_MODEL_2D = MODELS_DIR / "fan2d_compact.onnx"
 DEFAULT_MODEL_3D = MODELS_DIR / "fan3d_compact.onnx"
 DEFAULT_MODEL_DEPTH = MODELS_DIR / "depth_compact.onnx"
 SHAPE_PRIOR = MODELS_DIR / "shape_prior.npz"
+# Images read and detected ahead of the landmark model in a folder (iter_paths): two
+# keep the background thread busy while the model runs, and hold two decoded images.
+PREFETCH_IMAGES = 2
 
 
 @dataclass
@@ -224,6 +228,10 @@ class FaceAligner:
                 for b in bboxes
             ]
             return self._align_detections(image_rgb, given, keep_heatmaps)
+        return self._align_detected(image_rgb, self.detect_first(image_rgb), keep_heatmaps)
+
+    def _detection_stages(self) -> list[tuple[float, tuple[int, ...]]]:
+        """(canvas, quarter turns) of each detector pass, in the order they are tried."""
         retry = self.detector.retry_canvas
         canvases = (1.0, retry) if retry is not None and retry > 1 else (1.0,)
         # Upright first, zoomed out next, quarter turns last: in close-ups the turned
@@ -233,8 +241,20 @@ class FaceAligner:
         if len(self.quarter_turns) > 1:
             turns = tuple(k for k in self.quarter_turns if k % 4)
             stages += [(canvas, turns) for canvas in canvases]
-        for canvas, turns in stages:
-            found = self._detect(image_rgb, canvas, turns)
+        return stages
+
+    def detect_first(self, image_rgb: np.ndarray) -> list[tuple]:
+        """(box, score, roll) of the first detector pass (upright, the image as it is),
+        which finds the faces of most photos; ``iter_paths`` runs it ahead of the
+        landmark model. The later passes depend on what the model accepts."""
+        return self._detect(_check_image(image_rgb), *self._detection_stages()[0])
+
+    def _align_detected(
+        self, image_rgb: np.ndarray, first: list[tuple], keep_heatmaps: bool
+    ) -> list[Face]:
+        """Faces from the first pass's detections ``first``, else from the next passes."""
+        for k, (canvas, turns) in enumerate(self._detection_stages()):
+            found = first if k == 0 else self._detect(image_rgb, canvas, turns)
             faces = self._align_detections(image_rgb, found, keep_heatmaps)
             if faces:
                 return faces
@@ -289,7 +309,8 @@ class FaceAligner:
         results = None
         if upside_down_check and len(self.quarter_turns) > 1:
             crops, probes = self._upright_or_upside_down(image_rgb, detections, crops)
-            results = None if self.flip else probes  # without flip the probe is the read
+            # The probe is the unmirrored read: with flip only the mirror views are run.
+            results = model.with_mirror_views(crops, probes) if self.flip else probes
         if results is None:
             results = model.run_crops(crops, flip=self.flip)
         faces, face_crops, crop_boxes = [], [], []
@@ -427,19 +448,48 @@ class FaceAligner:
         return results
 
     def iter_paths(
-        self, inputs: list[str], show_progress_bar: bool = False, keep_heatmaps: bool = False
+        self,
+        inputs: list[str],
+        show_progress_bar: bool = False,
+        keep_heatmaps: bool = False,
+        prefetch: int = PREFETCH_IMAGES,
     ) -> Iterator[tuple[Path, np.ndarray | None, list[Face], str | None]]:
-        """(path, image or None, faces, error or None) per image; bad files do not stop it."""
+        """(path, image or None, faces, error or None) per image, in the inputs' order;
+        bad files do not stop it.
+
+        ``prefetch``: images read (and, with onnxruntime, put through the detector's
+        first pass) in a background thread ahead of the landmark model; 0 does all in
+        this thread. Close the iterator (or finish it) to stop that thread.
+        """
         from tqdm import tqdm
 
         paths = expand_inputs(inputs)
-        for path in tqdm(paths, disable=not show_progress_bar or len(paths) < 2, unit="img"):
+        # onnxruntime sessions may run from two threads at once (the fallback passes of
+        # one image here, the next image's first pass there); ailia's are not said to.
+        detect_ahead = self.runtime == "onnxruntime"
+
+        def read(path: Path) -> tuple[Path, np.ndarray | None, list[tuple] | None, str | None]:
             try:
                 image = read_image(path, self.max_pixels)
             except InputError as exc:
-                yield path, None, [], str(exc)
-                continue
-            yield path, image, self.align(image, keep_heatmaps=keep_heatmaps), None
+                return path, None, None, str(exc)
+            return path, image, self.detect_first(image) if detect_ahead else None, None
+
+        ahead = prefetched(read, paths, prefetch)
+        bar = tqdm(
+            ahead, total=len(paths), disable=not show_progress_bar or len(paths) < 2, unit="img"
+        )
+        try:
+            for path, image, first, error in bar:
+                if image is None:
+                    yield path, None, [], error
+                    continue
+                if first is None:
+                    first = self.detect_first(image)
+                yield path, image, self._align_detected(image, first, keep_heatmaps), None
+        finally:
+            bar.close()
+            ahead.close()
 
 
 # Residual roll (degrees) past which a face is cropped again at its landmarks' roll.
