@@ -153,6 +153,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-bc", "--benchmark_count", type=int, default=5)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress or info lines")
+    scale = parser.add_argument_group(
+        "scale-out (--engine ray; needs pip install -r requirements-ray.txt)"
+    )
+    scale.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local: this process; ray: a Ray Data job, on this machine or a cluster",
+    )
+    scale.add_argument(
+        "--address",
+        default=None,
+        metavar="ADDRESS",
+        help="join a Ray cluster (auto, or ray://HOST:PORT); default: start one on this machine",
+    )
+    scale.add_argument(
+        "--workers", type=int, default=None, metavar="N", help="actors (default: one per CPU)"
+    )
+    scale.add_argument(
+        "--parquet",
+        default=None,
+        metavar="DIR",
+        help="write a Parquet dataset, one row per face, instead of --json",
+    )
+    scale.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the --json file or --parquet folder of a stopped run",
+    )
     return parser
 
 
@@ -161,6 +190,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.onnx:
         args.runtime = "onnxruntime"
     log = _Log(args.quiet)
+    if args.engine == "ray":
+        from util.ray_engine import run_ray  # imports Ray only when it runs
+
+        return run_ray(args, log)
+    if args.address or args.workers or args.parquet or args.resume:
+        log.error("--address, --workers, --parquet and --resume need --engine ray")
+        return 2
     clash = _json_clash(args)
     if clash is not None:
         log.error(clash)

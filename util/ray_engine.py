@@ -1,0 +1,672 @@
+"""The Ray engine (``face_alignment.py --engine ray``): the image pipeline as a Ray Data job.
+
+    inputs (paths, or a Parquet dataset of image bytes)
+      -> map_batches(AlignBatch, compute=ActorPoolStrategy(...))   decode, detect, landmarks
+      -> the driver writes JSON Lines (the local engine's records) or Parquet (a row per face)
+
+Each actor loads its ``FaceAligner`` once, with as many onnxruntime threads as it has
+CPUs, and turns a batch of inputs into the very records the local engine writes (its
+``iter_paths`` and the CLI's ``_record``): a bad file is an error record, never a failed
+job. Results come back in input order (``preserve_order``) and the driver writes them
+as they come, so a stopped run leaves a valid prefix that ``--resume`` continues.
+
+Nothing lost, nothing twice: an actor that dies (killed, out of memory) is restarted and
+its unfinished batches run again (``max_restarts`` / ``max_task_retries``); a batch's
+records reach the driver only once its task has finished, and the driver writes each
+input index once.
+
+Importing this module needs no Ray; ``run_ray`` says what to install when Ray is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from util.io import InputError, expand_inputs, is_image_path, usual_mode
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE_IMAGE = REPO / "samples" / "astronaut.png"
+INSTALL_HINT = "pip install -r requirements-ray.txt"
+
+# An actor that dies is restarted without limit (each restart reloads the models); one
+# batch is tried at most this many more times, so an input that kills its worker every
+# time (a decoder crash) fails the job instead of looping: --resume goes on after it.
+MAX_TASK_RETRIES = 5
+MAX_ROWS_PER_BLOCK = 128  # a block is a unit of work and of retry
+PARQUET_ROWS_PER_FILE = 5000
+# Columns that name and hold the images of a Parquet input, by preference.
+NAME_COLUMNS = ("path", "name", "filename", "file", "key", "image_path", "id", "image")
+BYTES_COLUMNS = ("image", "bytes", "image_bytes", "content", "data", "jpg", "png")
+# What a cluster's nodes need of this repository (runtime_env working_dir).
+SHIP_EXCLUDES = [".git", ".venv", "training/runs", "tests", "docs", "benchmarks/results"]
+
+
+class EngineError(Exception):
+    """A problem with the run as asked (exit 2), in one line."""
+
+
+# -- inputs ---------------------------------------------------------------------------
+
+
+@dataclass
+class ParquetInput:
+    """A Parquet dataset whose rows are images: a bytes column and a column naming them."""
+
+    spec: str
+    bytes_column: str
+    name_column: str
+    rows: int
+
+
+@dataclass
+class Inputs:
+    paths: list[str] = field(default_factory=list)
+    parquet: ParquetInput | None = None
+
+    def __len__(self) -> int:
+        return self.parquet.rows if self.parquet else len(self.paths)
+
+
+def is_uri(spec: str) -> bool:
+    return "://" in spec and not spec.startswith("file://")
+
+
+def expand_specs(specs: list[str]) -> Inputs:
+    """What to read: image files, folders (recursed, sorted), globs, text files listing
+    one path a line (relative paths are relative to the list), URIs of any filesystem
+    pyarrow reads (s3://, gs://, hdfs://: a file or a folder), or one Parquet dataset
+    (a .parquet file or a folder of them) with a column of image bytes.
+
+    Local specs expand exactly as the local engine's (util.io.expand_inputs).
+    """
+    inputs = Inputs()
+    for spec in specs:
+        if spec.startswith("file://"):
+            spec = spec[len("file://") :]
+        if _is_parquet_spec(spec):
+            if inputs.parquet is not None or len(specs) > 1:
+                raise EngineError(f"{spec}: a Parquet input must be the only input")
+            inputs.parquet = _parquet_input(spec)
+        elif is_uri(spec):
+            inputs.paths += _expand_uri(spec)
+        elif spec.lower().endswith(".txt") and Path(spec).is_file():
+            inputs.paths += _read_list(Path(spec))
+        else:
+            inputs.paths += [str(p) for p in expand_inputs([spec])]
+    return inputs
+
+
+def _read_list(path: Path) -> list[str]:
+    """The paths a text file lists, one a line (blank lines and # comments skipped)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EngineError(f"{path}: cannot read the list ({exc})") from None
+    paths: list[str] = []
+    for line in lines:
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        if is_uri(entry):
+            paths.append(entry)
+        else:
+            local = entry if os.path.isabs(entry) else str(path.parent / entry)
+            paths += [str(p) for p in expand_inputs([local])]
+    return paths
+
+
+def _expand_uri(spec: str) -> list[str]:
+    """A remote file, or the images under a remote folder (sorted)."""
+    from pyarrow import fs
+
+    try:
+        filesystem, root = fs.FileSystem.from_uri(spec)
+        info = filesystem.get_file_info(root)
+        if info.type != fs.FileType.Directory:
+            return [spec]  # a file, or a missing one: reading it says which
+        selector = fs.FileSelector(root, recursive=True)
+        found = sorted(
+            f.path
+            for f in filesystem.get_file_info(selector)
+            if f.type == fs.FileType.File and is_image_path(Path(f.path))
+        )
+    except (OSError, ValueError) as exc:
+        raise EngineError(f"{spec}: cannot list ({exc})") from None
+    base = spec.rstrip("/")
+    return [base + "/" + p[len(root.rstrip("/")) + 1 :] for p in found]
+
+
+def _is_parquet_spec(spec: str) -> bool:
+    if spec.rstrip("/").lower().endswith(".parquet"):
+        return True
+    path = Path(spec)
+    return (
+        not is_uri(spec)
+        and path.is_dir()
+        and any(path.rglob("*.parquet"))
+        and not expand_inputs([spec])
+    )
+
+
+def _parquet_input(spec: str) -> ParquetInput:
+    """Find the bytes column and the name column of a Parquet dataset of images."""
+    import pyarrow as pa
+    import pyarrow.dataset as pds
+
+    try:
+        dataset = pds.dataset(spec, format="parquet")
+        schema, rows = dataset.schema, dataset.count_rows()
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise EngineError(f"{spec}: cannot read as Parquet ({exc})") from None
+    binary = [
+        f.name for f in schema if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)
+    ]
+    text = [
+        f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+    ]
+    if not binary:
+        raise EngineError(f"{spec}: no binary column of image bytes")
+    bytes_column = next((c for c in BYTES_COLUMNS if c in binary), binary[0])
+    if len(binary) > 1 and bytes_column not in BYTES_COLUMNS:
+        raise EngineError(
+            f"{spec}: several binary columns ({', '.join(binary)}); name the image bytes "
+            f"one of: {', '.join(BYTES_COLUMNS)}"
+        )
+    name_column = next((c for c in NAME_COLUMNS if c in text), None)
+    if name_column is None:
+        raise EngineError(
+            f"{spec}: no string column naming each image (one of: {', '.join(NAME_COLUMNS)})"
+        )
+    return ParquetInput(spec, bytes_column, name_column, rows)
+
+
+# -- the actor ------------------------------------------------------------------------
+
+
+class AlignBatch:
+    """The Ray Data callable class: one per actor, models loaded once.
+
+    In: a batch with ``index`` and ``name`` (and ``data``, image bytes, for Parquet
+    inputs). Out: ``index`` and ``record``, the local engine's JSON Lines record.
+    """
+
+    def __init__(
+        self,
+        options: dict,
+        threads: int,
+        cwd: str | None = None,
+        skip: frozenset[str] = frozenset(),
+    ) -> None:
+        from util.aligner import FaceAligner
+
+        if cwd and os.path.isdir(cwd):
+            os.chdir(cwd)  # relative inputs mean what they meant on the driver
+        self.aligner = FaceAligner(**options, threads=threads)
+        self.skip = skip
+        self.scratch = "/dev/shm" if os.path.isdir("/dev/shm") else None
+
+    def __call__(self, batch: dict) -> dict:
+        import numpy as np
+
+        from face_alignment import _record
+
+        indexes, records = [], []
+        data = batch.get("data")
+        for k, name in enumerate(batch["name"]):
+            name = str(name)
+            if name in self.skip:
+                continue
+            if data is not None:
+                faces, error, shape = self._align_bytes(name, data[k])
+            elif is_uri(name):
+                faces, error, shape = self._align_bytes(name, _read_uri(name))
+            else:
+                faces, error, shape = self._align_path(name)
+            record = _record(name, faces, error, shape)
+            indexes.append(int(batch["index"][k]))
+            records.append(json.dumps(record, ensure_ascii=False))
+        return {
+            "index": np.asarray(indexes, dtype=np.int64),
+            "record": np.asarray(records, dtype=object),
+        }
+
+    def _align_path(self, name: str) -> tuple[list, str | None, tuple | None]:
+        for _, image, faces, error in self.aligner.iter_paths([name]):
+            return faces, error, None if image is None else image.shape
+        return [], f"{name}: file not found", None
+
+    def _align_bytes(self, name: str, data: object) -> tuple[list, str | None, tuple | None]:
+        """Decode bytes exactly as a file is read (util.io.read_image, via iter_paths)."""
+        if isinstance(data, InputError):
+            return [], str(data), None
+        if data is None:
+            return [], f"{name}: no image data", None
+        suffix = Path(name).suffix if len(Path(name).suffix) <= 6 else ""
+        fd, tmp = tempfile.mkstemp(prefix="face-alignment-", suffix=suffix, dir=self.scratch)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(bytes(data))
+            faces, error, shape = self._align_path(tmp)
+        finally:
+            os.unlink(tmp)
+        return faces, None if error is None else error.replace(tmp, name), shape
+
+
+def _read_uri(uri: str) -> bytes | InputError:
+    from pyarrow import fs
+
+    try:
+        filesystem, path = fs.FileSystem.from_uri(uri)
+        with filesystem.open_input_stream(path) as stream:
+            return stream.readall()
+    except FileNotFoundError:
+        return InputError(f"{uri}: file not found")
+    except (OSError, ValueError) as exc:
+        return InputError(f"{uri}: cannot read ({exc})")
+
+
+# -- outputs --------------------------------------------------------------------------
+
+
+class JsonLinesSink:
+    """JSON Lines written in place as results come (``-`` = stdout), so that a stopped
+    run leaves every finished record; with ``resume`` the file is continued after its
+    last complete line (a torn last line is dropped)."""
+
+    def __init__(self, target: str, resume: bool) -> None:
+        self.target = target
+        self.done: Counter[str] = Counter()
+        self.errors = 0
+        if target == "-":
+            if resume:
+                raise EngineError("--resume needs an output file, not stdout")
+            self.handle = sys.stdout
+            return
+        path = Path(target)
+        if path.is_dir():
+            raise EngineError(f"{path}: --json needs a file name, not a folder")
+        if not path.parent.is_dir():
+            raise EngineError(f"{path}: folder {path.parent} does not exist")
+        continuing = resume and path.is_file()
+        keep = self._read_done(path) if continuing else 0
+        try:
+            self.handle = open(path, "r+" if continuing else "w", encoding="utf-8")
+        except OSError as exc:
+            raise EngineError(f"{path}: cannot write ({exc.strerror or exc})") from None
+        if not continuing:
+            usual_mode(path)
+        self.handle.seek(keep)
+        self.handle.truncate()
+
+    def _read_done(self, path: Path) -> int:
+        """Count the inputs already written; the byte offset after the last good line."""
+        good = 0
+        with open(path, "rb") as handle:
+            for line in handle:
+                if not line.endswith(b"\n"):
+                    break
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    break
+                self.done[record["image"]] += 1
+                self.errors += record.get("error") is not None
+                good += len(line)
+        return good
+
+    def write(self, record: dict, line: str) -> None:
+        self.handle.write(line + "\n")
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+    def close(self) -> None:
+        self.flush()
+        if self.handle is not sys.stdout:
+            self.handle.close()
+
+
+class ParquetSink:
+    """A Parquet dataset, one row per face (an image without faces, or that failed, is
+    one row with ``face`` null), written as numbered part files, each renamed into
+    place whole. ``resume`` adds parts after those already there."""
+
+    BASE = ("image", "width", "height", "error", "face")
+
+    def __init__(self, folder: str, resume: bool) -> None:
+        import pyarrow as pa
+
+        self.pa = pa
+        self.folder = Path(folder)
+        self.done: Counter[str] = Counter()
+        self.errors = 0
+        self.rows: list[dict] = []
+        self.extra: dict[str, object] = {}
+        if self.folder.exists() and not self.folder.is_dir():
+            raise EngineError(f"{folder}: --parquet needs a folder")
+        parts = sorted(self.folder.glob("part-*.parquet")) if self.folder.is_dir() else []
+        if parts and not resume:
+            raise EngineError(f"{folder}: already holds a Parquet dataset (--resume continues it)")
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise EngineError(f"{folder}: cannot write ({exc.strerror or exc})") from None
+        self.next_part = 0
+        if parts:
+            self.next_part = 1 + max(int(p.stem.split("-")[1]) for p in parts)
+            self._read_done(parts)
+        self.last_flush = time.monotonic()
+
+    def _read_done(self, parts: list[Path]) -> None:
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(parts, columns=["image", "face", "error"])
+        for image, face, error in zip(
+            *(table[c].to_pylist() for c in ("image", "face", "error")), strict=True
+        ):
+            if face is None or face == 0:  # one row per image: its first face, or none
+                self.done[image] += 1
+                self.errors += error is not None
+
+    def schema(self):  # noqa: ANN201 - pyarrow.Schema
+        pa = self.pa
+        point_list = pa.list_(pa.list_(pa.float64()))
+        known = {
+            "image": pa.string(),
+            "width": pa.int32(),
+            "height": pa.int32(),
+            "error": pa.string(),
+            "face": pa.int32(),
+            "bbox": pa.list_(pa.float64()),
+            "score": pa.float64(),
+            "presence": pa.float64(),
+            "landmarks": point_list,
+            "landmark_scores": pa.list_(pa.float64()),
+            "landmarks_3d": point_list,
+        }
+        return pa.schema(
+            [*known.items(), *((k, v) for k, v in self.extra.items() if k not in known)]
+        )
+
+    def write(self, record: dict, line: str) -> None:
+        base = {key: record.get(key) for key in self.BASE if key != "face"}
+        faces = record["faces"]
+        if not faces:
+            self.rows.append(base | {"face": None})
+        for k, face in enumerate(faces):
+            for key, value in face.items():
+                if key not in self.extra:
+                    self.extra[key] = self.pa.array([value]).type
+            self.rows.append(base | {"face": k} | face)
+        if len(self.rows) >= PARQUET_ROWS_PER_FILE or time.monotonic() - self.last_flush > 60:
+            self.flush()
+
+    def flush(self) -> None:
+        import pyarrow.parquet as pq
+
+        self.last_flush = time.monotonic()
+        if not self.rows:
+            return
+        table = self.pa.Table.from_pylist(self.rows, schema=self.schema())
+        path = self.folder / f"part-{self.next_part:06d}.parquet"
+        tmp = self.folder / f".{path.name}.tmp"
+        pq.write_table(table, tmp)
+        usual_mode(tmp)
+        os.replace(tmp, path)
+        self.next_part += 1
+        self.rows = []
+
+    def close(self) -> None:
+        self.flush()
+
+
+# -- the run --------------------------------------------------------------------------
+
+
+def aligner_options(args: argparse.Namespace) -> dict:
+    """FaceAligner keyword arguments from the CLI's flags (images: flip unless off)."""
+
+    def absolute(path: str | None) -> str | None:
+        return str(Path(path).resolve()) if path and Path(path).exists() else path
+
+    return {
+        "model_2d": absolute(args.model_2d),
+        "model_depth": absolute(args.model_depth),
+        "detector_model": absolute(args.detector),
+        "active_3d": args.active_3d,
+        "runtime": args.runtime,
+        "env_id": args.env_id,
+        "min_score": args.min_score,
+        "flip": args.flip != "off",
+    }
+
+
+def start_local_runtime(num_cpus: int | None = None) -> None:
+    """The embedded runtime: a Ray instance on this machine, for this process only,
+    whose workers import this repository (code_search_path)."""
+    import ray
+
+    ray.init(
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level=logging.ERROR,
+        job_config=ray.job_config.JobConfig(code_search_path=[str(REPO)]),
+    )
+
+
+def _connect(address: str | None) -> bool:
+    """Start or join Ray; True when this call started it (and so must stop it)."""
+    import ray
+
+    if ray.is_initialized():
+        return False  # the caller's own runtime (a notebook, the tests)
+    if address is None:
+        start_local_runtime()
+    else:
+        # A cluster's nodes get this repository (code and models) as the job's working dir.
+        ray.init(
+            address=address,
+            log_to_driver=False,
+            logging_level=logging.ERROR,
+            runtime_env={"working_dir": str(REPO), "excludes": SHIP_EXCLUDES},
+        )
+    return True
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    unsupported = [
+        flag
+        for flag, given in (
+            ("-v/--video", args.video is not None),
+            ("-s/--savepath", args.savepath is not None),
+            ("--pts", args.pts),
+            ("--heatmaps", args.heatmaps),
+            ("-b/--benchmark", args.benchmark),
+        )
+        if given
+    ]
+    if unsupported:
+        raise EngineError(
+            f"--engine ray writes --json or --parquet only; {', '.join(unsupported)} "
+            "need the local engine"
+        )
+    if (args.json is None) == (args.parquet is None):
+        raise EngineError("--engine ray needs one output: --json FILE or --parquet DIR")
+    if args.workers is not None and args.workers < 1:
+        raise EngineError("--workers must be at least 1")
+
+
+def run_ray(args: argparse.Namespace, log, worker_class: type = AlignBatch) -> int:  # noqa: ANN001
+    """``--engine ray``: the exit code (0 all inputs done, 1 some failed, 2 the run could
+    not be made, 130 interrupted). ``log`` is the CLI's one-line logger."""
+    try:
+        import pyarrow  # noqa: F401
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError as exc:
+        log.error(f"--engine ray needs Ray Data ({exc.name} is missing): {INSTALL_HINT}")
+        return 2
+    try:
+        _check_args(args)
+        inputs = expand_specs(args.input or [str(SAMPLE_IMAGE)])
+        if not len(inputs):
+            raise EngineError(f"{' '.join(args.input or [])}: no images found")
+        if args.json not in (None, "-"):
+            target = Path(args.json).resolve()
+            if any(Path(p).resolve() == target for p in inputs.paths if not is_uri(p)):
+                raise EngineError(f"{args.json}: refusing to overwrite an input file with --json")
+        options = aligner_options(args)
+        _check_models(options)
+        sink = (
+            JsonLinesSink(args.json, args.resume)
+            if args.json is not None
+            else ParquetSink(args.parquet, args.resume)
+        )
+    except EngineError as exc:
+        log.error(str(exc))
+        return 2
+    started = False
+    try:
+        try:
+            started = _connect(args.address)
+        except Exception as exc:  # noqa: BLE001 - Ray raises plain Exceptions here
+            where = args.address or "the local Ray runtime"
+            log.error(f"cannot start or join {where}: {str(exc).splitlines()[0]}")
+            return 2
+        return _execute(ray, args, inputs, options, sink, log, worker_class)
+    except KeyboardInterrupt:
+        log.error("interrupted; the records written so far are kept (--resume goes on)")
+        return 130
+    finally:
+        sink.close()
+        if started:
+            ray.shutdown()
+
+
+def _check_models(options: dict) -> None:
+    """Load the models once here: a bad model is a one-line error before any Ray work."""
+    from util.aligner import FaceAligner
+    from util.runtime import ModelError
+
+    try:
+        FaceAligner(**options, threads=1)
+    except (ModelError, InputError) as exc:
+        raise EngineError(str(exc)) from None
+
+
+def _execute(ray, args, inputs: Inputs, options: dict, sink, log, worker_class) -> int:  # noqa: ANN001
+    from tqdm import tqdm
+
+    threads = max(1, args.threads)
+    capacity = max(1, int(ray.cluster_resources().get("CPU", 1)) // threads)
+    workers = args.workers or capacity
+    total = len(inputs)
+    skip: frozenset[str] = frozenset()
+    if inputs.parquet is not None:
+        skip = frozenset(sink.done)
+        dataset = _parquet_dataset(ray, inputs.parquet)
+        todo = total - sum(sink.done.values())
+    else:
+        remaining = sink.done.copy()
+        kept = []
+        for index, name in enumerate(inputs.paths):
+            if remaining[name] > 0:
+                remaining[name] -= 1
+            else:
+                kept.append((index, name))
+        dataset, todo = _paths_dataset(ray, kept, workers), len(kept)
+    if sink.done:
+        log.info(f"resuming: {total - todo} of {total} inputs already written, {todo} to go")
+    log.info(f"engine: ray, {workers} worker(s) of {threads} CPU(s) each, {todo} input(s)")
+    if todo == 0:
+        return 1 if sink.errors else 0
+
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True  # output order = input order
+    context.enable_progress_bars = False
+    size = {"size": workers} if args.workers else {"min_size": 1, "max_size": workers}
+    results = dataset.map_batches(
+        worker_class,
+        batch_size=None if inputs.parquet is None else 16,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(**size),
+        num_cpus=threads,
+        fn_constructor_kwargs={
+            "options": options,
+            "threads": threads,
+            "cwd": os.getcwd(),
+            "skip": skip,
+        },
+        max_restarts=-1,
+        max_task_retries=MAX_TASK_RETRIES,
+    )
+    seen = bytearray(total if inputs.parquet is None else 0)
+    written = failures = 0
+    progress = tqdm(total=todo, unit="img", disable=args.quiet or todo < 2)
+    try:
+        for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
+            for index, line in zip(batch["index"], batch["record"], strict=True):
+                if seen:
+                    if seen[index]:
+                        continue  # never twice, even if a retried batch came back twice
+                    seen[index] = 1
+                record = json.loads(line)
+                sink.write(record, line)
+                written += 1
+                progress.update()
+                if record["error"] is not None:
+                    failures += 1
+                    progress.write(f"error: {record['error']}", file=sys.stderr)
+                elif not record["faces"]:
+                    progress.write(f"warning: {record['image']}: no face found", file=sys.stderr)
+            sink.flush()
+    finally:
+        progress.close()
+    if written != todo:
+        log.error(f"{todo - written} input(s) missing from the output; run again with --resume")
+        return 2
+    return 1 if failures or sink.errors else 0
+
+
+def _paths_dataset(ray, rows: list[tuple[int, str]], workers: int):  # noqa: ANN001, ANN202
+    """Blocks of (index, name): enough of them for every worker to have several."""
+    import pyarrow as pa
+
+    per_block = max(1, min(MAX_ROWS_PER_BLOCK, math.ceil(len(rows) / (4 * workers))))
+    table = pa.table(
+        {
+            "index": pa.array([i for i, _ in rows], pa.int64()),
+            "name": pa.array([n for _, n in rows], pa.string()),
+        }
+    )
+    blocks = [table.slice(start, per_block) for start in range(0, len(rows), per_block)]
+    return ray.data.from_arrow(blocks or [table])
+
+
+def _parquet_dataset(ray, source: ParquetInput):  # noqa: ANN001, ANN202
+    """A Parquet input's rows as (index, name, data); the index is -1 (order is kept)."""
+    dataset = ray.data.read_parquet(
+        source.spec, columns=[source.name_column, source.bytes_column], num_cpus=0.25
+    )
+
+    def rename(batch):  # noqa: ANN001, ANN202
+        import numpy as np
+
+        return {
+            "index": np.full(len(batch[source.name_column]), -1, dtype=np.int64),
+            "name": batch[source.name_column],
+            "data": batch[source.bytes_column],
+        }
+
+    return dataset.map_batches(rename, batch_format="numpy", num_cpus=0.25)
