@@ -127,6 +127,27 @@ def test_inputs_expand_like_the_local_engine(folder: Path, tmp_path: Path) -> No
     ]
 
 
+def test_actor_class_gives_the_local_records(
+    folder: Path, models: list[str], local_records: list[dict]
+) -> None:
+    """AlignBatch, called as Ray Data calls it, on paths and on bytes: the local records;
+    the error of a corrupt file names the input, not a temporary file."""
+    args = face_alignment.build_parser().parse_args(models)
+    worker = ray_engine.AlignBatch(ray_engine.aligner_options(args), threads=1)
+    names = np.asarray([str(p) for p in sorted(folder.iterdir())], dtype=object)
+    batch = {"index": np.arange(len(names)), "name": names}
+    from_paths = worker(batch)
+    assert list(from_paths["index"]) == list(range(len(names)))
+    assert_same_records([json.loads(r) for r in from_paths["record"]], local_records)
+    data = np.asarray([Path(n).read_bytes() for n in names], dtype=object)
+    from_bytes = worker(batch | {"data": data})
+    assert_same_records([json.loads(r) for r in from_bytes["record"]], local_records)
+    skipping = ray_engine.AlignBatch(
+        ray_engine.aligner_options(args), threads=1, skip=frozenset(names[:3])
+    )
+    assert list(skipping(batch)["index"]) == [3]
+
+
 # -- the embedded runtime, as a user runs it ---------------------------------------------
 
 

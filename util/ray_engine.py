@@ -93,7 +93,8 @@ def expand_specs(specs: list[str]) -> Inputs:
     for spec in specs:
         if spec.startswith("file://"):
             spec = spec[len("file://") :]
-        if _is_parquet_spec(spec):
+        local = [] if is_uri(spec) or spec.endswith(".parquet") else expand_inputs([spec])
+        if _is_parquet_spec(spec, local):
             if inputs.parquet is not None or len(specs) > 1:
                 raise EngineError(f"{spec}: a Parquet input must be the only input")
             inputs.parquet = _parquet_input(spec)
@@ -102,7 +103,7 @@ def expand_specs(specs: list[str]) -> Inputs:
         elif spec.lower().endswith(".txt") and Path(spec).is_file():
             inputs.paths += _read_list(Path(spec))
         else:
-            inputs.paths += [str(p) for p in expand_inputs([spec])]
+            inputs.paths += [str(p) for p in local]
     return inputs
 
 
@@ -146,16 +147,12 @@ def _expand_uri(spec: str) -> list[str]:
     return [base + "/" + p[len(root.rstrip("/")) + 1 :] for p in found]
 
 
-def _is_parquet_spec(spec: str) -> bool:
+def _is_parquet_spec(spec: str, images: list[Path]) -> bool:
+    """A .parquet file or folder, or a local folder of Parquet files and no images."""
     if spec.rstrip("/").lower().endswith(".parquet"):
         return True
     path = Path(spec)
-    return (
-        not is_uri(spec)
-        and path.is_dir()
-        and any(path.rglob("*.parquet"))
-        and not expand_inputs([spec])
-    )
+    return not is_uri(spec) and not images and path.is_dir() and any(path.rglob("*.parquet"))
 
 
 def _parquet_input(spec: str) -> ParquetInput:
