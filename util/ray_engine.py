@@ -295,15 +295,14 @@ class JsonLinesSink:
         if not path.parent.is_dir():
             raise EngineError(f"{path}: folder {path.parent} does not exist")
         continuing = resume and path.is_file()
-        keep = self._read_done(path) if continuing else 0
         try:
-            self.handle = open(path, "r+" if continuing else "w", encoding="utf-8")
+            if continuing:
+                keep = self._read_done(path)
+                with open(path, "r+b") as handle:
+                    handle.truncate(keep)
+            self.handle = open(path, "a" if continuing else "w", encoding="utf-8")
         except OSError as exc:
             raise EngineError(f"{path}: cannot write ({exc.strerror or exc})") from None
-        if not continuing:
-            usual_mode(path)
-        self.handle.seek(keep)
-        self.handle.truncate()
 
     def _read_done(self, path: Path) -> int:
         """Count the inputs already written; the byte offset after the last good line."""
@@ -542,6 +541,10 @@ def run_ray(args: argparse.Namespace, log, worker_class: type = AlignBatch) -> i
             log.error(f"cannot start or join {where}: {str(exc).splitlines()[0]}")
             return 2
         return _execute(ray, args, inputs, options, sink, log, worker_class)
+    except ray.exceptions.RayError as exc:  # e.g. a batch past its retries
+        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        log.error(f"the Ray job failed: {first} (the records written are kept; --resume goes on)")
+        return 2
     except KeyboardInterrupt:
         log.error("interrupted; the records written so far are kept (--resume goes on)")
         return 130
