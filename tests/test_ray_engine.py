@@ -148,6 +148,58 @@ def test_actor_class_gives_the_local_records(
     assert list(skipping(batch)["index"]) == [3]
 
 
+def fake_record(name: str, faces: int, error: str | None = None) -> dict:
+    face = {
+        "bbox": [1.0, 2.0, 3.0, 4.0],
+        "score": 0.9,
+        "presence": None,
+        "landmarks": [[1.0, 2.0]] * 68,
+        "landmark_scores": [0.5] * 68,
+    }
+    size = None if error else 10
+    return {"image": name, "width": size, "height": size, "faces": [face] * faces, "error": error}
+
+
+def test_json_sink_resumes_after_its_last_whole_line(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    lines = [json.dumps(fake_record(n, 1)) for n in ("a", "b", "c")]
+    out.write_text(lines[0] + "\n" + lines[1] + "\n" + lines[2][:30], encoding="utf-8")
+    sink = ray_engine.JsonLinesSink(str(out), resume=True)
+    assert sink.done == {"a": 1, "b": 1} and sink.errors == 0
+    sink.write({}, lines[2])
+    sink.close()
+    assert out.read_text(encoding="utf-8") == "\n".join(lines) + "\n"
+    ray_engine.JsonLinesSink(str(out), resume=False).close()  # a new run starts afresh
+    assert out.read_text(encoding="utf-8") == ""
+
+
+@needs_ray
+def test_parquet_sink_one_row_per_face(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "faces"
+    sink = ray_engine.ParquetSink(str(out), resume=False)
+    for record in (fake_record("a", 2), fake_record("b", 0), fake_record("c", 0, "c: bad")):
+        sink.write(record, "")
+    sink.close()
+    rows = pq.read_table(out).to_pylist()
+    assert [(r["image"], r["face"], r["error"]) for r in rows] == [
+        ("a", 0, None),
+        ("a", 1, None),
+        ("b", None, None),
+        ("c", None, "c: bad"),
+    ]
+    assert rows[0]["landmarks"] == [[1.0, 2.0]] * 68 and rows[2]["landmarks"] is None
+    with pytest.raises(ray_engine.EngineError, match="--resume"):
+        ray_engine.ParquetSink(str(out), resume=False)
+    again = ray_engine.ParquetSink(str(out), resume=True)
+    assert again.done == {"a": 1, "b": 1, "c": 1} and again.errors == 1
+    again.write(fake_record("d", 1), "")
+    again.close()
+    assert sorted(p.name for p in out.iterdir()) == ["part-000000.parquet", "part-000001.parquet"]
+    assert [r["image"] for r in pq.read_table(out).to_pylist()][-1] == "d"
+
+
 # -- the embedded runtime, as a user runs it ---------------------------------------------
 
 
