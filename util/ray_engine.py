@@ -11,9 +11,11 @@ job. Results come back in input order (``preserve_order``) and the driver writes
 as they come, so a stopped run leaves a valid prefix that ``--resume`` continues.
 
 Nothing lost, nothing twice: an actor that dies (killed, out of memory) is restarted and
-its unfinished batches run again (``max_restarts`` / ``max_task_retries``); a batch's
-records reach the driver only once its task has finished, and the driver writes each
-input index once.
+its unfinished batches run again (Ray Data gives actor pools ``max_restarts=-1`` and
+``max_task_retries=-1``); a batch's records reach the driver only once its task has
+finished, and the driver writes each input index once. An input that killed its worker
+every time would be retried without end; decoding refuses images past util.io's pixel
+limit, the one such input known.
 
 Importing this module needs no Ray; ``run_ray`` says what to install when Ray is missing.
 """
@@ -38,10 +40,6 @@ REPO = Path(__file__).resolve().parent.parent
 SAMPLE_IMAGE = REPO / "samples" / "astronaut.png"
 INSTALL_HINT = "pip install -r requirements-ray.txt"
 
-# An actor that dies is restarted without limit (each restart reloads the models); one
-# batch is tried at most this many more times, so an input that kills its worker every
-# time (a decoder crash) fails the job instead of looping: --resume goes on after it.
-MAX_TASK_RETRIES = 5
 MAX_ROWS_PER_BLOCK = 128  # a block is a unit of work and of retry
 PARQUET_ROWS_PER_FILE = 5000
 # Columns that name and hold the images of a Parquet input, by preference.
@@ -572,6 +570,11 @@ def _execute(ray, args, inputs: Inputs, options: dict, sink, log, worker_class) 
     capacity = max(1, int(ray.cluster_resources().get("CPU", 1)) // threads)
     workers = args.workers or capacity
     total = len(inputs)
+    # Before any dataset is made: each one keeps a copy of the context it was made in.
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True  # output order = input order
+    context.enable_progress_bars = False  # ours counts images
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # its log is in the session dir
     skip: frozenset[str] = frozenset()
     if inputs.parquet is not None:
         skip = frozenset(sink.done)
@@ -592,9 +595,6 @@ def _execute(ray, args, inputs: Inputs, options: dict, sink, log, worker_class) 
     if todo == 0:
         return 1 if sink.errors else 0
 
-    context = ray.data.DataContext.get_current()
-    context.execution_options.preserve_order = True  # output order = input order
-    context.enable_progress_bars = False
     size = {"size": workers} if args.workers else {"min_size": 1, "max_size": workers}
     results = dataset.map_batches(
         worker_class,
@@ -608,8 +608,9 @@ def _execute(ray, args, inputs: Inputs, options: dict, sink, log, worker_class) 
             "cwd": os.getcwd(),
             "skip": skip,
         },
-        max_restarts=-1,
-        max_task_retries=MAX_TASK_RETRIES,
+        # Fault tolerance is Ray Data's default for actor pools, max_restarts=-1 and
+        # max_task_retries=-1: a dead actor is restarted (its models loaded again) and
+        # its unfinished batches rerun. Setting them here is deprecated (ray_remote_args).
     )
     seen = bytearray(total if inputs.parquet is None else 0)
     written = failures = 0
