@@ -128,23 +128,37 @@ def test_inputs_expand_like_the_local_engine(folder: Path, tmp_path: Path) -> No
 
 
 def test_actor_class_gives_the_local_records(
-    folder: Path, models: list[str], local_records: list[dict]
+    folder: Path, models: list[str], local_records: list[dict], tmp_path: Path
 ) -> None:
-    """AlignBatch, called as Ray Data calls it, on paths and on bytes: the local records;
-    the error of a corrupt file names the input, not a temporary file."""
+    """AlignBatch, called as Ray Data calls it, on paths and on the row groups of a
+    Parquet input: the local records; the error of a corrupt file names the input, not a
+    temporary file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     args = face_alignment.build_parser().parse_args(models)
-    worker = ray_engine.AlignBatch(ray_engine.aligner_options(args), threads=1)
+    options = ray_engine.aligner_options(args)
+    worker = ray_engine.AlignBatch(options, threads=1)
     names = np.asarray([str(p) for p in sorted(folder.iterdir())], dtype=object)
     batch = {"index": np.arange(len(names)), "name": names}
     from_paths = worker(batch)
     assert list(from_paths["index"]) == list(range(len(names)))
     assert_same_records([json.loads(r) for r in from_paths["record"]], local_records)
-    data = np.asarray([Path(n).read_bytes() for n in names], dtype=object)
-    from_bytes = worker(batch | {"data": data})
-    assert_same_records([json.loads(r) for r in from_bytes["record"]], local_records)
-    skipping = ray_engine.AlignBatch(
-        ray_engine.aligner_options(args), threads=1, skip=frozenset(names[:3])
-    )
+
+    source = tmp_path / "images.parquet"  # two row groups: rows 0-2 and 3
+    data = pa.array([Path(n).read_bytes() for n in names], pa.binary())
+    pq.write_table(pa.table({"path": list(names), "image": data}), source, row_group_size=3)
+    parquet = ray_engine.expand_specs([str(source)]).parquet
+    assert parquet.row_groups == [(str(source), 0, 3), (str(source), 1, 1)]
+    reader = ray_engine.AlignBatch(options, threads=1, parquet=parquet)
+    from_bytes = [
+        reader({"index": [i], "file": [str(source)], "row_group": [g]}) for i, g in ((0, 0), (3, 1))
+    ]
+    assert [i for part in from_bytes for i in part["index"]] == list(range(len(names)))
+    records = [json.loads(r) for part in from_bytes for r in part["record"]]
+    assert_same_records(records, local_records)
+
+    skipping = ray_engine.AlignBatch(options, threads=1, skip=frozenset(names[:3]))
     assert list(skipping(batch)["index"]) == [3]
 
 
@@ -382,6 +396,7 @@ def test_parquet_in_and_out(
             }
         ),
         source,
+        row_group_size=2,  # two units of work
     )
     out = tmp_path / "faces"
     code, _ = run_engine([*models, "--workers", "2", "-i", str(source), "--parquet", str(out)])

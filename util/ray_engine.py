@@ -23,6 +23,7 @@ Importing this module needs no Ray; ``run_ray`` says what to install when Ray is
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -58,12 +59,16 @@ class EngineError(Exception):
 
 @dataclass
 class ParquetInput:
-    """A Parquet dataset whose rows are images: a bytes column and a column naming them."""
+    """A Parquet dataset whose rows are images: a bytes column and a column naming them.
+
+    ``row_groups``: (file, row group, rows) in the dataset's order; a row group is the
+    unit of work (and of retry), read by the actor that works on it."""
 
     spec: str
     bytes_column: str
     name_column: str
     rows: int
+    row_groups: list[tuple[str, int, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -158,9 +163,18 @@ def _parquet_input(spec: str) -> ParquetInput:
     import pyarrow as pa
     import pyarrow.dataset as pds
 
+    if not is_uri(spec):
+        spec = str(Path(spec).resolve())  # the actors read it, wherever their cwd is
     try:
         dataset = pds.dataset(spec, format="parquet")
-        schema, rows = dataset.schema, dataset.count_rows()
+        schema = dataset.schema
+        # Footers only: no image bytes are read here.
+        row_groups = [
+            (piece.path, group.id, group.num_rows)
+            for fragment in dataset.get_fragments()
+            for piece in fragment.split_by_row_group()
+            for group in piece.row_groups
+        ]
     except (OSError, ValueError, pa.ArrowException) as exc:
         raise EngineError(f"{spec}: cannot read as Parquet ({exc})") from None
     binary = [
@@ -182,7 +196,8 @@ def _parquet_input(spec: str) -> ParquetInput:
         raise EngineError(
             f"{spec}: no string column naming each image (one of: {', '.join(NAME_COLUMNS)})"
         )
-    return ParquetInput(spec, bytes_column, name_column, rows)
+    rows = sum(n for _, _, n in row_groups)
+    return ParquetInput(spec, bytes_column, name_column, rows, row_groups)
 
 
 # -- the actor ------------------------------------------------------------------------
@@ -191,8 +206,11 @@ def _parquet_input(spec: str) -> ParquetInput:
 class AlignBatch:
     """The Ray Data callable class: one per actor, models loaded once.
 
-    In: a batch with ``index`` and ``name`` (and ``data``, image bytes, for Parquet
-    inputs). Out: ``index`` and ``record``, the local engine's JSON Lines record.
+    In: a batch with ``index`` and ``name`` (paths); for a Parquet input (``parquet``),
+    with ``index`` (the number of its first row), ``file`` and ``row_group``: row groups
+    the actor reads itself. Out: ``index`` (the input's place in input order) and
+    ``record``, the local engine's JSON Lines record. Inputs named in ``skip`` are left
+    out.
     """
 
     def __init__(
@@ -201,6 +219,7 @@ class AlignBatch:
         threads: int,
         cwd: str | None = None,
         skip: frozenset[str] = frozenset(),
+        parquet: ParquetInput | None = None,
     ) -> None:
         from util.aligner import FaceAligner
 
@@ -208,6 +227,7 @@ class AlignBatch:
             os.chdir(cwd)  # relative inputs mean what they meant on the driver
         self.aligner = FaceAligner(**options, threads=threads)
         self.skip = skip
+        self.parquet = parquet
         self.scratch = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
     def __call__(self, batch: dict) -> dict:
@@ -216,24 +236,40 @@ class AlignBatch:
         from face_alignment import _record
 
         indexes, records = [], []
-        data = batch.get("data")
-        for k, name in enumerate(batch["name"]):
-            name = str(name)
+        for index, name, data in self._inputs(batch):
             if name in self.skip:
                 continue
             if data is not None:
-                faces, error, shape = self._align_bytes(name, data[k])
+                faces, error, shape = self._align_bytes(name, data)
             elif is_uri(name):
                 faces, error, shape = self._align_bytes(name, _read_uri(name))
             else:
                 faces, error, shape = self._align_path(name)
             record = _record(name, faces, error, shape)
-            indexes.append(int(batch["index"][k]))
+            indexes.append(index)
             records.append(json.dumps(record, ensure_ascii=False))
         return {
             "index": np.asarray(indexes, dtype=np.int64),
             "record": np.asarray(records, dtype=object),
         }
+
+    def _inputs(self, batch: dict):  # noqa: ANN202 - Iterator[tuple[int, str, object]]
+        """(index, name, image bytes or None to read the named file) per input."""
+        if self.parquet is None:
+            for index, name in zip(batch["index"], batch["name"], strict=True):
+                yield int(index), str(name), None
+            return
+        source = self.parquet
+        for first, path, group in zip(
+            batch["index"], batch["file"], batch["row_group"], strict=True
+        ):
+            table = _read_row_group(source, str(path), int(group))
+            names = table[source.name_column].to_pylist()
+            data = table[source.bytes_column].to_pylist()
+            for k, (name, image) in enumerate(zip(names, data, strict=True)):
+                index = int(first) + k
+                name = f"{path}[{index}]" if name is None else str(name)
+                yield index, name, InputError(f"{name}: no image data") if image is None else image
 
     def _align_path(self, name: str) -> tuple[list, str | None, tuple | None]:
         for _, image, faces, error in self.aligner.iter_paths([name]):
@@ -244,8 +280,6 @@ class AlignBatch:
         """Decode bytes exactly as a file is read (util.io.read_image, via iter_paths)."""
         if isinstance(data, InputError):
             return [], str(data), None
-        if data is None:
-            return [], f"{name}: no image data", None
         suffix = Path(name).suffix if len(Path(name).suffix) <= 6 else ""
         fd, tmp = tempfile.mkstemp(prefix="face-alignment-", suffix=suffix, dir=self.scratch)
         try:
@@ -255,6 +289,21 @@ class AlignBatch:
         finally:
             os.unlink(tmp)
         return faces, None if error is None else error.replace(tmp, name), shape
+
+
+def _read_row_group(source: ParquetInput, path: str, group: int):  # noqa: ANN202 - pa.Table
+    """The name and bytes columns of one row group of a Parquet input."""
+    import pyarrow.parquet as pq
+    from pyarrow import fs
+
+    if is_uri(source.spec):
+        filesystem = fs.FileSystem.from_uri(source.spec)[0]
+    else:
+        filesystem = fs.LocalFileSystem()
+    with filesystem.open_input_file(path) as handle:
+        return pq.ParquetFile(handle).read_row_group(
+            group, columns=[source.name_column, source.bytes_column]
+        )
 
 
 def _read_uri(uri: str) -> bytes | InputError:
@@ -576,9 +625,13 @@ def _execute(ray, args, inputs: Inputs, options: dict, sink, log, worker_class) 
     context.enable_progress_bars = False  # ours counts images
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # its log is in the session dir
     skip: frozenset[str] = frozenset()
+    parquet = None
     if inputs.parquet is not None:
+        # The actors read the row groups themselves: a Ray Data read would start with a
+        # listing task of one CPU, which never runs when the actors hold every CPU.
         skip = frozenset(sink.done)
-        dataset = _parquet_dataset(ray, inputs.parquet)
+        parquet = dataclasses.replace(inputs.parquet, row_groups=[])
+        dataset = _row_groups_dataset(ray, inputs.parquet.row_groups)
         todo = total - sum(sink.done.values())
     else:
         remaining = sink.done.copy()
@@ -598,7 +651,7 @@ def _execute(ray, args, inputs: Inputs, options: dict, sink, log, worker_class) 
     size = {"size": workers} if args.workers else {"min_size": 1, "max_size": workers}
     results = dataset.map_batches(
         worker_class,
-        batch_size=None if inputs.parquet is None else 16,
+        batch_size=None,  # a block: some paths, or one row group
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(**size),
         num_cpus=threads,
@@ -607,21 +660,21 @@ def _execute(ray, args, inputs: Inputs, options: dict, sink, log, worker_class) 
             "threads": threads,
             "cwd": os.getcwd(),
             "skip": skip,
+            "parquet": parquet,
         },
         # Fault tolerance is Ray Data's default for actor pools, max_restarts=-1 and
         # max_task_retries=-1: a dead actor is restarted (its models loaded again) and
         # its unfinished batches rerun. Setting them here is deprecated (ray_remote_args).
     )
-    seen = bytearray(total if inputs.parquet is None else 0)
+    seen = bytearray(total)
     written = failures = 0
     progress = tqdm(total=todo, unit="img", disable=args.quiet or todo < 2)
     try:
         for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
             for index, line in zip(batch["index"], batch["record"], strict=True):
-                if seen:
-                    if seen[index]:
-                        continue  # never twice, even if a retried batch came back twice
-                    seen[index] = 1
+                if seen[index]:
+                    continue  # never twice, even if a retried batch came back twice
+                seen[index] = 1
                 record = json.loads(line)
                 sink.write(record, line)
                 written += 1
@@ -655,19 +708,19 @@ def _paths_dataset(ray, rows: list[tuple[int, str]], workers: int):  # noqa: ANN
     return ray.data.from_arrow(blocks or [table])
 
 
-def _parquet_dataset(ray, source: ParquetInput):  # noqa: ANN001, ANN202
-    """A Parquet input's rows as (index, name, data); the index is -1 (order is kept)."""
-    dataset = ray.data.read_parquet(
-        source.spec, columns=[source.name_column, source.bytes_column], num_cpus=0.25
-    )
+def _row_groups_dataset(ray, row_groups: list[tuple[str, int, int]]):  # noqa: ANN001, ANN202
+    """A block per row group of a Parquet input: (index of its first row, file, row group)."""
+    import pyarrow as pa
 
-    def rename(batch):  # noqa: ANN001, ANN202
-        import numpy as np
-
-        return {
-            "index": np.full(len(batch[source.name_column]), -1, dtype=np.int64),
-            "name": batch[source.name_column],
-            "data": batch[source.bytes_column],
+    starts, start = [], 0
+    for _, _, rows in row_groups:
+        starts.append(start)
+        start += rows
+    table = pa.table(
+        {
+            "index": pa.array(starts, pa.int64()),
+            "file": pa.array([f for f, _, _ in row_groups], pa.string()),
+            "row_group": pa.array([g for _, g, _ in row_groups], pa.int64()),
         }
-
-    return dataset.map_batches(rename, batch_format="numpy", num_cpus=0.25)
+    )
+    return ray.data.from_arrow([table.slice(k, 1) for k in range(len(row_groups))] or [table])
