@@ -3,6 +3,7 @@
     python3 face_alignment.py                         # the bundled sample -> output.png
     python3 face_alignment.py -i photo.jpg -s out.png --active-3d
     python3 face_alignment.py -i folder/ -s results/ --json results.jsonl
+    python3 face_alignment.py -i folder/              # -> face_alignment_output/
     python3 face_alignment.py -v 0                    # webcam
     python3 face_alignment.py -v in.mp4 -s out.mp4 --smooth
 
@@ -12,7 +13,7 @@ A thin command line over util.aligner.FaceAligner, with the ailia sample's flags
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import glob
 import json
 import os
 import statistics
@@ -23,14 +24,26 @@ from typing import TextIO
 
 import numpy as np
 
+from util import __version__
 from util.aligner import Face, FaceAligner
-from util.io import InputError, expand_inputs, read_image, usual_mode, write_bytes_atomic
+from util.io import (
+    MAX_PIXELS,
+    InputError,
+    expand_inputs,
+    read_image,
+    usual_mode,
+    write_bytes_atomic,
+)
 from util.landmarks import write_pts
 from util.runtime import ModelError
+from util.tracker import DEFAULT_REDETECT
 
 REPO = Path(__file__).resolve().parent
 SAMPLE_IMAGE = REPO / "samples" / "astronaut.png"
 IMAGE_WRITE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+# Where drawn images go without -s: one input -> a file, several (or a folder) -> a folder.
+DEFAULT_OUTPUT_FILE = "output.png"
+DEFAULT_OUTPUT_FOLDER = "face_alignment_output"
 
 __all__ = ["FaceAligner", "Face", "main"]
 
@@ -55,8 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="PATH",
         help="output image (one input), folder (several inputs, or a name ending in / "
-        "or without a suffix), or video file (with -v); default output.png unless --json "
-        "is given",
+        "or without a suffix), or video file (with -v); default: output.png for one image, "
+        f"the folder {DEFAULT_OUTPUT_FOLDER}/ for several or a folder, nothing with --json",
     )
     parser.add_argument(
         "-v",
@@ -90,15 +103,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="also save each face's 68 heatmaps as one grid image",
     )
     parser.add_argument(
-        "--smooth", action="store_true", help="video: One Euro temporal filter against jitter"
+        "--smooth",
+        action="store_true",
+        help="video: One Euro temporal filter of points and box against jitter",
     )
     parser.add_argument(
         "--redetect",
         type=int,
-        default=10,
+        default=DEFAULT_REDETECT,
         metavar="N",
-        help="video: run the detector every N frames and follow faces from their landmarks "
-        "in between (1 = detect on every frame; a lost face is detected again at once)",
+        help="video: follow faces from their landmarks, run the detector every N frames "
+        "to find new ones (a lost face is detected again at once)",
     )
     parser.add_argument(
         "--flip",
@@ -115,10 +130,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="FAN-format 2D model (e.g. the original 2DFAN-4.onnx)",
     )
     parser.add_argument(
+        "--model-3d",
+        default=None,
+        metavar="ONNX",
+        help="3D-convention landmark model for -3, giving the x, y of landmarks_3d "
+        "(default models/fan3d_compact.onnx; e.g. the original 3DFAN-4.onnx)",
+    )
+    parser.add_argument(
         "--model-depth",
         default=None,
         metavar="ONNX",
-        help="depth model (e.g. the original depth_estimation.onnx)",
+        help="depth network for -3 (e.g. the original depth_estimation.onnx); without it "
+        "z comes from the shape prior fitted to the 3D-convention points",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=["int8", "fp32"],
+        default="int8",
+        help="int8: the default models' quantized versions (models/NAME.int8.onnx) when "
+        "they are there, about 2x faster; fp32: the original files. --model-2d, "
+        "--model-3d and --model-depth files are used as given",
     )
     parser.add_argument(
         "--detector",
@@ -146,13 +177,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads", type=int, default=0, help="onnxruntime threads (0 = all cores)"
     )
     parser.add_argument(
+        "--max-pixels",
+        type=_positive_int,
+        default=MAX_PIXELS,
+        metavar="N",
+        help=f"refuse images of more than N pixels (default {MAX_PIXELS}; decoding needs "
+        "about 3 bytes per pixel)",
+    )
+    parser.add_argument(
         "-b",
         "--benchmark",
         action="store_true",
-        help="time each stage over --benchmark_count runs (median ms)",
+        help="time each stage over --benchmark_count runs (median ms) on the first input",
     )
-    parser.add_argument("-bc", "--benchmark_count", type=int, default=5)
+    parser.add_argument(
+        "-bc",
+        "--benchmark_count",
+        type=_positive_int,
+        default=5,
+        metavar="N",
+        help="with -b: number of timed runs, after one warm-up run (default 5)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress or info lines")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     scale = parser.add_argument_group(
         "scale-out (--engine ray; needs pip install -r requirements-ray.txt)"
     )
@@ -169,7 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="join a Ray cluster (auto, or ray://HOST:PORT); default: start one on this machine",
     )
     scale.add_argument(
-        "--workers", type=int, default=None, metavar="N", help="actors (default: one per CPU)"
+        "--workers",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="actors (default: one per CPU)",
     )
     scale.add_argument(
         "--parquet",
@@ -185,48 +236,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.onnx:
         args.runtime = "onnxruntime"
     log = _Log(args.quiet)
     if args.engine == "ray":
         from util.ray_engine import run_ray  # imports Ray only when it runs
 
-        return run_ray(args, log)
+        return run_ray(args, log, given=_given_options(parser, argv))
     if args.address or args.workers or args.parquet or args.resume:
         log.error("--address, --workers, --parquet and --resume need --engine ray")
         return 2
-    clash = _json_clash(args)
-    if clash is not None:
-        log.error(clash)
+    # Images: the input files, found once before any work (None with -v).
+    paths = None if args.video is not None else expand_inputs(args.input or [str(SAMPLE_IMAGE)])
+    problem = _json_clash(args, paths) or _savepath_problem(args, paths)
+    if problem is not None:
+        log.error(problem)
         return 2
     try:
-        aligner = FaceAligner(
-            model_2d=args.model_2d,
-            model_depth=args.model_depth,
-            detector_model=args.detector,
-            active_3d=args.active_3d,
-            runtime=args.runtime,
-            env_id=args.env_id,
-            threads=args.threads,
-            min_score=args.min_score,
-            flip=args.flip == "on" or (args.flip == "auto" and args.video is None),
-        )
+        aligner = FaceAligner(**aligner_options(args), threads=args.threads)
     except (ModelError, InputError) as exc:
         log.error(str(exc))
         return 2
-    log.info(
-        f"runtime: {aligner.runtime}; 2D model: "
-        f"{_name(aligner.landmark_model.model.path)}"
-        + (f"; depth model: {_name(aligner.depth_model.model.path)}" if aligner.depth_model else "")
-    )
+    for message in ignored_options(args, _given_options(parser, argv), paths, aligner.runtime):
+        log.warn(message)
+    log.info(describe(aligner))
     try:
+        if args.benchmark and args.video is None:
+            return run_benchmark(aligner, args, log)  # writes nothing, not even --json
         with _JsonLines(args.json) as sink:
             if args.video is not None:
                 return run_video(aligner, args, sink, log)
-            if args.benchmark:
-                return run_benchmark(aligner, args, log)
             return run_images(aligner, args, sink, log)
     except KeyboardInterrupt:
         log.error("interrupted; outputs written so far are kept")
@@ -234,12 +286,101 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         log.error(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
         return 2
-    except InputError as exc:
+    except (InputError, ModelError) as exc:
+        # A model that loaded but fails to run stops the run: every input would fail.
         log.error(str(exc))
         return 2
 
 
-def _json_clash(args: argparse.Namespace) -> str | None:
+def aligner_options(args: argparse.Namespace) -> dict:
+    """FaceAligner's keyword arguments from the flags, threads aside: the one place for
+    them, so the Ray engine's actors get the same aligner as this process."""
+    return {
+        "model_2d": args.model_2d,
+        "model_depth": args.model_depth,
+        "model_3d": args.model_3d,
+        "detector_model": args.detector,
+        "active_3d": args.active_3d,
+        "runtime": args.runtime,
+        "env_id": args.env_id,
+        "min_score": args.min_score,
+        "flip": args.flip == "on" or (args.flip == "auto" and args.video is None),
+        "max_pixels": args.max_pixels,
+        "precision": args.precision,
+    }
+
+
+def describe(aligner: FaceAligner) -> str:
+    """The info line naming the runtime and what each stage runs."""
+    return f"runtime: {aligner.runtime}; " + "; ".join(
+        f"{stage}: {_name(source)}" for stage, source in aligner.sources().items()
+    )
+
+
+def _given_options(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
+    """The options (dest names) given on the command line, defaults aside: the same
+    parser again, with a marker for every default, keeps the marker where none was given.
+    (Not argparse.SUPPRESS: argparse would convert that string with the option's type.)"""
+    unset = object()
+    probe = build_parser()
+    probe.set_defaults(**dict.fromkeys(vars(parser.parse_args([])), unset))
+    given = vars(probe.parse_args(sys.argv[1:] if argv is None else argv))
+    return {dest for dest, value in given.items() if value is not unset}
+
+
+def ignored_options(
+    args: argparse.Namespace, given: set[str], paths: list[Path] | None, runtime: str
+) -> list[str]:
+    """One warning per option that this call ignores (``given``: the options typed;
+    ``runtime``: the one in use)."""
+    images = args.video is None
+    nothing_drawn = images and args.json is not None and args.savepath is None
+    ignored: list[tuple[str, str]] = []
+    if images:
+        for dest, flag in (("smooth", "--smooth"), ("redetect", "--redetect")):
+            if dest in given:
+                ignored.append((flag, "it applies to video (-v) only"))
+    else:
+        for dest, flag in (("pts", "--pts"), ("heatmaps", "--heatmaps")):
+            if dest in given:
+                ignored.append((flag, "it applies to images, not video (-v)"))
+        for dest, flag in (("benchmark", "-b"), ("max_pixels", "--max-pixels")):
+            if dest in given:
+                ignored.append((flag, "it applies to images, not video (-v)"))
+    if images and args.benchmark:
+        for dest, flag in (("savepath", "-s"), ("json", "--json"), ("pts", "--pts")):
+            if dest in given:
+                ignored.append((flag, "a benchmark (-b) writes nothing"))
+        for dest, flag in (("heatmaps", "--heatmaps"), ("no_boxes", "--no-boxes")):
+            if dest in given:
+                ignored.append((flag, "a benchmark (-b) writes nothing"))
+    elif nothing_drawn:
+        for dest, flag in (
+            ("pts", "--pts"),
+            ("heatmaps", "--heatmaps"),
+            ("no_boxes", "--no-boxes"),
+        ):
+            if dest in given:
+                ignored.append((flag, "with --json and no -s nothing is drawn or saved"))
+    if "benchmark_count" in given and not args.benchmark:
+        ignored.append(("-bc", "it sets the runs of -b, which is not given"))
+    if "model_depth" in given and not args.active_3d:
+        ignored.append(("--model-depth", "depth runs only with -3/--active-3d"))
+    if "model_3d" in given and not args.active_3d:
+        ignored.append(("--model-3d", "the 3D landmark model runs only with -3/--active-3d"))
+    if "env_id" in given and runtime != "ailia":
+        ignored.append(("-e/--env_id", f"it applies to the ailia runtime, not {runtime}"))
+    if "threads" in given and runtime == "ailia":
+        ignored.append(("--threads", "it applies to onnxruntime, not ailia"))
+    messages = [f"{flag} is ignored: {why}" for flag, why in ignored]
+    if images and args.benchmark and paths is not None and len(paths) > 1:
+        messages.append(
+            f"-b times only the first input, {paths[0]} ({len(paths) - 1} more left out)"
+        )
+    return messages
+
+
+def _json_clash(args: argparse.Namespace, paths: list[Path] | None) -> str | None:
     """Why the --json file may not be written, if it names an input or the -s output."""
     if args.json in (None, "-"):
         return None
@@ -247,8 +388,8 @@ def _json_clash(args: argparse.Namespace) -> str | None:
     if args.video is not None:
         inputs = [] if args.video.isdigit() else [Path(args.video)]
     else:
-        inputs = expand_inputs(args.input or [str(SAMPLE_IMAGE)])
-    if any(p.exists() and p.resolve() == target for p in inputs):
+        inputs = paths or []
+    if any(os.path.exists(p) and p.resolve() == target for p in inputs):
         return f"{args.json}: refusing to overwrite an input file with --json"
     if args.savepath is not None and Path(args.savepath).resolve() == target:
         return f"{args.json}: --json and -s name the same file"
@@ -264,10 +405,9 @@ def run_images(aligner: FaceAligner, args: argparse.Namespace, sink: _JsonLines,
     if not paths:
         log.error(f"{' '.join(inputs)}: no images found")
         return 2
-    save = _save_target(args, paths)
-    as_folder = args.savepath is not None and args.savepath.endswith(("/", os.sep))
-    failures = 0
-    taken: set[Path] = set()
+    save, as_folder = _save_target(args, paths)
+    outputs = _output_paths(save, as_folder, inputs) if save is not None else {}
+    failures = saved = 0
     protected = _protected_files(paths)
     for path, image, faces, error in aligner.iter_paths(
         inputs, show_progress_bar=not args.quiet, keep_heatmaps=args.heatmaps
@@ -275,53 +415,108 @@ def run_images(aligner: FaceAligner, args: argparse.Namespace, sink: _JsonLines,
         if error is None and not faces:
             log.warn(f"{path}: no face found")
         if error is None and save is not None:
-            out = None
+            out = outputs[path]
             try:
-                out = _output_path(save, path, len(paths) > 1 or as_folder, taken, set(paths))
                 _write_outputs(out, image, faces, args, protected)
+                saved += 1
             except InputError as exc:
                 error = str(exc)
             except OSError as exc:
-                error = f"{out or save}: cannot write ({exc.strerror or exc})"
+                error = f"{out}: cannot write ({exc.strerror or exc})"
         if error is not None:
             failures += 1
             log.error(error)
         sink.write(_record(path, faces, error, None if image is None else image.shape))
-    if save is not None and failures < len(paths):
+    if saved and as_folder:
+        log.info(f"saved {saved} image{'s' if saved > 1 else ''} to {save}{os.sep}")
+    elif saved:
         log.info(f"saved to {save}")
     return 0 if failures == 0 else 1
 
 
-def _save_target(args: argparse.Namespace, paths: list[Path]) -> Path | None:
-    """Where drawn images go: None (nothing drawn), a file, or a folder."""
+def _save_target(args: argparse.Namespace, paths: list[Path]) -> tuple[Path | None, bool]:
+    """Where drawn images go: (None, False) when nothing is drawn, else (path, is it a
+    folder). -s is a folder for several inputs, a name ending in /, an existing folder or
+    a name without a suffix; without -s, several inputs or a folder go to a new folder."""
     if args.savepath is None:
-        return None if args.json is not None else Path("output.png")
-    return Path(args.savepath)
+        if args.json is not None:
+            return None, False
+        several = len(paths) > 1 or any(os.path.isdir(spec) for spec in args.input or [])
+        return (
+            (Path(DEFAULT_OUTPUT_FOLDER), True) if several else (Path(DEFAULT_OUTPUT_FILE), False)
+        )
+    save = Path(args.savepath)
+    folder = args.savepath.endswith(("/", os.sep)) or os.path.isdir(save) or not save.suffix
+    return save, folder or len(paths) > 1
 
 
-def _output_path(
-    save: Path, source: Path, several: bool, taken: set[Path], inputs: set[Path]
-) -> Path:
-    """The output file for one input; never an input file, never reused in one run.
+def _savepath_problem(args: argparse.Namespace, paths: list[Path] | None) -> str | None:
+    """Why -s cannot take the images, found before any work: a file name (or a file)
+    given for several inputs is never silently turned into a folder, and a file name
+    needs a format we can write."""
+    if paths is None or args.savepath is None or args.benchmark:
+        return None
+    save, as_folder = _save_target(args, paths)
+    name = args.savepath
+    if not as_folder:
+        if save.suffix.lower() not in IMAGE_WRITE_SUFFIXES:
+            return f"{name}: unsupported output image format (use .png or .jpg)"
+        return None
+    # os.path, not pathlib: a name too long for the file system is then just not there.
+    exists = os.path.exists(save)
+    if name.endswith(("/", os.sep)) or os.path.isdir(save) or not (exists or save.suffix):
+        return None
+    what = "is a file" if exists else "names one file"
+    return (
+        f"{name}: -s {what}, but there are {len(paths)} images to save; "
+        f"give a folder (e.g. -s {save.with_suffix('')}{os.sep}), or one input"
+    )
 
-    ``save`` is a folder when there are several inputs, when it is an existing folder,
-    or when it has no suffix (``-s results``); otherwise it is the image file itself.
+
+def _output_paths(save: Path, as_folder: bool, inputs: list[str]) -> dict[Path, Path]:
+    """The output file of every input image.
+
+    Into a folder, each image keeps its place below the folder it was found in (the
+    common folder of all inputs), as NAME.png: sub-folders are kept, so two inputs never
+    share a name. Only images that differ by suffix alone (a.jpg, a.png) get it in the
+    name (a_jpg.png, a_png.png).
     """
-    if several or save.is_dir() or not save.suffix:
-        _check_folder(save)
-        out = save / f"{source.stem}.png"
-        n = 1
-        while out in taken:
+    found = [(path, _base_folder(spec)) for spec in inputs for path in expand_inputs([spec])]
+    if not as_folder:
+        return {path: save for path, _ in found}
+    try:
+        common = Path(os.path.commonpath([os.path.abspath(base) for _, base in found]))
+        relative = {path: Path(os.path.abspath(path)).relative_to(common) for path, _ in found}
+    except ValueError:  # no common folder (Windows drives): names only
+        relative = {path: Path(path.name) for path, _ in found}
+    stems: dict[Path, set[Path]] = {}
+    for path, rel in relative.items():
+        stems.setdefault(rel.with_suffix(""), set()).add(Path(os.path.abspath(path)))
+    outputs: dict[Path, Path] = {}
+    used: set[Path] = set()
+    for path, rel in relative.items():
+        stem = rel.with_suffix("")
+        if len(stems[stem]) > 1:
+            stem = stem.with_name(f"{stem.name}_{rel.suffix.lstrip('.').lower()}")
+        out, n = save / stem.with_name(stem.name + ".png"), 1
+        while out in used:  # only if a.JPG meets a.jpg, or a_jpg.png meets a.jpg
             n += 1
-            out = save / f"{source.stem}_{n}.png"
-    else:
-        out = save
-        if out.suffix.lower() not in IMAGE_WRITE_SUFFIXES:
-            raise InputError(f"{out}: unsupported output image format (use .png or .jpg)")
-    if any(out.resolve() == p.resolve() for p in inputs if p.exists()):
-        raise InputError(f"{out}: refusing to overwrite an input file")
-    taken.add(out)
-    return out
+            out = save / stem.with_name(f"{stem.name}_{n}.png")
+        outputs[path] = out
+        used.add(out)
+    return outputs
+
+
+def _base_folder(spec: str) -> Path:
+    """The folder an input spec names images below: the folder itself, the fixed start
+    of a glob, or a file's folder."""
+    path = Path(spec)
+    if os.path.isdir(path):
+        return path
+    if not os.path.exists(path) and glob.has_magic(spec):
+        fixed = next(i for i, part in enumerate(path.parts) if glob.has_magic(part))
+        return Path(*path.parts[:fixed]) if fixed else Path(".")
+    return path.parent
 
 
 def _protected_files(paths: list[Path]) -> set[Path]:
@@ -330,7 +525,7 @@ def _protected_files(paths: list[Path]) -> set[Path]:
     protected = set()
     for path in paths:
         for candidate in (path, path.with_suffix(".pts")):
-            if candidate.exists():
+            if os.path.exists(candidate):
                 protected.add(candidate.resolve())
     return protected
 
@@ -414,7 +609,7 @@ def run_video(aligner: FaceAligner, args: argparse.Namespace, sink: _JsonLines, 
     from tqdm import tqdm
 
     from util.draw import draw_faces, with_side_view
-    from util.smooth import FaceSmoother
+    from util.tracker import FaceTracker
     from util.video import (
         VideoSink,
         display_available,
@@ -438,9 +633,8 @@ def run_video(aligner: FaceAligner, args: argparse.Namespace, sink: _JsonLines, 
             "no display: not showing a window"
             + ("" if writer else " (use -s out.mp4 to write the annotated video)")
         )
-    smoother = FaceSmoother(rate=fps) if args.smooth else None
+    tracker = FaceTracker(aligner, redetect=args.redetect, smooth=args.smooth, rate=fps)
     frames = 0
-    previous: list[Face] = []
     try:
         for frames, frame in enumerate(
             tqdm(
@@ -448,13 +642,7 @@ def run_video(aligner: FaceAligner, args: argparse.Namespace, sink: _JsonLines, 
             ),
             start=1,
         ):
-            followed = None
-            if (frames - 1) % max(1, args.redetect) != 0:
-                followed = aligner.follow(frame, previous)
-            faces = aligner.align(frame) if followed is None else followed
-            previous = [dataclasses.replace(face) for face in faces]  # unsmoothed
-            if smoother is not None:
-                faces = smoother(faces)
+            faces = tracker.process(frame)
             sink.write(_record(args.video, faces, None, frame.shape, frame=frames - 1))
             if writer is None and not show:
                 continue
@@ -492,11 +680,15 @@ def _show_frame(frame_rgb: np.ndarray) -> bool:
 
 
 def run_benchmark(aligner: FaceAligner, args: argparse.Namespace, log: _Log) -> int:
-    path = expand_inputs(args.input or [str(SAMPLE_IMAGE)])[0]
-    image = read_image(path)
+    paths = expand_inputs(args.input or [str(SAMPLE_IMAGE)])
+    if not paths:
+        log.error(f"{' '.join(args.input)}: no images found")
+        return 2
+    path = paths[0]
+    image = read_image(path, aligner.max_pixels)
     aligner.align(image)  # warm-up: first runs allocate
     aligner.times.seconds.clear()
-    for _ in range(max(1, args.benchmark_count)):
+    for _ in range(args.benchmark_count):  # at least 1: the parser sees to it
         faces = aligner.align(image)
     print(
         f"{path}: {image.shape[1]}x{image.shape[0]}, {len(faces)} face(s), "
@@ -583,9 +775,9 @@ class _JsonLines:
                 os.replace(self.tmp, self.target)
 
 
-def _name(path: Path) -> str:
+def _name(path: str | Path) -> str:
     try:
-        return str(path.relative_to(REPO))
+        return str(Path(path).resolve().relative_to(REPO))
     except ValueError:
         return str(path)
 

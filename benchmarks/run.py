@@ -20,8 +20,9 @@ training.evaluate.match_annotated, metrics from training.evaluate.summarise.
 Speed: per-stage medians (detection on a 640x480 frame, 2D landmarks, depth) at each
 onnxruntime thread count; our landmark step against FAN-4 as a ratio measured in the same
 run (interleaved, so a busy machine slows both alike); end-to-end frames per second on a
-640x480 video through the code path of `face_alignment.py -v`; throughput and memory on
-a folder of N images (in a separate process, so the memory is the tool's alone).
+640x480 video through util.tracker.FaceTracker (the code path of `face_alignment.py -v`);
+throughput and memory on a folder of N images (in a separate process, so the memory is
+the tool's alone).
 
 Writes OUT/report.md, OUT/ced.png and OUT/report.json (raw numbers).
 """
@@ -29,7 +30,6 @@ Writes OUT/report.md, OUT/ced.png and OUT/report.json (raw numbers).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import math
@@ -165,16 +165,6 @@ def _rel(path: Path | str) -> str:
         return str(Path(path).resolve().relative_to(REPO))
     except ValueError:
         return str(path)
-
-
-@contextlib.contextmanager
-def no_display():
-    """Hide the display so the CLI's video path never opens a window while timed."""
-    saved = {k: os.environ.pop(k) for k in ("DISPLAY", "WAYLAND_DISPLAY") if k in os.environ}
-    try:
-        yield
-    finally:
-        os.environ.update(saved)
 
 
 # --------------------------------------------------------------------------- the systems
@@ -650,27 +640,15 @@ def stage_timing(
 def run_video_benchmark(
     setup: Setup, video: Path, threads: int, with_depth: bool, frames: int
 ) -> dict:
-    """Frames per second through face_alignment.py's video path with its defaults (no
-    window, no output file: read frame, detect every --redetect frames and follow the
-    faces in between, landmarks, JSON record), models loaded beforehand."""
+    """Frames per second through the video path the tool uses (util.tracker.FaceTracker
+    with the command line's defaults, as `face_alignment.py -v FILE` runs it with no
+    window and no output file): read frame, follow the faces from their landmarks with
+    the detector every 10th frame for new ones, JSON record; models loaded beforehand."""
     import cv2
 
-    import face_alignment as cli
+    from util.tracker import FaceTracker
+    from util.video import read_frames
 
-    argv = [
-        "-v",
-        str(video),
-        "--onnx",
-        "--threads",
-        str(threads),
-        "--model-2d",
-        str(setup.model_2d),
-    ]
-    if setup.detector:
-        argv += ["--detector", str(setup.detector)]
-    if with_depth:
-        argv += ["-3", "--model-depth", str(setup.model_depth)]
-    args = cli.build_parser().parse_args(argv)
     aligner = make_aligner(
         setup, setup.model_2d, setup.model_depth if with_depth else None, threads
     )
@@ -682,27 +660,18 @@ def run_video_benchmark(
             aligner.align(np.ascontiguousarray(first[..., ::-1]))
     aligner.times.seconds.clear()
 
-    class Quiet:
-        def info(self, message: str) -> None:
-            pass
-
-        warn = error = info
-
-    class CountFrames:
-        """The JSON sink: counts the records, one per frame read."""
-
-        frames = 0
-
-        def write(self, record: dict) -> None:
-            self.frames += 1
-
-    with no_display():
-        start = time.perf_counter()
-        sink = CountFrames()
-        status = cli.run_video(aligner, args, sink, Quiet())
-        elapsed = time.perf_counter() - start
-    # Not the detector's calls: between detections faces are followed (--redetect).
-    done = sink.frames
+    tracker = FaceTracker(aligner)  # the command line's defaults: --redetect 10, no smoothing
+    capture = cv2.VideoCapture(str(video))
+    done = 0
+    start = time.perf_counter()
+    try:
+        for frame in read_frames(capture):
+            record = [face.to_json() for face in tracker.process(frame)]
+            json.dumps({"frame": done, "faces": record})
+            done += 1
+    finally:
+        capture.release()
+    elapsed = time.perf_counter() - start
     return {
         "threads": threads,
         "depth": with_depth,
@@ -710,7 +679,7 @@ def run_video_benchmark(
         "faces": len(aligner.times.seconds.get("landmarks", [])),
         "seconds": elapsed,
         "fps": done / elapsed if elapsed > 0 else None,
-        "status": status,
+        "status": 0 if done else 1,
     }
 
 
@@ -1006,9 +975,10 @@ def write_report(
                 "",
                 "### End to end, video",
                 "",
-                f"{video['file']}, through face_alignment.py's video path with its defaults "
-                "(`-v FILE`: read frame, BlazeFace every 10th frame and the faces followed "
-                "from their landmarks in between, landmarks, JSON record; no window, no "
+                f"{video['file']}, through the video path of face_alignment.py (FaceTracker) "
+                "with its defaults (`-v FILE`: read frame, the faces followed from their "
+                "landmarks and BlazeFace every 10th frame for new ones, JSON record; no "
+                "window, no "
                 "output video), models "
                 f"loaded and warmed up first. Target: {VIDEO_FPS_TARGET:.0f} fps with the 2D "
                 "model on 2 threads.",

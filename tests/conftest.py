@@ -26,6 +26,7 @@ class TinyModels:
     fan2d: Path
     depth: Path
     fan2d_presence: Path  # our contract: heatmaps and a presence output
+    fan3d: Path  # the 3D-convention part of a network with both conventions' maps
 
 
 @pytest.fixture(scope="session")
@@ -44,7 +45,10 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
         ORIGINAL_FAN_SPEC, extra=ORIGINAL_FAN_SPEC.extra | {"crop_shift_y": 0.0}
     )
     models = TinyModels(
-        folder / "fan2d_tiny.onnx", folder / "depth_tiny.onnx", folder / "fan2d_presence.onnx"
+        folder / "fan2d_tiny.onnx",
+        folder / "depth_tiny.onnx",
+        folder / "fan2d_presence.onnx",
+        folder / "fan3d_tiny.onnx",
     )
     export_onnx(LastStack(FAN(stacks=1, channels=16, depth=2)), models.fan2d, fan_spec)
     presence_spec = dataclasses.replace(
@@ -58,4 +62,8 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
         output_name=["heatmaps", "presence"],
     )
     export_onnx(DepthNet(width=8), models.depth, ORIGINAL_DEPTH_SPEC, input_channels=71)
+    both = FAN(stacks=1, channels=16, depth=2, block="post", landmarks_3d=68)
+    export_onnx(
+        LastStack(both, "3d"), models.fan3d, dataclasses.replace(fan_spec, kind="fan3d")
+    )
     return models

@@ -110,8 +110,15 @@ def video_frames(path: Path) -> tuple[int, int, int]:
 
 @pytest.fixture(scope="module")
 def models(tiny_models) -> list[str]:  # noqa: ANN001
-    """The flags that point the CLI at the tiny models."""
-    return ["--model-2d", str(tiny_models.fan2d), "--model-depth", str(tiny_models.depth)]
+    """The flag that points the CLI at the tiny 2D model (--model-depth without -3
+    would be warned about as ignored)."""
+    return ["--model-2d", str(tiny_models.fan2d)]
+
+
+@pytest.fixture(scope="module")
+def models_3d(tiny_models, models: list[str]) -> list[str]:  # noqa: ANN001
+    """The flags that point the CLI at both tiny models, for -3."""
+    return [*models, "--model-depth", str(tiny_models.depth)]
 
 
 @pytest.fixture(scope="module")
@@ -238,9 +245,9 @@ def test_json_to_stdout_pts_and_heatmaps(tmp_path: Path, models: list[str]) -> N
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png", "out.pts", "out_heatmaps.png"]
 
 
-def test_active_3d_adds_depth_and_side_panel(tmp_path: Path, models: list[str]) -> None:
+def test_active_3d_adds_depth_and_side_panel(tmp_path: Path, models_3d: list[str]) -> None:
     flags = ["-q", "--active-3d", "-s", "out.png", "--json", "r.json"]
-    result = run_cli(*models, *flags, cwd=tmp_path)
+    result = run_cli(*models_3d, *flags, cwd=tmp_path)
     assert_ok(result)
     (record,) = json_lines((tmp_path / "r.json").read_text(encoding="utf-8"))
     check_record_schema(record, with_3d=True)
@@ -330,10 +337,10 @@ def test_folder_without_images(tmp_path: Path, models: list[str]) -> None:
 
 
 @pytest.mark.parametrize("flag", ["--model-2d", "--model-depth"])
-def test_missing_and_corrupt_models(tmp_path: Path, models: list[str], flag: str) -> None:
+def test_missing_and_corrupt_models(tmp_path: Path, models_3d: list[str], flag: str) -> None:
     (tmp_path / "corrupt.onnx").write_bytes(b"\x08\x07not a model" * 20)
     for name, problem in (("absent.onnx", "model file not found"), ("corrupt.onnx", "cannot")):
-        result = run_cli(*models, "-q", "--active-3d", flag, name, cwd=tmp_path)
+        result = run_cli(*models_3d, "-q", "--active-3d", flag, name, cwd=tmp_path)
         assert result.returncode == 2
         assert_one_line_error(result, name, problem)
     assert not (tmp_path / "output.png").exists()
@@ -451,9 +458,9 @@ def test_video_in_video_out(tmp_path: Path, models: list[str], video: Path) -> N
     assert names == ["sortie é.mp4", "v.jsonl", "vidéo 動画.mp4"]
 
 
-def test_video_smooth_3d(tmp_path: Path, models: list[str], video: Path) -> None:
+def test_video_smooth_3d(tmp_path: Path, models_3d: list[str], video: Path) -> None:
     result = run_cli(
-        *models, "-q", "-v", video, "-s", "out.avi", "--smooth", "--active-3d", "--json", "-",
+        *models_3d, "-q", "-v", video, "-s", "out.avi", "--smooth", "--active-3d", "--json", "-",
         cwd=tmp_path,
     )  # fmt: skip
     assert_ok(result)
@@ -489,8 +496,8 @@ def test_unwritable_video_output(tmp_path: Path, models: list[str], video: Path)
 # -- benchmark ---------------------------------------------------------------------------------
 
 
-def test_benchmark_prints_stage_medians(tmp_path: Path, models: list[str]) -> None:
-    result = run_cli(*models, "-q", "-b", "-bc", "2", "--active-3d", cwd=tmp_path)
+def test_benchmark_prints_stage_medians(tmp_path: Path, models_3d: list[str]) -> None:
+    result = run_cli(*models_3d, "-q", "-b", "-bc", "2", "--active-3d", cwd=tmp_path)
     assert_ok(result)
     lines = result.stdout.splitlines()
     assert "1 face(s)" in lines[0] and "2 runs" in lines[0]

@@ -176,9 +176,9 @@ def test_turned_face_synthesis() -> None:
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (320, 400, 3), dtype=np.uint8)
     z = face_depths(prior, points[None])[0]
-    same, labels = turn_face(image, points, z, 0.0)
+    same, labels, _ = turn_face(image, points, z, 0.0)
     np.testing.assert_allclose(labels, points, atol=1e-3)
-    turned, labels = turn_face(image, points, z, 35.0)
+    turned, labels, _ = turn_face(image, points, z, 35.0)
     assert turned.shape == image.shape and turned.dtype == np.uint8
     assert labels[30, 0] > points[30, 0] + 5  # the nose moved right
     # the far (right-hand) jaw above the chin stays on the outline, outside the mouth

@@ -87,13 +87,21 @@ def make_crop(
     stats: dict[str, float],
     rng: np.random.Generator | None,
     augment: bool,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(crop uint8 RGB, points in crop pixels), augmented when ``augment``."""
+    carry: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(crop uint8 RGB, points in crop pixels, ``carry`` in crop pixels), augmented when
+    ``augment``. ``carry``: another (68, 2) set of the face's landmarks (the 3D
+    convention's), moved with the crop; the box comes from ``face.points``."""
     image, points = face.image, face.points.astype(np.float64)
+    if carry is not None:
+        carry = np.asarray(carry, np.float64)
     if augment and rng.random() < 0.5:
         image = image[:, ::-1]
         points = points[MIRROR_PERMUTATION].copy()
         points[:, 0] = image.shape[1] - 1 - points[:, 0]
+        if carry is not None:
+            carry = carry[MIRROR_PERMUTATION].copy()
+            carry[:, 0] = image.shape[1] - 1 - carry[:, 0]
     box = detector_box(points, stats, rng if augment else None, jitter=1.5)
     centre, side = crop_box(box, crop.scale, crop.shift_y)
     angle = 0.0
@@ -110,7 +118,8 @@ def make_crop(
         if rng.random() < 0.12:
             out = frame_edge(out, pts, rng)
         out = photometric(out, rng)
-    return out, pts.astype(np.float32)
+    carried = None if carry is None else transform_points(carry, matrix).astype(np.float32)
+    return out, pts.astype(np.float32), carried
 
 
 def frame_edge(crop: np.ndarray, points: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Evaluate the whole pipeline (BlazeFace, crop, FAN model, decode) on annotated images.
 
     python training/evaluate.py                                   # shipped model, 300w/val
+    python training/evaluate.py --precision fp32                  # its fp32 file, not int8
     python training/evaluate.py --model-2d 2DFAN-4.onnx --data my/folder --ced ced.png
     python training/evaluate.py --wild          # + rotation sweep, close-ups, non-faces
 
@@ -166,13 +167,23 @@ def evaluate_folder(aligner, samples: list[Sample], progress: bool = True) -> tu
     return summarise(io_errors, box_errors, misses), records
 
 
+# Faces with a larger inter-ocular distance (image pixels) count as large: a bias that
+# is a fixed share of the face in the model's crop grows with the face in pixels.
+LARGE_FACE_IO = 100.0
+
+
 def summarise_offsets(samples: list[Sample], records: list[dict]) -> dict[str, dict]:
-    """Per source (name prefix): mean signed x, y offset of all points, % inter-ocular."""
+    """Per source (name prefix) and face size (small / large, see LARGE_FACE_IO): mean
+    signed x, y offset of all points, in % of the inter-ocular distance."""
     by_source: dict[str, list[np.ndarray]] = {}
     for sample, record in zip(samples, records, strict=True):
         if "offset_io" in record:
-            source = sample.image.stem.split("_")[0]
-            by_source.setdefault(source, []).append(np.asarray(record["offset_io"]))
+            size = "large" if inter_ocular(sample.points) > LARGE_FACE_IO else "small"
+            for key in (
+                sample.image.stem.split("_")[0],
+                f"{sample.image.stem.split('_')[0]}/{size}",
+            ):
+                by_source.setdefault(key, []).append(np.asarray(record["offset_io"]))
     return {
         source: {
             "faces": len(v),
@@ -249,8 +260,11 @@ def non_face_pictures() -> list[tuple[str, np.ndarray]]:
     return pictures
 
 
-def evaluate_wild(aligner, samples: list[Sample], angles: list[float], count: int) -> dict:
-    """Rotation sweep, close-ups and non-faces (see the module docstring)."""
+def evaluate_wild(
+    aligner, samples: list[Sample], angles: list[float], count: int, everything: bool = True
+) -> dict:
+    """Rotation sweep, close-ups and non-faces (see the module docstring); without
+    ``everything`` only the close-ups and whole photos."""
     from tqdm import tqdm
 
     from util.io import read_image
@@ -258,23 +272,23 @@ def evaluate_wild(aligner, samples: list[Sample], angles: list[float], count: in
     chosen = samples[:: max(1, len(samples) // count)][:count]
     images = [(read_image(s.image), s.points) for s in chosen]
     report: dict = {"rotation": {}}
-    for angle in tqdm([0.0, *angles], desc="rotations", unit="angle"):
+    for angle in tqdm([0.0, *angles] if everything else [], desc="rotations", unit="angle"):
         turned = [turn_image(image, points, angle) for image, points in images]
         report["rotation"][str(angle)] = score_faces(aligner, turned)
     whole = [(read_image(s.image), s.points) for s in samples]
     report["whole"] = score_faces(aligner, tqdm(whole, desc="whole photos", unit="img"))
     cut = [close_up(image, points) for image, points in whole]
     report["close_up"] = score_faces(aligner, tqdm(cut, desc="close-ups", unit="img"))
-    pictures = non_face_pictures()
+    pictures = non_face_pictures() if everything else []
     with_face = [name for name, image in pictures if aligner.align(image)]
     report["non_face"] = {"images": len(pictures), "with_face": with_face}
     return report
 
 
 def print_wild(report: dict) -> None:
-    upright = report["rotation"]["0.0"]["nme_io_mean"]
     print("\nrotation (degrees): faces, misses, NME io %, ratio to upright")
     for angle, m in report["rotation"].items():
+        upright = report["rotation"]["0.0"]["nme_io_mean"]
         print(
             f"  {float(angle):>6.0f}  {m['faces']:>4} {m['misses']:>4} "
             f"{100 * m['nme_io_mean']:>7.2f}  {m['nme_io_mean'] / upright:>5.2f}x"
@@ -298,6 +312,12 @@ def main() -> int:
     )
     parser.add_argument("--data", type=Path, nargs="+", default=[DEFAULT_DATA])
     parser.add_argument("--model-2d", default=None, help="FAN-format ONNX (default: shipped)")
+    parser.add_argument(
+        "--precision",
+        choices=["int8", "fp32"],
+        default="int8",
+        help="without --model-2d: the shipped model's int8 file when there (as the tool), or fp32",
+    )
     parser.add_argument("--detector", default=None, help="BlazeFace ONNX (default: shipped)")
     parser.add_argument("--ced", type=Path, default=Path("ced.png"), help="CED plot to write")
     parser.add_argument("--json", type=Path, default=None, help="per-image errors as JSON")
@@ -313,6 +333,13 @@ def main() -> int:
         "--angles", type=float, nargs="+", default=[45.0, 90.0, 135.0, 180.0, 270.0]
     )
     parser.add_argument("--rotation-faces", type=int, default=40)
+    parser.add_argument("--limit", type=int, default=None, help="first N images per folder")
+    parser.add_argument(
+        "--recrop-iou", type=float, default=None, help="FaceAligner's recrop_iou (default: its own)"
+    )
+    parser.add_argument(
+        "--close-ups-only", action="store_true", help="with --wild: only close-ups and whole"
+    )
     args = parser.parse_args()
 
     from util.aligner import FaceAligner
@@ -323,12 +350,14 @@ def main() -> int:
         runtime="onnxruntime",
         threads=args.threads,
         flip=args.flip,
+        precision=args.precision,
+        **({} if args.recrop_iou is None else {"recrop_iou": args.recrop_iou}),
     )
     name = Path(args.model_2d).stem if args.model_2d else aligner.landmark_model.model.path.stem
     print(TABLE_HEADER)
     curves, report = {}, {}
     for folder in args.data:
-        samples = load_annotated(folder)
+        samples = load_annotated(folder)[: args.limit]
         if not samples:
             print(f"{folder}: no images with .pts files", file=sys.stderr)
             return 2
@@ -344,7 +373,9 @@ def main() -> int:
         curves[label] = np.array([r["nme_io"] for r in records if "nme_io" in r])
         report[str(folder)] = {"metrics": metrics, "offsets": offsets, "images": records}
         if args.wild:
-            wild = evaluate_wild(aligner, samples, args.angles, args.rotation_faces)
+            wild = evaluate_wild(
+                aligner, samples, args.angles, args.rotation_faces, not args.close_ups_only
+            )
             print_wild(wild)
             report[str(folder)]["wild"] = wild
     if plot_ced(curves, args.ced, "Cumulative error distribution, end to end"):

@@ -102,6 +102,11 @@ class FAN(nn.Module):
     With ``presence`` it also has a small face-presence head (``forward_all``): a logit
     from the last stack's pooled features and its heatmaps' maxima, trained with
     non-face crops, so the tool can drop detections that hold no face.
+
+    With ``landmarks_3d`` every stack has a second set of heatmaps after the first
+    ``landmarks``: the same points in the 3D convention (projections of the 3D
+    landmarks, the far jaw seen through the cheek). One trunk serves both conventions;
+    each ships as its own file (``LastStack(net, part)``).
     """
 
     def __init__(
@@ -112,6 +117,7 @@ class FAN(nn.Module):
         landmarks: int = 68,
         block: str = "pre",
         presence: bool = False,
+        landmarks_3d: int = 0,
     ) -> None:
         super().__init__()
         self.config = {
@@ -120,7 +126,9 @@ class FAN(nn.Module):
             "depth": depth,
             "block": block,
             "presence": presence,
-        }
+        } | ({"landmarks_3d": landmarks_3d} if landmarks_3d else {})
+        self.landmarks = landmarks
+        maps = landmarks + landmarks_3d
         Block = BLOCKS[block]
         stem = channels // 2
         self.stem = nn.Sequential(
@@ -144,12 +152,12 @@ class FAN(nn.Module):
             )
             for _ in range(stacks)
         )
-        self.heads = nn.ModuleList(nn.Conv2d(channels, landmarks, 1) for _ in range(stacks))
+        self.heads = nn.ModuleList(nn.Conv2d(channels, maps, 1) for _ in range(stacks))
         self.merge_features = nn.ModuleList(
             nn.Conv2d(channels, channels, 1) for _ in range(stacks - 1)
         )
         self.merge_heads = nn.ModuleList(
-            nn.Conv2d(landmarks, channels, 1) for _ in range(stacks - 1)
+            nn.Conv2d(maps, channels, 1) for _ in range(stacks - 1)
         )
 
         self.presence = (
@@ -158,22 +166,29 @@ class FAN(nn.Module):
             else None
         )
 
-    def forward_all(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-        """(every stack's heatmaps, presence logit (B,) or None)."""
+    def forward_all(
+        self, x: torch.Tensor, last: slice | None = None
+    ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """(every stack's heatmaps, presence logit (B,) or None). ``last``: compute only
+        these maps of the last stack (an exported part needs no others)."""
         x = self.stem(x)
         outputs = []
         for i, (hourglass, features, head) in enumerate(
             zip(self.hourglasses, self.features, self.heads, strict=True)
         ):
             feat = features(hourglass(x))
-            heat = head(feat)
+            if last is not None and i == len(self.heads) - 1:
+                heat = nn.functional.conv2d(feat, head.weight[last], head.bias[last])
+            else:
+                heat = head(feat)
             outputs.append(heat)
             if i < len(self.merge_features):
                 x = x + self.merge_features[i](feat) + self.merge_heads[i](heat)
         logit = None
-        if self.presence is not None:
-            pooled = torch.cat([feat.mean((2, 3)), heat.amax((2, 3))], 1)
-            logit = self.presence(pooled)[:, 0]
+        if self.presence is not None and (last is None or last.start in (None, 0)):
+            # The 2D maps only, so the 2D part's presence needs no 3D maps.
+            peaks = heat[:, : self.landmarks].amax((2, 3))
+            logit = self.presence(torch.cat([feat.mean((2, 3)), peaks], 1))[:, 0]
         return outputs, logit
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -182,17 +197,44 @@ class FAN(nn.Module):
 
 class LastStack(nn.Module):
     """Export wrapper: the last stack's heatmaps, as the original FAN ONNX, and for
-    models with a presence head a second output, the probability (N, 1) of a face."""
+    models with a presence head a second output, the probability (N, 1) of a face.
 
-    def __init__(self, net: nn.Module) -> None:
+    ``part``: "2d" (the default) or "3d", for a network with both conventions' maps;
+    the 3D part has heatmaps only, as 3DFAN-4."""
+
+    def __init__(self, net: nn.Module, part: str = "2d") -> None:
         super().__init__()
-        self.net = net
+        self.net, self.part = net, part
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        heatmaps, logit = self.net.forward_all(x)
-        if logit is None:
+        if not hasattr(self.net, "forward_all"):  # e.g. the FAN-4 benchmark network
+            return self.net(x)[-1]
+        n = self.net.landmarks
+        last = slice(0, n) if self.part == "2d" else slice(n, None)
+        heatmaps, logit = self.net.forward_all(x, last)
+        if logit is None or self.part != "2d":
             return heatmaps[-1]
         return heatmaps[-1], torch.sigmoid(logit)[:, None]
+
+
+def widen_to_3d(state: dict, net: FAN) -> None:
+    """Load a 2D-only network's weights into ``net`` (which has 3D maps too): the 3D
+    heads start as copies of the 2D ones (the conventions agree on frontal faces), and
+    what reads the 3D maps starts at zero, so the widened network computes what the
+    2D one did."""
+    own = net.state_dict()
+    n = net.landmarks
+    for key, value in state.items():
+        target = own[key]
+        if target.shape == value.shape:
+            own[key] = value
+        elif key.startswith("heads."):  # (maps, C, 1, 1) or (maps,)
+            own[key] = torch.cat([value, value[: target.shape[0] - n]], 0)
+        elif key.startswith("merge_heads.") and key.endswith("weight"):  # (C, maps, 1, 1)
+            own[key] = torch.cat([value, torch.zeros_like(value[:, : target.shape[1] - n])], 1)
+        else:
+            raise ValueError(f"{key}: {tuple(value.shape)} does not fit {tuple(target.shape)}")
+    net.load_state_dict(own)
 
 
 def count_macs(net: nn.Module, size: int = 256, channels: int = 3) -> int:

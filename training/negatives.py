@@ -52,7 +52,19 @@ class NegativeCrops:
             (self.texture, 0.2),
             (self.text, 0.05),
             (self.photo, 0.1 if self.photos else 0.0),
+            (self.turned_face, 0.0),
         ]
+
+    def with_turned_faces(self, share: float) -> NegativeCrops:
+        """Make ``share`` of the negatives whole faces turned 110-250 degrees in the
+        image plane: BlazeFace fires on upside-down faces as if they were upright, and
+        the tool's upright check then has the presence score to go on."""
+        rest = sum(w for make, w in self.kinds if make != self.turned_face)
+        self.kinds = [
+            (make, share * rest / (1 - share) if make == self.turned_face else w)
+            for make, w in self.kinds
+        ]
+        return self
 
     def __call__(self, rng: np.random.Generator) -> np.ndarray:
         weights = np.array([w for _, w in self.kinds])
@@ -95,6 +107,17 @@ class NegativeCrops:
             centre = (lo + hi) / 2 + direction * face_size * float(rng.uniform(1.0, 1.4))
             side = face_size * float(rng.uniform(1.0, 1.6))
         return self._window(face.image, centre, side, rng)
+
+    def turned_face(self, rng: np.random.Generator) -> np.ndarray:
+        """A whole face, cropped as the detector would, but upside down or nearly."""
+        face = self.faces[int(rng.integers(len(self.faces)))]
+        lo, hi = face.points.min(0), face.points.max(0)
+        face_size = float(np.sqrt(np.prod(hi - lo)))
+        centre = (lo + hi) / 2 + rng.normal(0, 0.05 * face_size, 2)
+        side = face_size * 1.6 * float(np.exp(rng.normal(0, 0.1)))
+        angle = float(rng.uniform(110, 250))
+        matrix = crop_matrix(np.asarray(centre, np.float64), side, self.size, angle)
+        return warp_crop(np.ascontiguousarray(face.image), matrix, self.size)
 
     def jigsaw(self, rng: np.random.Generator) -> np.ndarray:
         """A face crop cut into a grid and shuffled: face texture, no face layout."""

@@ -118,9 +118,15 @@ def _outline_x(
 
 
 def turn_face(
-    image: np.ndarray, points: np.ndarray, z: np.ndarray, yaw_deg: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """The face turned by ``yaw_deg`` about its vertical axis: (image, 68 labels, 2D)."""
+    image: np.ndarray,
+    points: np.ndarray,
+    z: np.ndarray,
+    yaw_deg: float,
+    carry: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The face turned by ``yaw_deg`` about its vertical axis: (image, 68 labels in the
+    2D convention, ``carry`` turned). ``carry``: (K, 3) points x, y, z in the same frame
+    as ``points`` and ``z`` (the 3D-convention landmarks), turned with the face."""
     mesh = _mesh(np.asarray(points, np.float64), np.asarray(z, np.float64), image.shape[:2])
     yaw = np.deg2rad(yaw_deg)
     cx = float(mesh["centre"][0])
@@ -153,7 +159,8 @@ def turn_face(
         x = _outline_x(turned, face_tris, float(labels[j, 1]), side)
         if x is not None and (x - labels[j, 0]) * side > 0:
             labels[j, 0] = x
-    return out, labels.astype(np.float32)
+    carried = None if carry is None else _turn(np.asarray(carry, np.float64), cx, yaw)
+    return out, labels.astype(np.float32), carried
 
 
 def facing(points: np.ndarray) -> float:

@@ -11,6 +11,7 @@ the training faces by training/calibrate.py.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 import time
@@ -34,8 +35,9 @@ from training.data import (  # noqa: E402
     validation_crop,
 )
 from training.export import export_onnx  # noqa: E402
+from training.labels_3d import lift_to_3d  # noqa: E402
 from training.losses import adaptive_wing, foreground_weight, integral_loss, weighted_mse  # noqa: E402
-from training.model import FAN, LastStack, count_macs  # noqa: E402
+from training.model import FAN, LastStack, count_macs, widen_to_3d  # noqa: E402
 from training.negatives import NegativeCrops  # noqa: E402
 from training.runlog import RunLog, StopFlag  # noqa: E402
 from training.synthesis import face_depths, random_yaw, turn_face  # noqa: E402
@@ -56,7 +58,12 @@ CENTROID_RADIUS = 32
 
 class TrainSet(torch.utils.data.Dataset):
     """Augmented face crops, then ``negative_share`` as many non-face crops (label 0,
-    zero maps: they train only the presence output)."""
+    zero maps: they train only the presence output).
+
+    With ``labels_3d`` each face also has its 3D-convention landmarks (maps 68-135),
+    and half of the turned faces turn up to ``most_3d`` degrees; the 2D maps of faces
+    turned more than ``most_2d`` are not trained (the re-rendering smears there, and
+    the 2D convention's outline with it)."""
 
     def __init__(
         self,
@@ -67,16 +74,24 @@ class TrainSet(torch.utils.data.Dataset):
         seed: int,
         negative_share: float = 0.0,
         turn_share: float = 0.0,
+        turned_negatives: float = 0.0,
+        labels_3d: bool = False,
+        most_2d: float = 45.0,
+        most_3d: float = 75.0,
     ) -> None:
         self.faces, self.crop, self.stats, self.sigma, self.seed = faces, crop, stats, sigma, seed
-        self.negatives = NegativeCrops(faces, crop.size) if negative_share > 0 else None
-        # Depth of every face from the shape prior, for the out-of-plane turns.
-        self.turn_share = turn_share
-        self.depths = (
-            face_depths(ShapePrior.load(SHAPE_PRIOR), np.stack([f.points for f in faces]))
-            if turn_share > 0
+        self.negatives = (
+            NegativeCrops(faces, crop.size).with_turned_faces(turned_negatives)
+            if negative_share > 0
             else None
         )
+        # Depth of every face from the shape prior, for the out-of-plane turns.
+        self.turn_share, self.most_2d, self.most_3d = turn_share, most_2d, most_3d
+        prior = ShapePrior.load(SHAPE_PRIOR)
+        points = np.stack([f.points for f in faces])
+        self.depths = face_depths(prior, points) if turn_share > 0 else None
+        self.points_3d = lift_to_3d(prior, points) if labels_3d else None
+        self.maps = 136 if labels_3d else 68
         self.n_negatives = round(negative_share * len(faces)) if self.negatives else 0
         self.epoch = 0
 
@@ -85,20 +100,32 @@ class TrainSet(torch.utils.data.Dataset):
 
     def __getitem__(
         self, index: int
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(crop, target maps, targets in heatmap px, is a face, train the 2D maps)."""
         rng = np.random.default_rng([self.seed, self.epoch, index])
+        train_2d = 1.0
         if index >= len(self.faces):
             image = self.negatives(rng)
             image = photometric(image, rng)
-            target = np.zeros((68, HEATMAP_SIZE, HEATMAP_SIZE), np.float32)
-            hm_points, is_face = np.zeros((68, 2), np.float32), 0.0
+            target = np.zeros((self.maps, HEATMAP_SIZE, HEATMAP_SIZE), np.float32)
+            hm_points, is_face = np.zeros((self.maps, 2), np.float32), 0.0
         else:
             face = self.faces[index]
+            carry = None if self.points_3d is None else self.points_3d[index]
             if self.depths is not None and rng.random() < self.turn_share:
-                yaw = random_yaw(face.points, rng)
-                turned, labels = turn_face(face.image, face.points, self.depths[index], yaw)
+                wide = self.points_3d is not None and rng.random() < 0.5
+                yaw = random_yaw(face.points, rng, self.most_3d if wide else self.most_2d)
+                turned, labels, carry = turn_face(
+                    face.image, face.points, self.depths[index], yaw, carry
+                )
                 face = Face(face.name, turned, labels)
-            image, points = make_crop(face, self.crop, self.stats, rng, augment=True)
+                train_2d = float(abs(yaw) <= self.most_2d)
+            image, points, points_3d = make_crop(
+                face, self.crop, self.stats, rng, augment=True,
+                carry=None if carry is None else carry[:, :2],
+            )  # fmt: skip
+            if points_3d is not None:
+                points = np.concatenate([points, points_3d])
             hm_points = crop_to_heatmap(points, self.crop.size, HEATMAP_SIZE)
             target, is_face = gaussian_maps(hm_points, HEATMAP_SIZE, self.sigma), 1.0
         x = torch.from_numpy(image.transpose(2, 0, 1).astype(np.float32) / 255.0)
@@ -107,6 +134,7 @@ class TrainSet(torch.utils.data.Dataset):
             torch.from_numpy(target),
             torch.from_numpy(hm_points.astype(np.float32)),
             torch.tensor(is_face),
+            torch.tensor(train_2d),
         )
 
 
@@ -124,21 +152,36 @@ def validation_crops(faces: list[Face], crop: CropSettings, stats: dict):
 DECODINGS = ("dark", "centroid")
 
 
-def evaluate(net: FAN, x: torch.Tensor, inverses: list, faces: list[Face], crop_size: int) -> dict:
+def evaluate(
+    net: FAN,
+    x: torch.Tensor,
+    inverses: list,
+    faces: list[Face],
+    crop_size: int,
+    points_3d: np.ndarray | None = None,
+) -> dict:
     """Validation NME (inter-ocular) with each decoding the tool offers: the refined
-    heatmap peak ("dark") and the positive centroid the integral loss trains."""
+    heatmap peak ("dark") and the positive centroid the integral loss trains; with
+    ``points_3d``, also the 3D maps' centroid NME against those (lifted) labels."""
     net.eval()
     errors: dict[str, list[float]] = {method: [] for method in DECODINGS}
+    errors_3d = []
     with torch.no_grad():
         for start in range(0, len(faces), 16):
             heat = net(x[start : start + 16].contiguous(memory_format=torch.channels_last))[-1]
             for k, maps in enumerate(heat.numpy()):
                 i = start + k
+                iod = inter_ocular(faces[i].points)
                 for method in DECODINGS:
-                    peaks, _ = decode(maps, method)
+                    peaks, _ = decode(maps[:68], method)
                     in_crop = heatmap_to_crop(peaks, crop_size, HEATMAP_SIZE)
                     pts = transform_points(in_crop, inverses[i])
-                    errors[method].append(nme(pts, faces[i].points, inter_ocular(faces[i].points)))
+                    errors[method].append(nme(pts, faces[i].points, iod))
+                if points_3d is not None:
+                    peaks, _ = decode(maps[68:], "centroid")
+                    pts = transform_points(heatmap_to_crop(peaks, crop_size, HEATMAP_SIZE),
+                                           inverses[i])  # fmt: skip
+                    errors_3d.append(nme(pts, points_3d[i, :, :2], iod))
     net.train()
     result = {}
     for method, values in errors.items():
@@ -150,6 +193,8 @@ def evaluate(net: FAN, x: torch.Tensor, inverses: list, faces: list[Face], crop_
             f"{prefix}fail_8": float((values > 0.08).mean()),
         }
     best = min(DECODINGS, key=lambda m: result["nme_mean" if m == "dark" else f"{m}_nme_mean"])
+    if errors_3d:
+        result["nme_3d_mean"] = float(np.mean(errors_3d))
     return result | {"best_decode": best}
 
 
@@ -196,6 +241,28 @@ def main() -> None:
         default=0.3,
         help="share of face crops turned out of plane by training/synthesis.py",
     )
+    parser.add_argument(
+        "--turned-negatives",
+        type=float,
+        default=0.0,
+        help="share of the non-face crops that are faces turned 110-250 deg in the image",
+    )
+    parser.add_argument(
+        "--out-3d",
+        type=Path,
+        default=None,
+        help="also train 3D-convention maps (training/labels_3d.py) on the same trunk, "
+        "and export them here (e.g. models/fan3d_compact.onnx)",
+    )
+    parser.add_argument(
+        "--most-3d", type=float, default=75.0, help="largest synthesized turn for the 3D maps"
+    )
+    parser.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="start from this checkpoint's network (a 2D-only one is widened for --out-3d)",
+    )
     parser.add_argument("--sigma", type=float, default=1.5, help="heatmap Gaussian, heatmap px")
     parser.add_argument("--loss", choices=["awing", "mse"], default="awing")
     parser.add_argument("--integral-weight", type=float, default=0.05)
@@ -222,12 +289,42 @@ def main() -> None:
     val_faces = load_folder(args.data / "val", args.limit)
     print(f"train {len(train_faces)} faces, val {len(val_faces)} faces", flush=True)
     val_x, val_inv = validation_crops(val_faces, crop, stats)
+    with_3d = args.out_3d is not None
+    val_3d = (
+        lift_to_3d(ShapePrior.load(SHAPE_PRIOR), np.stack([f.points for f in val_faces]))
+        if with_3d
+        else None
+    )
 
-    net = FAN(args.stacks, args.channels, block=args.block, presence=args.negatives > 0)
+    net = FAN(
+        args.stacks,
+        args.channels,
+        block=args.block,
+        presence=args.negatives > 0,
+        landmarks_3d=68 if with_3d else 0,
+    )
+    if args.init is not None and not args.resume:
+        state = torch.load(args.init, weights_only=False)["net"]
+        if with_3d and state["heads.0.weight"].shape[0] == 68:
+            widen_to_3d(state, net)
+        else:
+            net.load_state_dict(state)
+        print(f"initialised from {args.init}", flush=True)
     macs = count_macs(net)
     net = net.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
-    dataset = TrainSet(train_faces, crop, stats, args.sigma, args.seed, args.negatives, args.turn)
+    dataset = TrainSet(
+        train_faces,
+        crop,
+        stats,
+        args.sigma,
+        args.seed,
+        args.negatives,
+        args.turn,
+        turned_negatives=args.turned_negatives,
+        labels_3d=with_3d,
+        most_3d=args.most_3d,
+    )
     loader_args = {
         "batch_size": args.batch,
         "shuffle": True,
@@ -296,7 +393,7 @@ def main() -> None:
     for epoch in range(start_epoch, 0 if args.export_only else args.epochs):
         dataset.epoch = epoch
         loader = torch.utils.data.DataLoader(dataset, **loader_args)
-        for x, target, points, is_face in loader:
+        for x, target, points, is_face, train_2d in loader:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step)
             x = x.contiguous(memory_format=torch.channels_last)
@@ -305,14 +402,21 @@ def main() -> None:
             faces = is_face > 0.5
             outputs, target, points = [o[faces] for o in outputs], target[faces], points[faces]
             weight = foreground_weight(target)
+            # The 2D maps of faces turned past --most-3d's 2D limit are not trained.
+            keep = train_2d[faces] > 0.5
+            parts = [(keep, slice(0, 68))] + ([(slice(None), slice(68, None))] if with_3d else [])
             heat_loss = sum(
-                adaptive_wing(o, target, weight)
-                if args.loss == "awing"
-                else weighted_mse(o, target, weight)
+                (adaptive_wing if args.loss == "awing" else weighted_mse)(
+                    o[rows, maps], target[rows, maps], weight[rows, maps]
+                )
                 for o in outputs
+                for rows, maps in parts
             )
             coord_loss = (
-                integral_loss(outputs[-1], points) if args.integral_weight > 0 else torch.zeros(())
+                sum(integral_loss(outputs[-1][rows, maps], points[rows, maps])
+                    for rows, maps in parts)  # fmt: skip
+                if args.integral_weight > 0
+                else torch.zeros(())
             )
             presence_loss = (
                 torch.nn.functional.binary_cross_entropy_with_logits(logit, is_face)
@@ -348,7 +452,7 @@ def main() -> None:
                         "step": step,
                         "epoch": epoch,
                         "minutes": round((time.time() - t0) / 60, 1),
-                        **evaluate(net, val_x, val_inv, val_faces, crop.size),
+                        **evaluate(net, val_x, val_inv, val_faces, crop.size, val_3d),
                     }
                 )
                 save(epoch)
@@ -361,7 +465,7 @@ def main() -> None:
             return
         save(epoch + 1)
 
-    result = evaluate(net, val_x, val_inv, val_faces, crop.size)
+    result = evaluate(net, val_x, val_inv, val_faces, crop.size, val_3d)
     log({"event": "final", "step": step, "minutes": round((time.time() - t0) / 60, 1), **result})
     spec = ModelSpec(
         kind="fan2d",
@@ -401,6 +505,9 @@ def main() -> None:
     # The per-landmark bias on the training faces, stored in the model (calibrate.py).
     offsets = calibrate(args.out, train_faces, threads=args.threads, progress=False)
     log({"event": "calibrated", "mean_offset_xy": offsets.mean(0).round(4).tolist()})
+    if with_3d:
+        export_3d(net, spec, args.out_3d, result, train_faces, dataset.points_3d, args.threads)
+        log({"event": "exported", "path": str(args.out_3d)})
     if net.presence is not None:
         # The presence and detector thresholds, chosen on the validation faces.
         log(
@@ -412,6 +519,39 @@ def main() -> None:
                 ),
             }
         )
+
+
+def export_3d(
+    net: FAN,
+    spec_2d: ModelSpec,
+    out: Path,
+    result: dict,
+    faces: list[Face],
+    points_3d: np.ndarray,
+    threads: int,
+) -> None:
+    """The 3D-convention maps as their own model (3DFAN-4's contract: heatmaps only),
+    calibrated like the 2D one, on the training faces' lifted labels."""
+    extra = {
+        k: v
+        for k, v in spec_2d.extra.items()
+        if k not in ("outputs", "val_nme_interocular", "presence_threshold")
+    }
+    extra |= {
+        "outputs": ["heatmaps"],
+        "convention": "3D: projections of the 3D landmarks (3DFAN-4's), "
+        "from 300-W labels lifted by training/labels_3d.py",
+        "val_nme_interocular_lifted": round(result.get("nme_3d_mean", float("nan")), 5),
+        # The 3D maps were validated with the centroid decoding only.
+        "decode": "centroid",
+    }
+    export_onnx(LastStack(net, "3d"), out, dataclasses.replace(spec_2d, kind="fan3d", extra=extra),
+                output_name="heatmaps")  # fmt: skip
+    lifted = [
+        Face(f.name, f.image, p[:, :2].astype(np.float32))
+        for f, p in zip(faces, points_3d, strict=True)
+    ]
+    calibrate(out, lifted, threads=threads, progress=False)
 
 
 if __name__ == "__main__":

@@ -87,7 +87,7 @@ class DepthSet(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng([self.seed, self.epoch, index, 7])
-        image, points = make_crop(self.faces[index], self.crop, self.stats, rng, augment=True)
+        image, points, _ = make_crop(self.faces[index], self.crop, self.stats, rng, augment=True)
         z = depth_labels(self.prior, points)
         seen = jitter_points(points, rng, self.noise)
         x = pooled_input(image, seen, self.sigma)

@@ -1,5 +1,10 @@
 """The Python API: ``FaceAligner`` runs detect -> crop -> heatmaps -> decode -> depth.
 
+With ``active_3d`` a second landmark model, in the 3D convention (3DFAN-4's: the
+projections of the 3D points, the far jaw seen through the cheek), gives the x, y of
+``landmarks_3d`` and the depth stage its z; ``landmarks`` stay the 2D model's
+(300-W's convention: the jaw on the visible outline).
+
     from util.aligner import FaceAligner
     aligner = FaceAligner(active_3d=True)
     for face in aligner.align(image_rgb):
@@ -20,15 +25,18 @@ import numpy as np
 
 from util.crop import box_from_landmarks
 from util.decode import face_roll
-from util.depth import ORIGINAL_DEPTH_SPEC, DepthModel
-from util.detect import ALL_QUARTER_TURNS, FaceDetector, default_detector_path
-from util.heatmaps import ORIGINAL_FAN_SPEC, LandmarkModel
+from util.depth import ORIGINAL_DEPTH_SPEC, DepthModel, ShapeFitDepth
+from util.detect import ALL_QUARTER_TURNS, FaceDetector, box_iou, default_detector_path
+from util.heatmaps import ORIGINAL_FAN3D_SPEC, ORIGINAL_FAN_SPEC, LandmarkModel
 from util.io import InputError, expand_inputs, read_image
-from util.runtime import load_model, resolve_runtime
+from util.runtime import load_model, model_for_precision, resolve_runtime
+from util.shape_prior import ShapePrior
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL_2D = MODELS_DIR / "fan2d_compact.onnx"
+DEFAULT_MODEL_3D = MODELS_DIR / "fan3d_compact.onnx"
 DEFAULT_MODEL_DEPTH = MODELS_DIR / "depth_compact.onnx"
+SHAPE_PRIOR = MODELS_DIR / "shape_prior.npz"
 
 
 @dataclass
@@ -39,7 +47,8 @@ class Face:
     score: float  # detection score
     landmarks: np.ndarray  # (68, 2)
     landmark_scores: np.ndarray  # (68,) heatmap peaks
-    landmarks_3d: np.ndarray | None = None  # (68, 3), z zero-mean, larger = closer
+    # (68, 3): x, y of the 3D-convention model, z zero-mean, larger = closer
+    landmarks_3d: np.ndarray | None = None
     heatmaps: np.ndarray | None = None  # (68, 64, 64) when asked for
     presence: float | None = None  # the 2D model's face probability (None: no such output)
     roll: float = 0.0  # degrees the crop was turned to make the face upright
@@ -75,81 +84,188 @@ class FaceAligner:
         model_2d: str | os.PathLike | None = None,
         model_depth: str | os.PathLike | None = None,
         detector_model: str | os.PathLike | None = None,
+        model_3d: str | os.PathLike | None = None,
         active_3d: bool = False,
         runtime: str = "onnxruntime",
         env_id: int = -1,
         threads: int = 0,
         min_score: float | None = None,
-        flip: bool = False,
+        flip: bool = True,
         any_roll: bool = True,
+        max_pixels: int | None = None,
+        precision: str = "int8",
+        recrop_iou: float = 0.0,
     ) -> None:
         """``flip`` averages each face with its mirror image: more accurate, twice the
-        landmark cost. ``any_roll`` looks for faces in the image turned by each quarter
-        turn too (four detector passes), so faces at any in-plane angle are found.
+        landmark cost; on by default, as the CLI has it for images (it turns it off for
+        video, for speed). ``any_roll`` looks for faces in the image turned by each
+        quarter turn too (four detector passes), so faces at any in-plane angle are
+        found. ``max_pixels``: larger image files are refused when read (default
+        util.io.MAX_PIXELS). ``precision``: the default models' int8 versions when they
+        are there ("int8"), or the fp32 files ("fp32"); model paths given are used as
+        given.
+
+        ``active_3d``: x, y from ``model_3d`` (default models/fan3d_compact.onnx; the
+        original 3DFAN-4.onnx loads too), z from the shape prior fitted to them, or from
+        the depth network ``model_depth`` when one is given (FAN's 71-channel contract).
+
+        ``recrop_iou``: when the box the landmarks imply (placed as the detector would
+        place it) overlaps the detector's box less than this, the face is cropped again
+        from the landmarks' box (0: never).
 
         ``min_score`` None takes the detection threshold the 2D model's spec gives for
         use with its presence check (lower than the detector's own: the check drops what
         is not a face), or the detector's own for models without presence output.
         """
         self.flip = flip
+        self.recrop_iou = recrop_iou
         self.quarter_turns = ALL_QUARTER_TURNS if any_roll else (0,)
+        self.max_pixels = max_pixels
         self.runtime = resolve_runtime(runtime)
         common = {"runtime": self.runtime, "env_id": env_id, "threads": threads}
+        model_2d = model_2d or model_for_precision(DEFAULT_MODEL_2D, precision, self.runtime)
         self.landmark_model = LandmarkModel(
-            load_model(model_2d or DEFAULT_MODEL_2D, default_spec=ORIGINAL_FAN_SPEC, **common)
+            load_model(
+                model_2d,
+                default_spec=ORIGINAL_FAN_SPEC,
+                expected_kind="fan2d",
+                **common,
+            )
         )
         if min_score is None and self.landmark_model.presence_threshold is not None:
             min_score = self.landmark_model.model.spec.extra.get("detector_min_score")
         self.detector = FaceDetector(
             detector_model or default_detector_path(), min_score=min_score, **common
         )
-        self.depth_model = None
+        self.landmark_model_3d: LandmarkModel | None = None
+        self.depth_model: DepthModel | ShapeFitDepth | None = None
         if active_3d:
-            self.depth_model = DepthModel(
-                load_model(
-                    model_depth or DEFAULT_MODEL_DEPTH, default_spec=ORIGINAL_DEPTH_SPEC, **common
+            if model_3d is None and DEFAULT_MODEL_3D.is_file():
+                model_3d = model_for_precision(DEFAULT_MODEL_3D, precision, self.runtime)
+            if model_3d is not None:
+                self.landmark_model_3d = LandmarkModel(
+                    load_model(
+                        model_3d,
+                        default_spec=ORIGINAL_FAN3D_SPEC,
+                        expected_kind="fan3d",
+                        **common,
+                    )
                 )
-            )
+            if model_depth is not None:
+                self.depth_model = DepthModel(
+                    load_model(
+                        model_depth,
+                        default_spec=ORIGINAL_DEPTH_SPEC,
+                        expected_kind="depth",
+                        **common,
+                    )
+                )
+            else:
+                self.depth_model = ShapeFitDepth(ShapePrior.load(SHAPE_PRIOR))
         self.times = StageTimes()
         # Median heatmap peak below which a followed face counts as lost (video).
         self.follow_min_score = float(
             self.landmark_model.model.spec.extra.get("follow_min_score", 0.3)
         )
 
+    def sources(self) -> dict[str, str]:
+        """What each stage runs: model files, or the method without one."""
+        out = {
+            "detector": str(self.detector.model.path),
+            "2D model": str(self.landmark_model.model.path),
+        }
+        if self.depth_model is not None:
+            model_3d = self.landmark_model_3d
+            out["3D model"] = (
+                str(model_3d.model.path) if model_3d else "none (the 2D points are used)"
+            )
+            out["depth"] = (
+                "shape-prior fit"
+                if isinstance(self.depth_model, ShapeFitDepth)
+                else str(self.depth_model.model.path)
+            )
+        return out
+
     # -- the pipeline -------------------------------------------------------------------
 
     def align(
         self,
-        image_rgb: np.ndarray,
+        image: np.ndarray | str | os.PathLike,
         keep_heatmaps: bool = False,
         bboxes: list[np.ndarray] | None = None,
     ) -> list[Face]:
-        """Every face in a uint8 RGB image; ``bboxes`` skips detection.
+        """Every face in a uint8 RGB image array, or an image file (read with
+        util.io.read_image); ``bboxes`` skips detection.
 
         Each face's crop is turned upright by the roll of the detector's eye keypoints.
-        With a presence output, detections it does not take for a face are dropped;
-        when nothing is left (or nothing was found), the detector looks once more with
-        the image zoomed out: faces that fill the frame (close-ups) are missed at first,
-        or found as small false "faces" inside them.
+        With a presence output, detections it does not take for a face are dropped.
+        When nothing is left (or nothing was found), the detector looks again: with the
+        image zoomed out (faces that fill the frame are missed at first, or found as
+        small false "faces" inside them), then in the image turned by each quarter turn
+        (faces lying on their side or upside down). So a photo with upright faces never
+        pays for the turned passes, and a sideways face is found only when no upright
+        one is.
         """
-        image_rgb = _check_image(image_rgb)
+        if isinstance(image, str | os.PathLike):
+            image = read_image(image, self.max_pixels)
+        image_rgb = _check_image(image)
         if bboxes is not None:
             given = [(np.asarray(b[:4], dtype=np.float64), 1.0, 0.0) for b in bboxes]
             return self._align_detections(image_rgb, given, keep_heatmaps)
-        faces = self._align_detections(image_rgb, self._detect(image_rgb, 1.0), keep_heatmaps)
         retry = self.detector.retry_canvas
-        if not faces and retry is not None and retry > 1:
-            faces = self._align_detections(image_rgb, self._detect(image_rgb, retry), keep_heatmaps)
-        return faces
+        canvases = (1.0, retry) if retry is not None and retry > 1 else (1.0,)
+        # Upright first, zoomed out next, quarter turns last: in close-ups the turned
+        # passes find parts of the face at wrong rolls (measured on close-ups of
+        # 300w/val: 12 of 291 missed and 16 % NME when all turns ran at once).
+        stages = [(canvas, (0,)) for canvas in canvases]
+        if len(self.quarter_turns) > 1:
+            turns = tuple(k for k in self.quarter_turns if k % 4)
+            stages += [(canvas, turns) for canvas in canvases]
+        for canvas, turns in stages:
+            found = self._detect(image_rgb, canvas, turns)
+            faces = self._align_detections(image_rgb, found, keep_heatmaps)
+            if faces:
+                return faces
+        return []
 
-    def _detect(self, image_rgb: np.ndarray, canvas: float) -> list[tuple]:
+    def _detect(self, image_rgb: np.ndarray, canvas: float, turns: tuple[int, ...]) -> list[tuple]:
         start = time.perf_counter()
-        found = self.detector.detect(image_rgb, self.quarter_turns, canvas=canvas)
+        found = self.detector.detect(image_rgb, turns, canvas=canvas)
         self.times.add("detect", time.perf_counter() - start)
         return [(d.bbox, d.score, d.roll) for d in found]
 
+    def _upright_or_upside_down(
+        self, image_rgb: np.ndarray, detections: list[tuple], crops: list
+    ) -> tuple[list, list]:
+        """(crops, their single-view model results). BlazeFace fires on an upside-down
+        face as if it were upright (keypoints and all), and upside-down passes outscore
+        upright ones on some upright faces, so the landmark model decides: each crop and
+        its half-turned twin go through it once (no flip), and the one it reads better
+        (mean heatmap peak, times presence when the model has it) stays; without flip
+        that single read is the result. Measured on 40 val faces turned by 180 deg: 97 %
+        NME without this check, 3.9 % with it."""
+        model = self.landmark_model
+        twins = [model.crop(image_rgb, bbox, roll + 180.0) for bbox, _, roll in detections]
+        probes = model.run_crops(crops + twins, flip=False)
+
+        def quality(probe: tuple, crop: object) -> float:
+            views, presence = probe
+            _, scores = model.landmarks(views, crop)
+            return float(scores.mean()) * (1.0 if presence is None else presence)
+
+        n = len(crops)
+        chosen = [
+            n + i if quality(probes[n + i], twins[i]) > quality(probes[i], crops[i]) else i
+            for i in range(n)
+        ]
+        return [(crops + twins)[j] for j in chosen], [probes[j] for j in chosen]
+
     def _align_detections(
-        self, image_rgb: np.ndarray, detections: list[tuple], keep_heatmaps: bool
+        self,
+        image_rgb: np.ndarray,
+        detections: list[tuple],
+        keep_heatmaps: bool,
+        upside_down_check: bool = True,
     ) -> list[Face]:
         """(box, score, roll) per detection -> the faces the model accepts; every crop
         (and its mirror view) goes through the model in one call."""
@@ -158,19 +274,33 @@ class FaceAligner:
         model = self.landmark_model
         start = time.perf_counter()
         crops = [model.crop(image_rgb, bbox, roll) for bbox, _, roll in detections]
-        faces, face_crops = [], []
+        results = None
+        if upside_down_check and len(self.quarter_turns) > 1:
+            crops, probes = self._upright_or_upside_down(image_rgb, detections, crops)
+            results = None if self.flip else probes  # without flip the probe is the read
+        if results is None:
+            results = model.run_crops(crops, flip=self.flip)
+        faces, face_crops, crop_boxes = [], [], []
         for (bbox, score, _), crop, (views, presence) in zip(
-            detections, crops, model.run_crops(crops, flip=self.flip), strict=True
+            detections, crops, results, strict=True
         ):
             threshold = model.presence_threshold
             if presence is not None and threshold is not None and presence < threshold:
                 continue
             points, scores = model.landmarks(views, crop)
             # A face more tilted than the keypoints said (they are coarse): crop again
-            # with the landmarks' own roll, which the model was trained to correct.
+            # with the landmarks' own roll, which the model was trained to correct; and
+            # a detector box far from where the landmarks put it (close-ups, where the
+            # box is cut by the frame): crop again from the landmarks' box.
             roll = float(np.degrees(face_roll(points)))
-            if abs(_angle_difference(roll, crop.roll)) > ROLL_RECROP_DEGREES:
-                crop = model.crop(image_rgb, bbox, roll)
+            box = bbox
+            stats = self.detector.model.spec.extra.get("box_vs_landmarks")
+            if self.recrop_iou > 0 and stats is not None:
+                implied = upright_box(points, roll, stats)
+                if float(box_iou(np.asarray(bbox, np.float64), implied)[0]) < self.recrop_iou:
+                    box = implied
+            if box is not bbox or abs(_angle_difference(roll, crop.roll)) > ROLL_RECROP_DEGREES:
+                crop = model.crop(image_rgb, box, roll)
                 views, presence = model.run_crops([crop], flip=self.flip)[0]
                 points, scores = model.landmarks(views, crop)
             faces.append(
@@ -185,31 +315,64 @@ class FaceAligner:
                 )
             )
             face_crops.append(crop)
+            crop_boxes.append(box)
         self.times.add("landmarks", time.perf_counter() - start)
         if self.depth_model is not None:
-            start = time.perf_counter()
-            for face, crop in zip(faces, face_crops, strict=True):
-                points_crop = face.landmarks @ crop.matrix[:, :2].T + crop.matrix[:, 2]
-                z = self.depth_model.depth(crop.image, points_crop, crop.side)
-                face.landmarks_3d = np.column_stack([face.landmarks, z])
-            self.times.add("depth", time.perf_counter() - start)
+            self._add_3d(image_rgb, faces, face_crops, crop_boxes)
         return faces
 
-    def follow(self, image_rgb: np.ndarray, previous: list[Face]) -> list[Face] | None:
+    def _add_3d(
+        self, image_rgb: np.ndarray, faces: list[Face], crops: list, boxes: list
+    ) -> None:
+        """``landmarks_3d`` of each face: x, y from the 3D-convention model (or the 2D
+        points without one), z from the depth stage."""
+        start = time.perf_counter()
+        model = self.landmark_model_3d
+        points = [face.landmarks for face in faces]
+        if model is not None and faces:
+            crops = [
+                model.crop(image_rgb, box, face.roll)
+                for face, box in zip(faces, boxes, strict=True)
+            ]
+            results = model.run_crops(crops, flip=self.flip)
+            points = [model.landmarks(views, crop)[0] for crop, (views, _) in zip(
+                crops, results, strict=True)]  # fmt: skip
+        self.times.add("landmarks_3d", time.perf_counter() - start)
+        start = time.perf_counter()
+        for face, crop, xy in zip(faces, crops, points, strict=True):
+            if isinstance(self.depth_model, ShapeFitDepth):
+                z = self.depth_model.depth(xy)
+            else:
+                points_crop = xy @ crop.matrix[:, :2].T + crop.matrix[:, 2]
+                z = self.depth_model.depth(crop.image, points_crop, crop.side)
+            face.landmarks_3d = np.column_stack([xy, z])
+        self.times.add("depth", time.perf_counter() - start)
+
+    def follow(
+        self,
+        image_rgb: np.ndarray,
+        previous: list[Face],
+        rolls: list[float] | None = None,
+    ) -> list[Face] | None:
         """Video: align the faces where the previous frame's landmarks were, without the
-        detector, each crop turned by the previous landmarks' roll. None when a face
-        looks lost (low heatmap peaks, or no face by the presence output): detect
-        again then."""
+        detector, each crop turned by the previous landmarks' roll (or ``rolls``, in
+        degrees, when the caller has them). None when a face looks lost (low heatmap
+        peaks, or no face by the presence output): detect again then."""
         image_rgb = _check_image(image_rgb)
+        if rolls is not None and len(rolls) != len(previous):
+            raise ValueError(f"{len(rolls)} rolls for {len(previous)} faces")
         stats = self.detector.model.spec.extra.get("box_vs_landmarks")
         if not previous or stats is None:
             return None
         detections = []
-        for face in previous:
-            roll = float(np.degrees(face_roll(face.landmarks)))
+        for i, face in enumerate(previous):
+            roll = float(np.degrees(face_roll(face.landmarks))) if rolls is None else rolls[i]
             box = upright_box(face.landmarks, roll, stats)
             detections.append((box, face.score, roll))
-        faces = self._align_detections(image_rgb, detections, keep_heatmaps=False)
+        # The previous frame's roll is trusted: no upside-down check while following.
+        faces = self._align_detections(
+            image_rgb, detections, keep_heatmaps=False, upside_down_check=False
+        )
         if len(faces) < len(previous):
             return None
         if any(float(np.median(f.landmark_scores)) < self.follow_min_score for f in faces):
@@ -230,8 +393,7 @@ class FaceAligner:
         With ``return_bboxes`` / ``return_landmark_score`` returns a tuple
         (landmarks, landmark_scores, bboxes) like the FAN reference library.
         """
-        rgb = read_image(image) if isinstance(image, str | os.PathLike) else image
-        faces = self.align(rgb, bboxes=detected_faces)
+        faces = self.align(image, bboxes=detected_faces)
         landmarks = [f.landmarks_3d if f.landmarks_3d is not None else f.landmarks for f in faces]
         if not (return_bboxes or return_landmark_score):
             return landmarks
@@ -265,7 +427,7 @@ class FaceAligner:
         paths = expand_inputs(inputs)
         for path in tqdm(paths, disable=not show_progress_bar or len(paths) < 2, unit="img"):
             try:
-                image = read_image(path)
+                image = read_image(path, self.max_pixels)
             except InputError as exc:
                 yield path, None, [], str(exc)
                 continue

@@ -1,13 +1,20 @@
-"""Depth: a network reads the crop plus 68 Gaussian maps of the 2D points (71 channels)
-and gives 68 z-values; they are scaled to original-image pixels, zero-mean per face,
-larger z = closer to the camera."""
+"""Depth: 68 z-values in original-image pixels, zero-mean per face, larger z = closer
+to the camera, from one of two sources:
+
+- ``DepthModel``: a network reads the crop plus 68 Gaussian maps of the points (71
+  channels), as FAN's depth_estimation.onnx;
+- ``ShapeFitDepth``: the shape prior fitted to the 3D-convention points (their x, y
+  are the 3D points' projections, so the fit's depth is theirs).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
 from util.decode import gaussian_maps
-from util.runtime import Model, ModelSpec
+from util.landmarks import NUM_LANDMARKS
+from util.runtime import Model, ModelError, ModelSpec, check_single_input, format_shape
+from util.shape_prior import ShapePrior, fit_to_2d
 
 # The original depth_estimation.onnx (FAN's ResNet): RGB 0-1 crop, Gaussians of
 # sigma 2 crop pixels, z in crop pixels. Its sign is not verified here.
@@ -39,11 +46,37 @@ def depth_to_image(z_model: np.ndarray, spec: ModelSpec, crop_side: float) -> np
     return z - z.mean()
 
 
+class ShapeFitDepth:
+    """z of the shape prior fitted to the points (no network)."""
+
+    def __init__(self, prior: ShapePrior) -> None:
+        self.prior = prior
+
+    def depth(self, points: np.ndarray) -> np.ndarray:
+        """(68,) z in the points' pixels for (68, 2) image points."""
+        return fit_to_2d(self.prior, np.asarray(points, np.float64)).points[:, 2]
+
+
 class DepthModel:
     """A depth network with its spec."""
 
     def __init__(self, model: Model) -> None:
         self.model = model
+        self._check_shapes()
+
+    def _check_shapes(self) -> None:
+        """A ModelError unless the file takes the crop plus 68 maps and gives 68 values."""
+        model = self.model
+        channels = 3 + NUM_LANDMARKS
+        check_single_input(model, model.spec.tensor_shape(channels), "crop + 68 maps")
+        outputs = getattr(model, "output_shapes", None)
+        if outputs is None:
+            return
+        # (N, 68) for ours; a file may add unit dimensions, e.g. (N, 68, 1).
+        sizes = [[d for d in s[1:] if d != 1] for s in outputs]
+        if len(outputs) != 1 or sizes[0] not in ([NUM_LANDMARKS], [None]):
+            given = ", ".join(format_shape(s) for s in outputs)
+            raise ModelError(f"{model.path}: gives {given}, not 68 depth values (?, 68)")
 
     def depth(self, crop_rgb: np.ndarray, points_crop: np.ndarray, crop_side: float) -> np.ndarray:
         """(68,) z in original-image pixels for one face."""

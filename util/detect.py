@@ -24,7 +24,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from util.runtime import Model, ModelError, load_model
+from util.runtime import Model, ModelError, check_single_input, format_shape, load_model
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
@@ -379,18 +379,37 @@ class FaceDetector:
         retry_canvas: float | None = RETRY_CANVAS,
     ) -> None:
         path = Path(model_path) if model_path is not None else default_detector_path()
-        self.model: Model = load_model(path, runtime, env_id=env_id, threads=threads)
+        self.model: Model = load_model(
+            path, runtime, env_id=env_id, threads=threads, expected_kind="blazeface"
+        )
         spec = self.model.spec
-        if spec.kind != "blazeface":
-            raise ModelError(f"{path}: spec kind is {spec.kind!r}, not a BlazeFace detector")
         try:
             self.anchors = generate_anchors(spec.extra["anchors"])
             self.min_score = float(spec.extra["min_score"] if min_score is None else min_score)
             for key in ("box_scale", "raw_score_limit", "nms_threshold"):
                 float(spec.extra[key])
+            num_coords = 4 + 2 * int(spec.extra.get("num_keypoints", 6))
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{path}: incomplete BlazeFace spec ({exc!r})") from None
+        self._check_shapes(num_coords)
         self.retry_canvas = retry_canvas
+
+    def _check_shapes(self, num_coords: int) -> None:
+        """A ModelError unless the file takes the image and gives boxes and scores for
+        every anchor (the same check split_outputs makes on every run)."""
+        model = self.model
+        check_single_input(model, model.spec.tensor_shape(3), "an RGB image")
+        outputs = getattr(model, "output_shapes", None)
+        if outputs is None:
+            return
+        ends = sorted(s[-1] if s else None for s in outputs)
+        counts = {s[-2] for s in outputs if len(s) >= 2} - {None}
+        if ends != sorted([1, num_coords]) or not counts <= {len(self.anchors)}:
+            given = ", ".join(format_shape(s) for s in outputs)
+            raise ModelError(
+                f"{model.path}: gives {given}, not BlazeFace boxes and scores "
+                f"(?, {len(self.anchors)}, {num_coords}) and (?, {len(self.anchors)}, 1)"
+            )
 
     @property
     def input_size(self) -> tuple[int, int]:

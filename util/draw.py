@@ -23,8 +23,26 @@ GROUP_COLOURS: dict[str, tuple[int, int, int]] = {
 BOX_COLOUR = (255, 255, 255)
 
 
-def _thickness(image: np.ndarray) -> int:
-    return max(1, int(round(max(image.shape[:2]) / 500)))
+TEXT_COLOUR = (235, 235, 235)
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def mark_sizes(bbox: np.ndarray) -> tuple[int, int]:
+    """(line thickness, dot radius) in pixels for a face of this box: from the face's
+    size, not the image's, so a small face in a large photo keeps distinct dots (a
+    100 px face gets 1 and 1)."""
+    x1, y1, x2, y2 = (float(v) for v in bbox[:4])
+    size = float(np.sqrt(max(x2 - x1, 1.0) * max(y2 - y1, 1.0)))
+    return max(1, round(size / 250)), max(1, round(size / 100))
+
+
+def put_label(canvas: np.ndarray, text: str, origin: tuple[int, int], scale: float) -> None:
+    """Light text with a dark outline, readable on any background; ``origin`` is the
+    text's bottom-left corner."""
+    x, y = int(origin[0]), int(origin[1])
+    thickness = max(1, round(scale * 2))
+    cv2.putText(canvas, text, (x, y), FONT, scale, (0, 0, 0), thickness + 2, cv2.LINE_AA)
+    cv2.putText(canvas, text, (x, y), FONT, scale, TEXT_COLOUR, thickness, cv2.LINE_AA)
 
 
 def draw_contours(canvas: np.ndarray, points: np.ndarray, thickness: int, radius: int) -> None:
@@ -38,28 +56,43 @@ def draw_contours(canvas: np.ndarray, points: np.ndarray, thickness: int, radius
 
 
 def draw_faces(image_rgb: np.ndarray, faces: list, draw_boxes: bool = True) -> np.ndarray:
-    """A copy of the image with every face's box, points and contours."""
+    """A copy of the image with every face's box, points and contours; with several
+    faces each is numbered (1, 2, ...) as in the 3D side view."""
     canvas = image_rgb.copy()
-    thickness = _thickness(canvas)
-    for face in faces:
+    for number, face in enumerate(faces, start=1):
+        thickness, radius = mark_sizes(face.bbox)
+        x1, y1, x2, y2 = (int(round(v)) for v in face.bbox)
         if draw_boxes:
-            x1, y1, x2, y2 = (int(round(v)) for v in face.bbox)
             cv2.rectangle(canvas, (x1, y1), (x2, y2), BOX_COLOUR, thickness, cv2.LINE_AA)
-        draw_contours(canvas, face.landmarks, thickness, thickness + 1)
+        draw_contours(canvas, face.landmarks, thickness, radius)
+        if len(faces) > 1:
+            scale = max(0.4, (x2 - x1) / 300)
+            put_label(canvas, str(number), (x1 + 3 * thickness, y1 - 4 * thickness), scale)
     return canvas
+
+
+SIDE_VIEW_TITLE_HEIGHT = 28  # px above the faces for the panel's label
 
 
 def side_view(faces: list, height: int, yaw_deg: float = 70.0) -> np.ndarray:
     """A panel with each face's 3D points turned ``yaw_deg`` about the vertical axis.
 
-    Faces stand side by side; points farther from the camera are darker, so depth is
-    readable at a glance.
+    The panel has a fixed width (half the height, at least 160 px) however many faces
+    there are: they share it in a grid of slots, numbered as in draw_faces. Points
+    farther from the camera are darker, so depth is readable at a glance.
     """
-    panel_w = max(height // 2, 160) * max(1, len(faces))
+    panel_w = max(height // 2, 160)
     panel = np.full((height, panel_w, 3), 24, np.uint8)
-    slot = panel_w // max(1, len(faces))
+    shown = [(k, f) for k, f in enumerate(faces, start=1) if f.landmarks_3d is not None]
+    top = min(SIDE_VIEW_TITLE_HEIGHT, height // 4)
+    if shown:
+        # Columns so that slots stay about as tall as wide within the panel.
+        columns = max(1, min(len(shown), round(np.sqrt(len(shown) * panel_w / (height - top)))))
+        rows = -(-len(shown) // columns)
+        slot_w, slot_h = panel_w / columns, (height - top) / rows
     rad = np.deg2rad(yaw_deg)
-    for i, face in enumerate(f for f in faces if f.landmarks_3d is not None):
+    for i, (number, face) in enumerate(shown):
+        row, column = divmod(i, columns)
         pts = np.asarray(face.landmarks_3d, dtype=np.float64)
         centred = pts - pts.mean(0)
         # x' = x cos - z sin: turning the face shows its depth as horizontal offset.
@@ -68,32 +101,32 @@ def side_view(faces: list, height: int, yaw_deg: float = 70.0) -> np.ndarray:
         y = centred[:, 1]
         x, y = x - (x.max() + x.min()) / 2, y - (y.max() + y.min()) / 2  # centre the extent
         span = max(np.ptp(x), np.ptp(y), 1e-6)
-        zoom = 0.8 * min(slot, height) / span
-        view = np.stack([x * zoom + slot * (i + 0.5), y * zoom + height / 2], axis=1)
+        zoom = 0.8 * min(slot_w, slot_h) / span
+        centre = (slot_w * (column + 0.5), top + slot_h * (row + 0.5))
+        view = np.stack([x * zoom + centre[0], y * zoom + centre[1]], axis=1)
         draw_contours(panel, view, 1, 1)
         shade = (depth - depth.min()) / max(np.ptp(depth), 1e-6)
+        dot = max(1, min(3, round(min(slot_w, slot_h) / 60)))
         for (px, py), s in zip(view, shade, strict=True):
-            cv2.circle(panel, (int(px), int(py)), 3, (int(80 + 175 * s),) * 3, 1, cv2.LINE_AA)
-    cv2.putText(
-        panel,
-        f"side view ({yaw_deg:.0f} deg)",
-        (8, 20),
-        cv2.FONT_HERSHEY_SIMPLEX,
-        0.5,
-        (220, 220, 220),
-        1,
-        cv2.LINE_AA,
-    )
+            cv2.circle(panel, (int(px), int(py)), dot, (int(80 + 175 * s),) * 3, 1, cv2.LINE_AA)
+        if len(faces) > 1:
+            put_label(
+                panel, str(number), (int(slot_w * column) + 4, int(top + slot_h * row) + 16), 0.5
+            )
+    put_label(panel, f"3D side view ({yaw_deg:.0f} deg)", (6, top - 10), 0.45)
+    put_label(panel, "light = nearer", (6, height - 8), 0.4)
     return panel
 
 
 def with_side_view(image_rgb: np.ndarray, faces: list) -> np.ndarray:
-    """The drawn image with the side-view panel to its right."""
+    """The drawn image with the side-view panel to its right (one fixed-width panel
+    for all the faces)."""
     return np.hstack([image_rgb, side_view(faces, image_rgb.shape[0])])
 
 
 def heatmap_grid(heatmaps: np.ndarray, columns: int = 12, tile: int = 64) -> np.ndarray:
-    """The 68 heatmaps of one face as one colour-mapped grid image (uint8 RGB)."""
+    """The 68 heatmaps of one face as one colour-mapped grid image (uint8 RGB), each
+    tile numbered with its landmark index (0-based, as in the JSON and .pts files)."""
     count = len(heatmaps)
     rows = -(-count // columns)
     grid = np.zeros((rows * tile, columns * tile), np.float32)
@@ -103,4 +136,8 @@ def heatmap_grid(heatmaps: np.ndarray, columns: int = 12, tile: int = 64) -> np.
             heat.astype(np.float32), (tile, tile), interpolation=cv2.INTER_LINEAR
         )
     scaled = (np.clip(grid, 0, 1) * 255).astype(np.uint8)
-    return cv2.applyColorMap(scaled, cv2.COLORMAP_JET)[..., ::-1].copy()
+    image = cv2.applyColorMap(scaled, cv2.COLORMAP_JET)[..., ::-1].copy()
+    for k in range(count):
+        r, c = divmod(k, columns)
+        put_label(image, str(k), (c * tile + 2, r * tile + max(8, tile // 5)), tile / 200)
+    return image

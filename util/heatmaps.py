@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from util.crop import crop_box, crop_matrix, invert_matrix, transform_points, warp_crop
 from util.decode import apply_offsets, decode, heatmap_to_crop
-from util.landmarks import MIRROR_PERMUTATION
-from util.runtime import Model, ModelSpec
+from util.landmarks import MIRROR_PERMUTATION, NUM_LANDMARKS
+from util.runtime import (
+    Model,
+    ModelError,
+    ModelSpec,
+    check_single_input,
+    format_shape,
+    shape_fits,
+)
 
 # The original 2DFAN-4.onnx / 3DFAN-4.onnx carry no metadata: RGB, 0-1 floats, NCHW.
 # Their crop is FAN's own (side about 2x the detector box); with BlazeFace boxes this
@@ -22,6 +29,8 @@ ORIGINAL_FAN_SPEC = ModelSpec(
     scale=1.0 / 255.0,
     extra={"heatmap_size": 64, "crop_scale": 2.0, "crop_shift_y": -0.05, "landmarks": 68},
 )
+# 3DFAN-4.onnx: the same contract; its points are the 3D landmarks' projections.
+ORIGINAL_FAN3D_SPEC = replace(ORIGINAL_FAN_SPEC, kind="fan3d")
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,7 @@ class LandmarkModel:
         spec = model.spec
         self.crop_size = int(spec.input_size[0])
         self.heatmap_size = int(spec.extra.get("heatmap_size", self.crop_size // 4))
+        self._check_shapes()
         self.crop_scale = float(spec.extra.get("crop_scale", 2.0))
         self.crop_shift_y = float(spec.extra.get("crop_shift_y", 0.0))
         self.decode_method = str(spec.extra.get("decode", "dark"))
@@ -58,10 +68,27 @@ class LandmarkModel:
         # Which output is which: our models name them in the spec; the original FAN
         # files have heatmaps only (the last output).
         names = list(spec.extra.get("outputs", []))
-        self.heatmap_output = names.index("heatmaps") if "heatmaps" in names else -1
+        shapes = getattr(model, "output_shapes", None) or []
+        ranked = [i for i, shape in enumerate(shapes) if len(shape) == 4]
+        fallback = ranked[0] if len(ranked) == 1 else -1
+        self.heatmap_output = names.index("heatmaps") if "heatmaps" in names else fallback
         self.presence_output = names.index("presence") if "presence" in names else None
         threshold = spec.extra.get("presence_threshold")
         self.presence_threshold = None if threshold is None else float(threshold)
+
+    def _check_shapes(self) -> None:
+        """A ModelError unless the file takes the crop and gives 68 heatmaps: one output
+        (N, 68, H, W), alone or with one small extra output (e.g. a presence score)."""
+        model = self.model
+        check_single_input(model, model.spec.tensor_shape(3), "an RGB crop")
+        outputs = getattr(model, "output_shapes", None)
+        if outputs is None:
+            return
+        wanted = (None, NUM_LANDMARKS, self.heatmap_size, self.heatmap_size)
+        heatmaps = [s for s in outputs if len(s) == 4]
+        if len(outputs) > 2 or len(heatmaps) != 1 or not shape_fits(heatmaps[0], wanted):
+            given = ", ".join(format_shape(s) for s in outputs)
+            raise ModelError(f"{model.path}: gives {given}, not heatmaps {format_shape(wanted)}")
 
     @property
     def has_presence(self) -> bool:

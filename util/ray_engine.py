@@ -477,21 +477,17 @@ class ParquetSink:
 
 
 def aligner_options(args: argparse.Namespace) -> dict:
-    """FaceAligner keyword arguments from the CLI's flags (images: flip unless off)."""
+    """FaceAligner keyword arguments from the CLI's flags, exactly as the local engine
+    takes them (face_alignment.aligner_options), model paths made absolute for actors
+    whose working directory is not the driver's."""
+    from face_alignment import aligner_options as cli_options
 
-    def absolute(path: str | None) -> str | None:
-        return str(Path(path).resolve()) if path and Path(path).exists() else path
-
-    return {
-        "model_2d": absolute(args.model_2d),
-        "model_depth": absolute(args.model_depth),
-        "detector_model": absolute(args.detector),
-        "active_3d": args.active_3d,
-        "runtime": args.runtime,
-        "env_id": args.env_id,
-        "min_score": args.min_score,
-        "flip": args.flip != "off",
-    }
+    options = cli_options(args)
+    for key, value in options.items():
+        if (key.startswith("model_") or key.endswith("_model")) and value:
+            if Path(value).exists():
+                options[key] = str(Path(value).resolve())
+    return options
 
 
 def start_local_runtime(num_cpus: int | None = None) -> None:
@@ -550,9 +546,16 @@ def _check_args(args: argparse.Namespace) -> None:
         raise EngineError("--workers must be at least 1")
 
 
-def run_ray(args: argparse.Namespace, log, worker_class: type = AlignBatch) -> int:  # noqa: ANN001
+def run_ray(  # noqa: ANN001 - log: the CLI's logger
+    args: argparse.Namespace,
+    log,
+    worker_class: type = AlignBatch,
+    given: set[str] | None = None,
+) -> int:
     """``--engine ray``: the exit code (0 all inputs done, 1 some failed, 2 the run could
-    not be made, 130 interrupted). ``log`` is the CLI's one-line logger."""
+    not be made, 130 interrupted). ``log`` is the CLI's one-line logger; ``given``, the
+    options typed (face_alignment._given_options), for the local engine's warnings about
+    options that do nothing."""
     try:
         import pyarrow  # noqa: F401
         import ray
@@ -570,7 +573,7 @@ def run_ray(args: argparse.Namespace, log, worker_class: type = AlignBatch) -> i
             if any(Path(p).resolve() == target for p in inputs.paths if not is_uri(p)):
                 raise EngineError(f"{args.json}: refusing to overwrite an input file with --json")
         options = aligner_options(args)
-        _check_models(options)
+        aligner = _check_models(options)
         sink = (
             JsonLinesSink(args.json, args.resume)
             if args.json is not None
@@ -579,6 +582,11 @@ def run_ray(args: argparse.Namespace, log, worker_class: type = AlignBatch) -> i
     except EngineError as exc:
         log.error(str(exc))
         return 2
+    from face_alignment import describe, ignored_options
+
+    for message in ignored_options(args, given or set(), None, aligner.runtime):
+        log.warn(message)
+    log.info(describe(aligner))
     started = False
     try:
         try:
@@ -601,13 +609,13 @@ def run_ray(args: argparse.Namespace, log, worker_class: type = AlignBatch) -> i
             ray.shutdown()
 
 
-def _check_models(options: dict) -> None:
+def _check_models(options: dict):  # noqa: ANN202 - FaceAligner
     """Load the models once here: a bad model is a one-line error before any Ray work."""
     from util.aligner import FaceAligner
     from util.runtime import ModelError
 
     try:
-        FaceAligner(**options, threads=1)
+        return FaceAligner(**options, threads=1)
     except (ModelError, InputError) as exc:
         raise EngineError(str(exc)) from None
 

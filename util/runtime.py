@@ -24,6 +24,18 @@ class ModelError(RuntimeError):
     """A model file that cannot be found, read or run; the message names the file."""
 
 
+# What each spec ``kind`` is, for errors that say which kind was given and which wanted.
+MODEL_KINDS = {
+    "fan2d": "a 2D landmark model",
+    "fan3d": "a 3D-convention landmark model",
+    "depth": "a depth model",
+    "blazeface": "a BlazeFace detector",
+}
+
+# A tensor shape as the model file declares it; None is a dimension it leaves open.
+Shape = tuple[int | None, ...]
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """What a model expects and gives, kept as data next to the model."""
@@ -53,6 +65,13 @@ class ModelSpec:
         data["mean"] = list(self.mean)
         data["std"] = list(self.std)
         return data
+
+    def tensor_shape(self, channels: int = 3) -> Shape:
+        """The declared shape of an image input with ``channels`` (batch left open)."""
+        height, width = (int(v) for v in self.input_size)
+        if self.layout == "NHWC":
+            return (None, height, width, channels)
+        return (None, channels, height, width)
 
     def to_tensor(self, image_rgb: np.ndarray) -> np.ndarray:
         """uint8 RGB HxWx3 image of the model's input size -> float32 batch of one."""
@@ -103,11 +122,17 @@ def _onnx_metadata(path: Path) -> dict[str, str]:
 
 
 class Model(Protocol):
-    """A loaded model: named inputs in, list of outputs out."""
+    """A loaded model: named inputs in, list of outputs out.
+
+    ``input_shapes`` / ``output_shapes``: as declared in the file, None when the runtime
+    does not tell (ailia); the stages check them when they load a model.
+    """
 
     spec: ModelSpec
     path: Path
     input_names: list[str]
+    input_shapes: list[Shape] | None
+    output_shapes: list[Shape] | None
 
     def run(self, *inputs: np.ndarray) -> list[np.ndarray]: ...
 
@@ -131,6 +156,9 @@ class OnnxModel:
         # Several sessions run one after another (detector, landmarks, depth): idle
         # threads that spin would steal the cores from the next session.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # Errors come back as ModelError with one line; onnxruntime's own log would add
+        # a second, coloured copy on stderr.
+        options.log_severity_level = 4
         try:
             self._session = ort.InferenceSession(
                 str(self.path), options, providers=["CPUExecutionProvider"]
@@ -143,10 +171,19 @@ class OnnxModel:
         self.output_names = [o.name for o in self._session.get_outputs()]
         # A symbolic first dimension: several images can go in one call.
         self.dynamic_batch = not isinstance(self._session.get_inputs()[0].shape[0], int)
+        self.input_shapes = [_declared(i.shape) for i in self._session.get_inputs()]
+        self.output_shapes = [_declared(o.shape) for o in self._session.get_outputs()]
 
     def run(self, *inputs: np.ndarray) -> list[np.ndarray]:
+        if len(inputs) != len(self.input_names):
+            raise ModelError(
+                f"{self.path}: model takes {len(self.input_names)} inputs, not {len(inputs)}"
+            )
         feed = dict(zip(self.input_names, inputs, strict=True))
-        return self._session.run(self.output_names, feed)
+        try:
+            return self._session.run(self.output_names, feed)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises several private types
+            raise ModelError(f"{self.path}: cannot run model ({_first_line(exc)})") from None
 
 
 class AiliaModel:
@@ -173,12 +210,16 @@ class AiliaModel:
             raise ModelError(f"{self.path}: ailia cannot load model ({_first_line(exc)})") from None
         self.input_names = [f"input{i}" for i in range(self._net.get_input_blob_count())]
         self.dynamic_batch = False
+        self.input_shapes = self.output_shapes = None  # not checked: ailia does not say
 
     def run(self, *inputs: np.ndarray) -> list[np.ndarray]:
-        if len(inputs) == 1:
-            result = self._net.predict(inputs[0])
-            return list(result) if isinstance(result, list | tuple) else [result]
-        return list(self._net.predict(list(inputs)))
+        try:
+            if len(inputs) == 1:
+                result = self._net.predict(inputs[0])
+                return list(result) if isinstance(result, list | tuple) else [result]
+            return list(self._net.predict(list(inputs)))
+        except Exception as exc:  # noqa: BLE001 - ailia raises its own error types
+            raise ModelError(f"{self.path}: cannot run model ({_first_line(exc)})") from None
 
 
 def ailia_available() -> bool:
@@ -205,14 +246,75 @@ def load_model(
     default_spec: ModelSpec | None = None,
     env_id: int = -1,
     threads: int = 0,
+    expected_kind: str | None = None,
 ) -> Model:
-    """Load a model file with its spec through the chosen runtime."""
+    """Load a model file with its spec through the chosen runtime.
+
+    ``expected_kind``: the spec ``kind`` the caller needs; another kind is a ModelError
+    here, before a wrong file fails deep inside a stage.
+    """
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: model file not found")
     if resolve_runtime(runtime) == "ailia":
-        return AiliaModel(path, read_spec(path, default_spec), env_id=env_id)
-    return OnnxModel(path, default_spec, threads=threads)
+        model: Model = AiliaModel(path, read_spec(path, default_spec), env_id=env_id)
+    else:
+        model = OnnxModel(path, default_spec, threads=threads)
+    kind = model.spec.kind
+    if expected_kind is not None and kind != expected_kind:
+        raise ModelError(
+            f"{path}: spec kind {kind!r} ({MODEL_KINDS.get(kind, 'unknown kind')}), "
+            f"not {MODEL_KINDS.get(expected_kind, expected_kind)} (kind {expected_kind!r})"
+        )
+    return model
+
+
+def shape_fits(shape: Shape, wanted: Shape) -> bool:
+    """Same rank, and every dimension equal where both are known."""
+    return len(shape) == len(wanted) and all(
+        a is None or b is None or a == b for a, b in zip(shape, wanted, strict=True)
+    )
+
+
+def format_shape(shape: Shape) -> str:
+    return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
+
+
+def check_single_input(model: Model, wanted: Shape, what: str) -> None:
+    """A ModelError unless the model takes one input of shape ``wanted`` (``what`` says
+    what that input is, for the message)."""
+    shapes = getattr(model, "input_shapes", None)  # None: not declared (ailia, fakes)
+    if shapes is None:
+        return
+    if len(shapes) != 1 or not shape_fits(shapes[0], wanted):
+        given = ", ".join(format_shape(s) for s in shapes)
+        raise ModelError(f"{model.path}: takes input {given}, not {what} {format_shape(wanted)}")
+
+
+def _declared(shape: list | None) -> Shape:
+    """onnxruntime's declared shape (ints, names of free dimensions, None) -> Shape."""
+    return tuple(d if isinstance(d, int) and d > 0 else None for d in shape or [])
+
+
+PRECISIONS = ("int8", "fp32")
+
+
+def int8_path(path: str | os.PathLike) -> Path:
+    """Where the int8 version of a model sits: NAME.int8.onnx beside NAME.onnx."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.int8{path.suffix}")
+
+
+def model_for_precision(path: str | os.PathLike, precision: str, runtime: str) -> Path:
+    """The file to load for a default model: its int8 version (training/quantize.py) when
+    asked for, present, and run by onnxruntime (ailia is not tested with int8 graphs);
+    else ``path`` itself."""
+    if precision not in PRECISIONS:
+        raise ModelError(f"unknown precision {precision!r} ({' or '.join(PRECISIONS)})")
+    candidate = int8_path(path)
+    if precision == "int8" and runtime == "onnxruntime" and candidate.is_file():
+        return candidate
+    return Path(path)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -55,10 +55,11 @@ class ShapePrior:
         mean = np.array(self.mean, dtype=np.float64)
         basis = np.array(self.basis, dtype=np.float64)
         stddev = np.array(self.stddev, dtype=np.float64)
-        if mean.shape != (NUM_LANDMARKS, 3):
+        # 68 points, or a subset of them (see ``subset``).
+        if mean.ndim != 2 or mean.shape[1] != 3 or not 3 <= len(mean) <= NUM_LANDMARKS:
             raise ValueError(f"mean must be ({NUM_LANDMARKS}, 3), got {mean.shape}")
-        if basis.ndim != 3 or basis.shape[1:] != (NUM_LANDMARKS, 3):
-            raise ValueError(f"basis must be (K, {NUM_LANDMARKS}, 3), got {basis.shape}")
+        if basis.ndim != 3 or basis.shape[1:] != mean.shape:
+            raise ValueError(f"basis must be (K, {len(mean)}, 3), got {basis.shape}")
         if stddev.shape != (basis.shape[0],) or not np.all(stddev > 0):
             raise ValueError("stddev must be (K,) and positive")
         for name, value in (("mean", mean), ("basis", basis), ("stddev", stddev)):
@@ -68,6 +69,13 @@ class ShapePrior:
     @property
     def num_components(self) -> int:
         return int(self.basis.shape[0])
+
+    def subset(self, indices: np.ndarray) -> ShapePrior:
+        """The prior of these points only, re-centred (the fit takes the model origin to
+        be the points' centroid); the coefficients keep their meaning."""
+        mean = self.mean[indices]
+        basis = self.basis[:, indices]
+        return ShapePrior(mean - mean.mean(0), basis - basis.mean(1, keepdims=True), self.stddev)
 
     def shape(self, coefficients: np.ndarray) -> np.ndarray:
         """Model-frame shape(s) ``(..., 68, 3)`` for coefficients ``(..., K)``."""
@@ -238,6 +246,7 @@ def fit_to_2d(
     regulariser: float = 1.0,
     iterations: int = 10,
     pose_steps: int = 3,
+    visible: np.ndarray | None = None,
 ) -> Fit:
     """Fit the prior to 2D landmarks ``(68, 2)`` (or a batch ``(N, 68, 2)``) in image pixels.
 
@@ -248,13 +257,20 @@ def fit_to_2d(
     (3D Procrustes on the 2D points completed with the current depths, which never
     increases the 2D error); the coefficients are a linear Tikhonov solve with weight
     ``regulariser / stddev^2`` (see the module docstring for the units).
+
+    ``visible``: indices of the points to fit (the others are ignored, e.g. a jaw drawn
+    on the outline rather than where its 3D points project); all 68 come back.
     """
+    if visible is not None:
+        return _fit_visible(prior, points_2d, np.asarray(visible), regulariser, iterations,
+                            pose_steps)  # fmt: skip
     pts = np.asarray(points_2d, dtype=np.float64)
     single = pts.ndim == 2
     if single:
         pts = pts[None]
-    if pts.ndim != 3 or pts.shape[1:] != (NUM_LANDMARKS, 2):
-        raise ValueError(f"points_2d must be ({NUM_LANDMARKS}, 2) or (N, {NUM_LANDMARKS}, 2)")
+    n_points = len(prior.mean)
+    if pts.ndim != 3 or pts.shape[1:] != (n_points, 2):
+        raise ValueError(f"points_2d must be ({n_points}, 2) or (N, {n_points}, 2)")
     if not np.all(np.isfinite(pts)):
         raise ValueError("points_2d contain non-finite values")
     count = len(pts)
@@ -272,7 +288,7 @@ def fit_to_2d(
     rotation, scale = _scaled_rotation_from_affine(affine)
     scale = np.maximum(scale, _EPS)
     coeffs = np.zeros((count, k))
-    shape = np.broadcast_to(mean, (count, NUM_LANDMARKS, 3))
+    shape = np.broadcast_to(mean, (count, n_points, 3))
     eye = np.eye(k)
 
     for _ in range(max(1, iterations)):
@@ -295,7 +311,7 @@ def fit_to_2d(
             scale = np.maximum(scale, _EPS)
 
     rotated = shape @ np.swapaxes(rotation, 1, 2) * scale[:, None, None]
-    points = np.empty((count, NUM_LANDMARKS, 3))
+    points = np.empty((count, n_points, 3))
     points[..., :2] = rotated[..., :2] + translation[:, None]
     points[..., 2] = rotated[..., 2] - rotated[..., 2].mean(axis=1, keepdims=True)
     residual = np.linalg.norm(points[..., :2] - pts, axis=-1).mean(axis=-1)
@@ -309,6 +325,32 @@ def fit_to_2d(
             residual=float(residual[0]),
         )
     return Fit(points, rotation, scale, translation, coeffs, residual)
+
+
+def _fit_visible(
+    prior: ShapePrior,
+    points_2d: np.ndarray,
+    visible: np.ndarray,
+    regulariser: float,
+    iterations: int,
+    pose_steps: int,
+) -> Fit:
+    """fit_to_2d on the ``visible`` points, extended to all 68 with the same shape
+    coefficients and pose."""
+    pts = np.asarray(points_2d, dtype=np.float64)
+    single = pts.ndim == 2
+    part = fit_to_2d(prior.subset(visible), pts[..., visible, :], regulariser, iterations,
+                     pose_steps)  # fmt: skip
+    shape = prior.shape(part.coefficients)
+    # The subset's model origin is its own centroid.
+    shape = shape - shape[..., visible, :].mean(-2, keepdims=True)
+    rotated = shape @ np.swapaxes(part.rotation, -1, -2) * np.asarray(part.scale)[..., None, None]
+    points = rotated.copy()
+    points[..., :2] += np.asarray(part.translation)[..., None, :]
+    points[..., 2] -= points[..., 2].mean(-1, keepdims=True)
+    residual = np.linalg.norm(points[..., visible, :2] - pts[..., visible, :], axis=-1).mean(-1)
+    return Fit(points, part.rotation, part.scale, part.translation, part.coefficients,
+               float(residual) if single else residual)  # fmt: skip
 
 
 def depth_from_2d(prior: ShapePrior, points_2d: np.ndarray, **kwargs: float) -> np.ndarray:

@@ -1,0 +1,193 @@
+"""The 3D mode: a 3D-convention landmark model beside the 2D one, the shape-fit depth,
+the lifted training labels, and the network that serves both conventions."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "samples" / "astronaut.png"
+
+
+def _prior():
+    from util.shape_prior import ShapePrior
+
+    return ShapePrior.load(REPO / "models" / "shape_prior.npz")
+
+
+def _turned_shape(yaw_deg: float, scale: float = 2.0) -> np.ndarray:
+    """The prior's mean shape turned by ``yaw_deg`` (nose toward the image's right for
+    positive yaw), in pixels: (68, 3), z zero-mean, larger = closer."""
+    prior = _prior()
+    c, s = np.cos(np.radians(yaw_deg)), np.sin(np.radians(yaw_deg))
+    rotation = np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
+    shape = prior.mean @ rotation.T * scale + [200.0, 200.0, 0.0]
+    shape[:, 2] -= shape[:, 2].mean()
+    return shape
+
+
+def test_shape_fit_depth_recovers_a_turned_shape() -> None:
+    """z of the fit to a shape's own projection: right sign and size (the far jaw is
+    behind the near one)."""
+    from util.depth import ShapeFitDepth
+
+    shape = _turned_shape(40.0)
+    z = ShapeFitDepth(_prior()).depth(shape[:, :2])
+    size = np.sqrt(np.prod(np.ptp(shape[:, :2], axis=0)))
+    assert np.abs(z - shape[:, 2]).mean() < 0.02 * size
+    assert z[0:4].mean() > z[13:17].mean()  # turned right: the image-left jaw is nearer
+
+
+def test_lifted_labels_keep_frontal_points_and_move_a_turned_jaw() -> None:
+    """Frontal: the 3D convention is the 2D labels. Turned: the far jaw (drawn on the
+    outline in 300-W) moves inside it, toward where the 3D points project."""
+    from training.labels_3d import lift_to_3d
+
+    prior = _prior()
+    frontal = _turned_shape(0.0)[:, :2]
+    lifted = lift_to_3d(prior, frontal[None])[0]
+    np.testing.assert_allclose(lifted[:, :2], frontal, atol=1e-9)
+
+    shape = _turned_shape(45.0)
+    outline = shape[:, :2].copy()
+    outline[9:17, 0] += 15.0  # far jaw pushed out to a (made up) visible outline
+    lifted = lift_to_3d(prior, outline[None])[0]
+    np.testing.assert_allclose(lifted[17:, :2], outline[17:], atol=1e-9)
+    moved_back = outline[9:17, 0] - lifted[9:17, 0]
+    assert moved_back.mean() > 8.0  # most of the 15 px taken back
+    assert np.abs(lifted[9:17, 0] - shape[9:17, 0]).mean() < 6.0
+
+
+def test_widened_network_computes_the_2d_one_and_exports_both_parts(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    from training.model import FAN, LastStack, widen_to_3d
+
+    torch.manual_seed(0)
+    small = FAN(stacks=2, channels=16, depth=2, block="post", presence=True).eval()
+    both = FAN(stacks=2, channels=16, depth=2, block="post", presence=True, landmarks_3d=68)
+    widen_to_3d(small.state_dict(), both)
+    both.eval()
+    x = torch.rand(2, 3, 256, 256)
+    with torch.no_grad():
+        heat, presence = LastStack(small)(x)
+        heat_2d, presence_2d = LastStack(both)(x)
+        heat_3d = LastStack(both, "3d")(x)
+    torch.testing.assert_close(heat_2d, heat)
+    torch.testing.assert_close(presence_2d, presence)
+    # the 3D heads start as copies of the 2D ones
+    torch.testing.assert_close(heat_3d, heat)
+    assert heat_3d.shape == (2, 68, 64, 64)
+
+
+def test_turned_face_carries_3d_points() -> None:
+    """The carried points turn with the face: a point at the face's depth moves as the
+    2D labels of the inner face do."""
+    from training.synthesis import face_depths, turn_face
+
+    prior = _prior()
+    points = _turned_shape(0.0)[:, :2]
+    z = face_depths(prior, points[None])[0]
+    image = np.random.default_rng(0).integers(0, 255, (400, 400, 3), dtype=np.uint8)
+    carry = np.column_stack([points, z])
+    _, labels, carried = turn_face(image, points, z, 30.0, carry)
+    assert carried.shape == (68, 3)
+    np.testing.assert_allclose(carried[17:, :2], labels[17:], atol=1e-6)
+    assert carried[30, 0] > points[30, 0] + 5  # the nose moved right
+
+
+def test_3d_mode_splits_landmarks_and_landmarks_3d(tiny_models) -> None:  # noqa: ANN001
+    """landmarks are the 2D model's, unchanged by -3; landmarks_3d x, y are the 3D
+    model's own points on the same crop, z from the shape fit."""
+    from util.aligner import FaceAligner
+    from util.depth import ShapeFitDepth
+    from util.io import read_image
+
+    image = read_image(SAMPLE)
+    box = [np.array([180.0, 70.0, 330.0, 250.0])]
+    plain = FaceAligner(model_2d=tiny_models.fan2d, any_roll=False).align(image, bboxes=box)
+    aligner = FaceAligner(
+        model_2d=tiny_models.fan2d, model_3d=tiny_models.fan3d, active_3d=True, any_roll=False
+    )
+    assert isinstance(aligner.depth_model, ShapeFitDepth)
+    faces = aligner.align(image, bboxes=box)
+    assert len(faces) == len(plain) == 1
+    face = faces[0]
+    np.testing.assert_allclose(face.landmarks, plain[0].landmarks)
+    model = aligner.landmark_model_3d
+    crop = model.crop(image, face.bbox, face.roll)
+    expected, _ = model.landmarks(model.run_crops([crop], flip=True)[0][0], crop)
+    np.testing.assert_allclose(face.landmarks_3d[:, :2], expected, atol=1e-6)
+    assert not np.allclose(face.landmarks_3d[:, :2], face.landmarks)  # another network
+    assert abs(face.landmarks_3d[:, 2].mean()) < 1e-6
+    record = face.to_json()
+    assert len(record["landmarks"][0]) == 2 and len(record["landmarks_3d"][0]) == 3
+
+
+def test_depth_network_still_loads_for_3d(tiny_models) -> None:  # noqa: ANN001
+    from util.aligner import FaceAligner
+    from util.depth import DepthModel
+
+    aligner = FaceAligner(
+        model_2d=tiny_models.fan2d,
+        model_3d=tiny_models.fan3d,
+        model_depth=tiny_models.depth,
+        active_3d=True,
+        any_roll=False,
+    )
+    assert isinstance(aligner.depth_model, DepthModel)
+    faces = aligner.align(SAMPLE, bboxes=[np.array([180.0, 70.0, 330.0, 250.0])])
+    assert faces[0].landmarks_3d.shape == (68, 3)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "face_alignment.py"), *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+
+
+def test_cli_wrong_kind_for_model_3d_is_one_line(tiny_models) -> None:  # noqa: ANN001
+    result = _cli("-i", str(SAMPLE), "-3", "--model-3d", str(tiny_models.depth), "--json", "-")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "depth" in result.stderr and "3D-convention landmark model" in result.stderr
+
+
+def test_cli_model_3d_without_3d_is_said(tiny_models) -> None:  # noqa: ANN001
+    result = _cli(
+        "-i", str(SAMPLE), "--model-2d", str(tiny_models.fan2d),
+        "--model-3d", str(tiny_models.fan3d), "--json", "-",
+    )  # fmt: skip
+    assert result.returncode == 0
+    assert "--model-3d is ignored" in result.stderr
+
+
+@pytest.mark.skipif(
+    not (REPO / "models" / "fan3d_compact.onnx").is_file(), reason="no shipped 3D model"
+)
+def test_shipped_3d_model_contract() -> None:
+    from util.heatmaps import LandmarkModel
+    from util.runtime import load_model
+
+    model = LandmarkModel(load_model(REPO / "models" / "fan3d_compact.onnx", expected_kind="fan3d"))
+    assert model.model.spec.kind == "fan3d"
+    assert not model.has_presence
+    assert model.landmark_offsets is not None and model.landmark_offsets.shape == (68, 2)
+    result = _cli("-i", str(SAMPLE), "-3", "--json", "-")
+    assert result.returncode == 0, result.stderr
+    face = json.loads(result.stdout.splitlines()[0])["faces"][0]
+    xy_2d = np.array(face["landmarks"])
+    xyz = np.array(face["landmarks_3d"])
+    # a frontal face: the conventions nearly agree, but the x, y are the 3D model's
+    size = np.sqrt(np.prod(np.ptp(xy_2d, axis=0)))
+    assert np.linalg.norm(xyz[:, :2] - xy_2d, axis=1).mean() < 0.05 * size
+    assert not np.allclose(xyz[:, :2], xy_2d, atol=0.01)

@@ -1,0 +1,201 @@
+"""The int8 models: the tool's choice of file, the quantization script on tiny models, and
+the shipped int8 file against its fp32 original (same contract, nearly the same points).
+
+The shipped-model tests skip, saying why, when models/NAME.int8.onnx (written by
+``python training/quantize.py models/NAME.onnx``) or the validation images are absent.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from util.runtime import ModelError, int8_path, model_for_precision, read_spec
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = REPO / "models"
+VAL = REPO.parent / "shared" / "data" / "300w" / "val"
+# Varied val faces (every 42nd of the sorted set, as in test_accuracy.py).
+VAL_IMAGES = ["helen_2968784797_1", "helen_3022230063_1", "helen_307494478_1"]
+# Mean distance between the int8 and fp32 landmarks, over the inter-ocular distance.
+# Measured on these faces: see MAX_SHIFT_IO's use; the int8 model's own error is ~4 %.
+MAX_SHIFT_IO = 0.02
+
+PAIRS = [
+    (MODELS / "fan2d_compact.onnx", MODELS / "fan2d_compact.int8.onnx"),
+    (MODELS / "depth_compact.onnx", MODELS / "depth_compact.int8.onnx"),
+]
+
+
+def _session(path: Path):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _contract(path: Path) -> tuple[list, list]:
+    session = _session(path)
+    inputs = [(i.name, i.shape, i.type) for i in session.get_inputs()]
+    outputs = [(o.name, o.shape, o.type) for o in session.get_outputs()]
+    return inputs, outputs
+
+
+def _spec_without_precision(path: Path) -> dict:
+    """The spec minus what quantization changes on purpose: its own record, and the
+    calibration, which quantize.py corrects by the int8 - fp32 bias."""
+    data = read_spec(path).to_dict()
+    for key in ("precision", "quantization", "landmark_offsets", "landmark_offsets_from"):
+        data["extra"].pop(key, None)
+    return data
+
+
+# --------------------------------------------------------------------------- file choice
+
+
+def test_precision_picks_the_int8_file_beside_the_default(tmp_path: Path) -> None:
+    fp32 = tmp_path / "model.onnx"
+    fp32.write_bytes(b"")
+    assert int8_path(fp32) == tmp_path / "model.int8.onnx"
+    # No int8 file: fp32 whatever is asked.
+    assert model_for_precision(fp32, "int8", "onnxruntime") == fp32
+    int8_path(fp32).write_bytes(b"")
+    assert model_for_precision(fp32, "int8", "onnxruntime") == int8_path(fp32)
+    assert model_for_precision(fp32, "fp32", "onnxruntime") == fp32
+    # ailia is not tested with quantized graphs: it keeps fp32.
+    assert model_for_precision(fp32, "int8", "ailia") == fp32
+    with pytest.raises(ModelError, match="precision"):
+        model_for_precision(fp32, "int4", "onnxruntime")
+
+
+def test_cli_has_a_precision_flag() -> None:
+    import face_alignment
+
+    parser = face_alignment.build_parser()
+    assert parser.parse_args([]).precision == "int8"
+    assert parser.parse_args(["--precision", "fp32"]).precision == "fp32"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--precision", "int4"])
+
+
+# --------------------------------------------------------------------------- the script
+
+
+def _two_output_fan(path: Path, spec) -> None:
+    """A tiny FAN with a second output "presence" (N, 1), as the next 2D model may have."""
+    torch = pytest.importorskip("torch")
+    from training.export import write_spec
+    from training.model import FAN, LastStack
+
+    class WithPresence(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fan = LastStack(FAN(stacks=1, channels=16, depth=2))
+
+        def forward(self, x):
+            maps = self.fan(x)
+            return maps, torch.sigmoid(maps.mean(dim=(2, 3)).mean(dim=1, keepdim=True))
+
+    torch.manual_seed(0)
+    tmp = path.with_suffix(".raw.onnx")
+    with torch.no_grad():
+        torch.onnx.export(
+            WithPresence().eval(),
+            (torch.zeros(1, 3, 256, 256),),
+            str(tmp),
+            input_names=["input"],
+            output_names=["output", "presence"],
+            opset_version=17,
+            dynamo=False,
+        )
+    write_spec(tmp, spec, path)
+
+
+@pytest.mark.parametrize("which", ["fan2d", "fan2d_presence", "depth"])
+def test_quantize_keeps_the_contract_and_spec(tmp_path: Path, tiny_models, which: str) -> None:
+    pytest.importorskip("onnxruntime.quantization")
+    from training import quantize
+
+    source = {"fan2d": tiny_models.fan2d, "depth": tiny_models.depth}.get(which)
+    if source is None:
+        source = tmp_path / "fan2d_presence.onnx"
+        _two_output_fan(source, read_spec(tiny_models.fan2d))
+    spec = read_spec(source)
+    rng = np.random.default_rng(0)
+    channels = 71 if spec.kind == "depth" else 3
+    inputs = [rng.random((1, channels, 256, 256), dtype=np.float32) for _ in range(4)]
+    out = int8_path(tmp_path / source.name)
+    quantize.quantize(source, out, inputs, spec)
+
+    assert _contract(out) == _contract(source)
+    assert _spec_without_precision(out) == _spec_without_precision(source)
+    extra = read_spec(out).extra
+    assert extra["precision"] == "int8"
+    assert extra["quantization"]["activations"] == "uint8"
+    assert extra["quantization"]["weights"].startswith("int8")
+    ops = {n.op_type for n in __import__("onnx").load(str(out)).graph.node}
+    assert "QuantizeLinear" in ops or "QLinearConv" in ops
+    # It runs and gives outputs of the original's shapes.
+    fp32 = _session(source).run(None, {"input": inputs[0]})
+    int8 = _session(out).run(None, {"input": inputs[0]})
+    assert [a.shape for a in int8] == [a.shape for a in fp32]
+    assert all(np.isfinite(a).all() for a in int8)
+
+
+def test_quantize_refuses_an_int8_model(tmp_path: Path, tiny_models) -> None:
+    pytest.importorskip("onnxruntime.quantization")
+    from training import quantize
+
+    spec = read_spec(tiny_models.fan2d)
+    out = tmp_path / "tiny.int8.onnx"
+    inputs = [np.zeros((1, 3, 256, 256), np.float32)]
+    quantize.quantize(tiny_models.fan2d, out, inputs, spec)
+    assert quantize.main([str(out), "--out", str(tmp_path / "again.onnx")]) == 2
+
+
+# --------------------------------------------------------------------------- shipped files
+
+
+@pytest.mark.parametrize("fp32, int8", PAIRS, ids=["fan2d", "depth"])
+def test_shipped_int8_contract_matches_fp32(fp32: Path, int8: Path) -> None:
+    if not int8.is_file() or not fp32.is_file():
+        pytest.skip(f"no {int8.name} beside {fp32.name} (python training/quantize.py {fp32})")
+    assert _contract(int8) == _contract(fp32)
+    assert _spec_without_precision(int8) == _spec_without_precision(fp32)
+    assert read_spec(int8).extra["precision"] == "int8"
+    assert "precision" not in read_spec(fp32).extra
+    meta = {p.key: p.value for p in __import__("onnx").load(str(int8)).metadata_props}
+    assert json.loads(meta["model_spec"])["extra"]["precision"] == "int8"
+
+
+def test_shipped_int8_landmarks_stay_near_fp32() -> None:
+    fp32, int8 = PAIRS[0]
+    if not int8.is_file():
+        pytest.skip(f"no {int8.name} (python training/quantize.py {fp32})")
+    if not VAL.is_dir():
+        pytest.skip(f"no validation data at {VAL}")
+    from training.evaluate import match_annotated
+    from util.aligner import FaceAligner
+    from util.io import read_image
+    from util.landmarks import inter_ocular, read_pts
+
+    aligners = {
+        p: FaceAligner(runtime="onnxruntime", threads=1, precision=p) for p in ("fp32", "int8")
+    }
+    assert aligners["int8"].landmark_model.model.path == int8
+    assert aligners["fp32"].landmark_model.model.path == fp32
+    shifts = []
+    for name in VAL_IMAGES:
+        image = read_image(VAL / f"{name}.jpg")
+        truth = read_pts(VAL / f"{name}.pts")
+        points = {}
+        for precision, aligner in aligners.items():
+            faces = aligner.align(image)
+            index = match_annotated([f.bbox for f in faces], truth)
+            assert index is not None, f"{name}: face missed at {precision}"
+            points[precision] = faces[index].landmarks
+        shift = np.linalg.norm(points["int8"] - points["fp32"], axis=1).mean()
+        shifts.append(shift / inter_ocular(truth))
+    assert max(shifts) < MAX_SHIFT_IO, shifts
