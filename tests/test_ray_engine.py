@@ -57,9 +57,13 @@ def assert_same_records(got: list[dict], want: list[dict]) -> None:
         assert (a["error"], a["width"], a["height"]) == (b["error"], b["width"], b["height"])
         assert len(a["faces"]) == len(b["faces"]), a["image"]
         for fa, fb in zip(a["faces"], b["faces"], strict=True):
-            assert set(fa) == set(fb)
+            assert set(fa) == set(fb)  # presence, landmarks_3d, ... as the local engine's
             np.testing.assert_allclose(fa["landmarks"], fb["landmarks"], atol=0.01)
             np.testing.assert_allclose(fa["bbox"], fb["bbox"], atol=0.01)
+            for key in ("score", "presence"):
+                assert (fa[key] is None) == (fb[key] is None), key
+                if fa[key] is not None:
+                    assert abs(fa[key] - fb[key]) <= 1e-3, key
 
 
 @pytest.fixture(scope="module")
@@ -160,6 +164,21 @@ def test_actor_class_gives_the_local_records(
 
     skipping = ray_engine.AlignBatch(options, threads=1, skip=frozenset(names[:3]))
     assert list(skipping(batch)["index"]) == [3]
+
+
+def test_model_flags_reach_the_actors(folder: Path, models: list[str]) -> None:
+    """The actors' FaceAligner gets the local engine's options (--precision,
+    --max-pixels, --flip, ...), model paths made absolute."""
+    argv = ["--precision", "fp32", "--max-pixels", "1000", "--flip", "off", "--min-score", "0.3"]
+    args = face_alignment.build_parser().parse_args([*models, *argv])
+    options = ray_engine.aligner_options(args)
+    local = face_alignment.aligner_options(args)
+    assert options == local | {"model_2d": str(Path(models[1]).resolve())}
+    assert (options["precision"], options["max_pixels"], options["flip"]) == ("fp32", 1000, False)
+    worker = ray_engine.AlignBatch(options, threads=1)
+    out = worker({"index": [0], "name": [str(folder / "a_sample.png")]})
+    error = json.loads(out["record"][0])["error"]
+    assert "too large" in error and "--max-pixels" in error
 
 
 def fake_record(name: str, faces: int, error: str | None = None) -> dict:
