@@ -214,6 +214,8 @@ def test_parquet_sink_one_row_per_face(tmp_path: Path) -> None:
     sink = ray_engine.ParquetSink(str(out), resume=False)
     for record in (fake_record("a", 2), fake_record("b", 0), fake_record("c", 0, "c: bad")):
         sink.write(record, "")
+        sink.sync()  # after each batch: no part file yet (one a minute at most)
+    assert not list(out.glob("part-*"))
     sink.close()
     rows = pq.read_table(out).to_pylist()
     assert [(r["image"], r["face"], r["error"]) for r in rows] == [
@@ -418,7 +420,9 @@ def test_parquet_in_and_out(
         row_group_size=2,  # two units of work
     )
     out = tmp_path / "faces"
+    start = time.monotonic()
     code, _ = run_engine([*models, "--workers", "2", "-i", str(source), "--parquet", str(out)])
+    elapsed = time.monotonic() - start
     assert code == 1
     table = pq.read_table(out).to_pylist()
     assert all(set(row) >= {"image", "face", "error", "landmarks"} for row in table)
@@ -432,7 +436,10 @@ def test_parquet_in_and_out(
         if row["face"] is not None:
             records[-1]["faces"].append({k: row[k] for k in face_keys})
     assert_same_records(records, local_records)
+    # Two row groups, two batches: still one part file (one a minute at most).
+    parts = sorted(out.glob("part-*.parquet"))
+    assert len(parts) == 1 or elapsed > 60, parts
     # Resume on a finished dataset: nothing to add.
     code, messages = run_engine([*models, "-i", str(source), "--parquet", str(out), "--resume"])
     assert code == 1 and "resuming: 4 of 4 inputs already written, 0 to go" in messages
-    assert len(list(out.glob("part-*.parquet"))) == 1
+    assert sorted(out.glob("part-*.parquet")) == parts

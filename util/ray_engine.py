@@ -373,6 +373,10 @@ class JsonLinesSink:
     def flush(self) -> None:
         self.handle.flush()
 
+    def sync(self) -> None:
+        """After each batch: what is written reaches the file."""
+        self.flush()
+
     def close(self) -> None:
         self.flush()
         if self.handle is not sys.stdout:
@@ -451,7 +455,13 @@ class ParquetSink:
                 if key not in self.extra:
                     self.extra[key] = self.pa.array([value]).type
             self.rows.append(base | {"face": k} | face)
-        if len(self.rows) >= PARQUET_ROWS_PER_FILE or time.monotonic() - self.last_flush > 60:
+        if len(self.rows) >= PARQUET_ROWS_PER_FILE:
+            self.flush()
+
+    def sync(self) -> None:
+        """After each batch: a part file once a minute at most, not one per batch (a
+        dataset of many small files is slow to read)."""
+        if time.monotonic() - self.last_flush > 60:
             self.flush()
 
     def flush(self) -> None:
@@ -692,7 +702,7 @@ def _execute(ray, args, inputs: Inputs, options: dict, sink, log, worker_class) 
                     progress.write(f"error: {record['error']}", file=sys.stderr)
                 elif not record["faces"]:
                     progress.write(f"warning: {record['image']}: no face found", file=sys.stderr)
-            sink.flush()
+            sink.sync()
     finally:
         progress.close()
     if written != todo:
