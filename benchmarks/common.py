@@ -256,7 +256,7 @@ def resolve_setup(args: argparse.Namespace) -> Setup:
         target = int8_path(path)
         if not target.is_file():
             notes.add(
-                f"{what}: no int8 file {rel(target)} (python training/quantize.py {rel(path)})"
+                f"{what}: no int8 file {rel(target)} (python -m training.quantize {rel(path)})"
             )
             return None
         return target

@@ -1,7 +1,7 @@
 """Measure a FAN-format model's per-landmark bias on its training set; store it in the model.
 
-    python training/calibrate.py                                  # the shipped model
-    python training/calibrate.py --model my.onnx --data folder/   # any model, any data
+    python -m training.calibrate                                  # the shipped model
+    python -m training.calibrate --model my.onnx --data folder/   # any model, any data
 
 The model runs on the training faces cropped as at run time (the mean BlazeFace-like
 box, no augmentation, with the mirror view as the tool does by default). The mean

@@ -1,7 +1,7 @@
 """Choose the face-presence threshold, and the detector threshold used with it, on
 the validation faces; store both in the 2D model's spec.
 
-    python training/choose_presence.py                    # the shipped model, 300w/val
+    python -m training.choose_presence                    # the shipped model, 300w/val
 
 Every validation image goes through the tool's detection (all quarter turns) at each
 candidate detector threshold, and the annotated face's presence is recorded. The

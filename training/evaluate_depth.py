@@ -1,7 +1,7 @@
 """Evaluate depth (z) end to end on annotated images: the depth network against the plain
 shape-prior fit, both from the 2D points the tool predicts.
 
-    python training/evaluate_depth.py                  # shipped models, 300w/val
+    python -m training.evaluate_depth                  # shipped models, 300w/val
 
 The reference z of each face is the shape prior fitted to its annotated 2D points (the
 way the training labels are made; 300-W has no 3D annotations). Errors are mean |z|

@@ -1,8 +1,8 @@
 """Static int8 quantization of a model, calibrated on training crops made as at run time.
 
-    python training/quantize.py models/fan2d_compact.onnx     # -> models/fan2d_compact.int8.onnx
-    python training/quantize.py models/depth_compact.onnx     # the depth model the same way
-    python training/quantize.py MODEL.onnx --out other.onnx --faces 100 --check 0
+    python -m training.quantize models/fan2d_compact.onnx     # -> models/fan2d_compact.int8.onnx
+    python -m training.quantize models/depth_compact.onnx     # the depth model the same way
+    python -m training.quantize MODEL.onnx --out other.onnx --faces 100 --check 0
 
 The tool picks NAME.int8.onnx when it sits beside the fp32 default model
 (util.runtime.model_for_precision; ``--precision fp32`` keeps the other).
@@ -30,7 +30,7 @@ What it does, and why (measured on this machine, AMD EPYC with AVX-512 VNNI, iss
   - afterwards (``--check N``, default 50) it compares int8 with fp32 on N other training
     crops: 1-thread latency (median of interleaved runs) and, for a 2D model, the
     landmark distance in percent of the inter-ocular distance. End to end on 300w/val:
-    ``python training/evaluate.py --model-2d OUT``.
+    ``python -m training.evaluate --model-2d OUT``.
 """
 
 from __future__ import annotations

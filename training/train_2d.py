@@ -1,7 +1,7 @@
 """Train the embedded 2D FAN from scratch on 300-W, validate as it goes, export ONNX.
 
-    python training/train_2d.py                      # the shipped model (fixed seed)
-    python training/train_2d.py --epochs 1 --limit 16 --stacks 1 --channels 16  # smoke run
+    python -m training.train_2d                      # the shipped model (fixed seed)
+    python -m training.train_2d --epochs 1 --limit 16 --stacks 1 --channels 16  # smoke run
 
 Writes checkpoints and a JSON-lines log to --workdir (resumable with --resume), and
 the final network to --out as ONNX with its model spec in the metadata, calibrated on

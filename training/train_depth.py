@@ -1,6 +1,6 @@
 """Train the depth network: 71-channel input (crop + Gaussians of the 2D points) -> 68 z.
 
-    python training/train_depth.py                   # the shipped model (fixed seed)
+    python -m training.train_depth                   # the shipped model (fixed seed)
 
 z labels come from fitting the 3D shape prior (models/shape_prior.npz, built from
 AFLW2000-3D shapes) to each augmented face's annotated 2D points; the network sees

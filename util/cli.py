@@ -206,6 +206,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress or info lines")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    scale = parser.add_argument_group(
+        "scale-out (--engine ray; needs pip install -r requirements-ray.txt)"
+    )
+    scale.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local: this process; ray: a Ray Data job, on this machine or a cluster",
+    )
+    scale.add_argument(
+        "--address",
+        default=None,
+        metavar="ADDRESS",
+        help="join a Ray cluster (auto, or ray://HOST:PORT); default: start one on this machine",
+    )
+    scale.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="actors (default: one per CPU)",
+    )
+    scale.add_argument(
+        "--parquet",
+        default=None,
+        metavar="DIR",
+        help="write a Parquet dataset, one row per face, instead of --json",
+    )
+    scale.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the --json file or --parquet folder of a stopped run",
+    )
     return parser
 
 
@@ -225,6 +258,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.onnx:
         args.runtime = "onnxruntime"
     log = _Log(args.quiet)
+    if args.engine == "ray":
+        from .ray_engine import run_ray  # imports Ray only when it runs
+
+        return run_ray(args, log, given=_given_options(parser, argv))
+    if args.address or args.workers or args.parquet or args.resume:
+        log.error("--address, --workers, --parquet and --resume need --engine ray")
+        return 2
     # Images: the input files, found once before any work (None with -v).
     paths = None if args.video is not None else expand_inputs(args.input or [str(SAMPLE_IMAGE)])
     problem = _json_clash(args, paths) or _savepath_problem(args, paths)
@@ -232,29 +272,13 @@ def main(argv: list[str] | None = None) -> int:
         log.error(problem)
         return 2
     try:
-        aligner = FaceAligner(
-            model_2d=args.model_2d,
-            model_depth=args.model_depth,
-            model_3d=args.model_3d,
-            detector_model=args.detector,
-            active_3d=args.active_3d,
-            runtime=args.runtime,
-            env_id=args.env_id,
-            threads=args.threads,
-            min_score=args.min_score,
-            flip=args.flip == "on" or (args.flip == "auto" and args.video is None),
-            max_pixels=args.max_pixels,
-            precision=args.precision,
-        )
+        aligner = FaceAligner(**aligner_options(args), threads=args.threads)
     except (ModelError, InputError) as exc:
         log.error(str(exc))
         return 2
     for message in ignored_options(args, _given_options(parser, argv), paths, aligner.runtime):
         log.warn(message)
-    log.info(
-        f"runtime: {aligner.runtime}; "
-        + "; ".join(f"{stage}: {_name(source)}" for stage, source in aligner.sources().items())
-    )
+    log.info(describe(aligner))
     try:
         if args.benchmark and args.video is None:
             return run_benchmark(aligner, args, log)  # writes nothing, not even --json
@@ -272,6 +296,31 @@ def main(argv: list[str] | None = None) -> int:
         # A model that loaded but fails to run stops the run: every input would fail.
         log.error(str(exc))
         return 2
+
+
+def aligner_options(args: argparse.Namespace) -> dict:
+    """FaceAligner's keyword arguments from the flags, threads aside: the one place for
+    them, so the Ray engine's actors get the same aligner as this process."""
+    return {
+        "model_2d": args.model_2d,
+        "model_depth": args.model_depth,
+        "model_3d": args.model_3d,
+        "detector_model": args.detector,
+        "active_3d": args.active_3d,
+        "runtime": args.runtime,
+        "env_id": args.env_id,
+        "min_score": args.min_score,
+        "flip": args.flip == "on" or (args.flip == "auto" and args.video is None),
+        "max_pixels": args.max_pixels,
+        "precision": args.precision,
+    }
+
+
+def describe(aligner: FaceAligner) -> str:
+    """The info line naming the runtime and what each stage runs."""
+    return f"runtime: {aligner.runtime}; " + "; ".join(
+        f"{stage}: {_name(source)}" for stage, source in aligner.sources().items()
+    )
 
 
 def _given_options(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
