@@ -30,7 +30,6 @@ IMAGE_SUFFIXES = {
     ".pgm",
     ".jp2",
 }
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
 
 
 class InputError(ValueError):
@@ -142,10 +141,6 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
 
 def is_image_path(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
-
-
-def is_video_path(path: Path) -> bool:
-    return path.suffix.lower() in VIDEO_SUFFIXES
 
 
 def expand_inputs(specs: list[str]) -> list[Path]:
