@@ -1,8 +1,8 @@
 """Time candidate 2D architectures before a long training run: onnxruntime latency
 (fp32, 1 thread, batch 1) and torch training throughput (2 threads, batch 16).
 
-    python benchmarks/architectures.py                       # the candidates of issue 9
-    python benchmarks/architectures.py post,2,64,4 pre,2,80,4  # block,stacks,channels,depth
+    python -m benchmarks.architectures                       # the candidates of issue 9
+    python -m benchmarks.architectures post,2,64,4 pre,2,80,4  # block,stacks,channels,depth
 
 Random weights: this measures cost, not accuracy. Other work on the machine slows every
 figure alike; compare rows of one run.
@@ -14,14 +14,11 @@ import io
 import sys
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from training.model import FAN, LastStack, count_macs  # noqa: E402
+from training.model import FAN, LastStack, count_macs
 
 CANDIDATES = (
     "pre,2,80,4", "post,2,80,4", "post,2,96,4", "post,1,128,4", "post,1,96,4", "post,2,64,4",

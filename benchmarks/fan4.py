@@ -17,19 +17,16 @@ figure usually quoted for 2DFAN-4 (whose weights file is about 95 MB).
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 # FAN's block (3x3 convs of C/2, C/4, C/4 concatenated, pre-activated, residual) and
 # hourglass are the same in our training code (FAN pools by average); the benchmark
 # reuses them so the two cannot drift apart.
-from training.model import ConvBlock, Hourglass  # noqa: E402
+from training.model import ConvBlock, Hourglass
 
 FAN4_GMACS_RANGE = (24.0, 26.0)  # sanity range for the MAC count of FAN-4 at 256x256
 

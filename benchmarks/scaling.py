@@ -1,7 +1,7 @@
 """Scaling report for the Ray engine: writes benchmarks/results/scaling.md.
 
-    nice -n 19 python benchmarks/scaling.py                # 300w/val (291 images)
-    nice -n 19 python benchmarks/scaling.py --limit 100    # a subset, when time is short
+    nice -n 19 python -m benchmarks.scaling                # 300w/val (291 images)
+    nice -n 19 python -m benchmarks.scaling --limit 100    # a subset, when time is short
 
 On the images of ../shared/data/300w/val plus one corrupt file, through the CLI as a
 user runs it:
@@ -32,7 +32,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 CLI = REPO / "face_alignment.py"
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "300w" / "val"
 OUT = REPO / "benchmarks" / "results" / "scaling.md"
@@ -191,7 +190,7 @@ def write_report(out: Path, images, n, rows, checks, split, repeat) -> None:  # 
     lines = [
         "# Scaling: the Ray engine against the local engine",
         "",
-        f"Measured {datetime.date.today()} by `nice -n 19 python benchmarks/scaling.py"
+        f"Measured {datetime.date.today()} by `nice -n 19 python -m benchmarks.scaling"
         f"{'' if len(images) == 291 else f' --limit {len(images)}'}"
         f"{'' if repeat == 3 else f' --repeat {repeat}'}` on this machine "
         f"({os.cpu_count()} x {platform.machine()} cores, no GPU, Python "

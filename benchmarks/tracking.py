@@ -1,8 +1,8 @@
 """The video tracker on clips with known motion: error while moving, jitter while still, lag.
 
-    python benchmarks/tracking.py                 # 6 clips, writes benchmarks/results/tracking.md
-    python benchmarks/tracking.py --tune          # also grid-search the One Euro filter
-    python benchmarks/tracking.py --min-cutoff 1 --beta 0.05 --d-cutoff 1   # one setting
+    python -m benchmarks.tracking                 # 6 clips, writes benchmarks/results/tracking.md
+    python -m benchmarks.tracking --tune          # also grid-search the One Euro filter
+    python -m benchmarks.tracking --min-cutoff 1 --beta 0.05 --d-cutoff 1   # one setting
 
 Each clip is one annotated 300w/val face (the annotated image scaled so the eyes are
 --iod px apart) warped into 640x480 frames by a known affine per frame: still, then
@@ -39,12 +39,11 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from training.evaluate import DEFAULT_DATA, Sample, load_annotated, match_annotated
+from util.aligner import Face, FaceAligner
+from util.landmarks import inter_ocular
 
-from training.evaluate import DEFAULT_DATA, Sample, load_annotated, match_annotated  # noqa: E402
-from util.aligner import Face, FaceAligner  # noqa: E402
-from util.landmarks import inter_ocular  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 FRAME_SIZE = (640, 480)  # width, height
 RATE = 30.0  # frames per second the clips stand for
@@ -423,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     head = [
         "# Tracker on synthesized clips",
         "",
-        f"`python benchmarks/tracking.py{' --tune' if args.tune else ''}`: {len(clips)} clips "
+        f"`python -m benchmarks.tracking{' --tune' if args.tune else ''}`: {len(clips)} clips "
         f"of {len(clips[0].frames)} frames, 640x480, one 300w/val face each ({names}), "
         f"eyes {args.iod:.0f} px apart; still {SCHEDULE[0][0]} frames, moving "
         f"{SCHEDULE[1][0]} frames at {SCHEDULE[1][1]:.0f} px and {SCHEDULE[1][2]:.0f} "

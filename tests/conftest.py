@@ -1,4 +1,4 @@
-"""Shared test set-up: the repository on sys.path, and tiny models with the real contracts.
+"""Shared test set-up: tiny models with the real contracts.
 
 The tiny models are random networks in the exact format of the shipped ones (FAN:
 1x3x256x256 -> 1x68x64x64, depth: 1x71x256x256 -> 1x68, spec in the ONNX metadata),
@@ -8,15 +8,12 @@ so pipeline and CLI tests run without the trained weights and without /tmp files
 from __future__ import annotations
 
 import dataclasses
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))  # import util.*, training.*, face_alignment from anywhere
 
 SAMPLE = REPO / "samples" / "astronaut.png"
 

@@ -110,9 +110,17 @@ def test_3d_mode_splits_landmarks_and_landmarks_3d(tiny_models) -> None:  # noqa
 
     image = read_image(SAMPLE)
     box = [np.array([180.0, 70.0, 330.0, 250.0])]
-    plain = FaceAligner(model_2d=tiny_models.fan2d, any_roll=False).align(image, bboxes=box)
+    plain = FaceAligner(model_2d=tiny_models.fan2d, any_roll=False, recrop_iou=0.0).align(
+        image, bboxes=box
+    )
+    # recrop_iou 0: the 3D model crops from the given box (a random 2D model's points
+    # would move it)
     aligner = FaceAligner(
-        model_2d=tiny_models.fan2d, model_3d=tiny_models.fan3d, active_3d=True, any_roll=False
+        model_2d=tiny_models.fan2d,
+        model_3d=tiny_models.fan3d,
+        active_3d=True,
+        any_roll=False,
+        recrop_iou=0.0,
     )
     assert isinstance(aligner.depth_model, ShapeFitDepth)
     faces = aligner.align(image, bboxes=box)
@@ -191,3 +199,28 @@ def test_shipped_3d_model_contract() -> None:
     size = np.sqrt(np.prod(np.ptp(xy_2d, axis=0)))
     assert np.linalg.norm(xyz[:, :2] - xy_2d, axis=1).mean() < 0.05 * size
     assert not np.allclose(xyz[:, :2], xy_2d, atol=0.01)
+
+
+def test_recrop_from_the_landmarks_box_rescues_a_shifted_box() -> None:
+    """A detector box far off the face (as on close-ups) is replaced by the box the
+    landmarks imply: the points land near the ones from a good box, unlike without."""
+    from util.aligner import FaceAligner
+    from util.io import read_image
+
+    image = read_image(SAMPLE)
+    good = FaceAligner(threads=1).align(image)[0]
+    box = good.bbox.copy()
+    shift = 0.35 * (box[2] - box[0])
+    box[[0, 2]] += shift  # a third of the face off to the side
+    box[[1, 3]] += shift
+    reference = good.landmarks
+    size = np.sqrt(np.prod(np.ptp(reference, axis=0)))
+
+    def error(recrop_iou: float) -> float:
+        aligner = FaceAligner(threads=1, recrop_iou=recrop_iou, any_roll=False)
+        face = aligner.align(image, bboxes=[box])[0]
+        return float(np.linalg.norm(face.landmarks - reference, axis=1).mean() / size)
+
+    with_recrop, without = error(0.85), error(0.0)
+    assert with_recrop < 0.02
+    assert with_recrop < 0.5 * without

@@ -1,17 +1,15 @@
 """Fast checks of the benchmark's own parts: the FAN-4 architecture it times ours
-against, and the MediaPipe 468 -> 68 point mapping (benchmarks/fan4.py, peers.py)."""
+against, the MediaPipe 468 -> 68 point mapping (benchmarks/fan4.py, peers.py), and the
+runner's ratios, model set-up and report (benchmarks/speed.py, common.py, report.py)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.peers import MEDIAPIPE_TO_IBUG68, mesh_to_ibug68  # noqa: E402
+from benchmarks.peers import MEDIAPIPE_TO_IBUG68, mesh_to_ibug68
 
 
 def test_fan4_has_the_original_cost_and_output():
@@ -59,3 +57,105 @@ def test_mesh_to_ibug68_picks_and_averages():
     # Subject's right eye outer corner (36) lies left of the left eye's (45) in the mesh
     # too: the same vertex order as the iBUG scheme, not mirrored.
     assert MEDIAPIPE_TO_IBUG68[36] == (33,) and MEDIAPIPE_TO_IBUG68[45] == (263,)
+
+
+# -- the runner's parts (benchmarks/common.py, speed.py, report.py) ----------------------
+
+
+def _stages(ms: dict[str, float]) -> dict:
+    """Stage-table entries of landmark steps alone, as speed.stage_timing names them."""
+    return {
+        f"{name}, landmark step": {"landmarks": {"median_ms": v, "runs": 30}}
+        for name, v in ms.items()
+    }
+
+
+def test_landmark_ratios_from_one_round_of_timings():
+    from benchmarks.speed import landmark_ratios
+
+    stages = _stages(
+        {
+            "ours fp32": 20.0,
+            "ours int8": 8.0,
+            "FAN-4 architecture": 240.0,
+            "FAN-4 architecture int8": 120.0,
+        }
+    )
+    r = landmark_ratios(stages, "int8")
+    assert r["ratio"] == pytest.approx(30.0)  # the target's: FAN-4 fp32 / what ships
+    assert r["ratio_fp32"] == pytest.approx(12.0)
+    assert r["ratio_int8"] == pytest.approx(15.0)
+    assert r["ours_int8_speedup"] == pytest.approx(2.5)
+    assert r["fan4_int8_speedup"] == pytest.approx(2.0)
+    # Without int8 files: the fp32 ratios only; without FAN-4: nothing to report.
+    fp32_only = landmark_ratios(_stages({"ours fp32": 20.0, "FAN-4 architecture": 240.0}), "fp32")
+    assert fp32_only["ratio"] == pytest.approx(12.0) and "ratio_int8" not in fp32_only
+    assert landmark_ratios(_stages({"ours fp32": 20.0}), "fp32") == {}
+
+
+def test_setup_runs_int8_beside_fp32_and_ships_int8(tmp_path: Path):
+    from benchmarks.common import Notes, Setup
+
+    fp32, int8 = tmp_path / "m.onnx", tmp_path / "m.int8.onnx"
+    setup = Setup(fp32, None, None, None, None, Notes(), model_2d_int8=int8)
+    assert [p for p, _, _ in setup.ours()] == ["fp32", "int8"]
+    assert setup.shipped == ("int8", int8, None)
+    alone = Setup(fp32, None, None, None, None, Notes())
+    assert alone.shipped == ("fp32", fp32, None)
+    assert Setup(None, None, None, None, None, Notes()).ours() == []
+
+
+def test_report_shows_fp32_and_int8_side_by_side(tmp_path: Path):
+    from benchmarks.common import Notes
+    from benchmarks.report import write_report
+    from benchmarks.speed import landmark_ratios
+
+    stages = _stages(
+        {
+            "ours fp32": 20.0,
+            "ours int8": 8.0,
+            "FAN-4 architecture": 240.0,
+            "FAN-4 architecture int8": 120.0,
+        }
+    )
+    speed = {
+        "threads": [1],
+        "reps": 3,
+        "stages": {"1": stages},
+        "ratio": {"1": landmark_ratios(stages, "int8")},
+        "fan4": {"gmacs": 17.1},
+        "video": {
+            "file": "30 frames",
+            "runs": [
+                {"threads": 2, "depth": False, "precision": "int8", "frames": 30}
+                | {"faces": 30, "fps": 45.0}
+            ],
+        },
+        "folder": {
+            "images": 20,
+            "images_per_s": 61.0,
+            "faces": 20,
+            "errors": 0,
+            "threads": 2,
+            "prefetch": 2,
+            "precision": "int8",
+            "rss_models_loaded": 200 * 2**20,
+            "rss_at": {"10%": 201 * 2**20, "50%": 201 * 2**20, "100%": 202 * 2**20},
+            "rss_peak_sampled": 202 * 2**20,
+            "rss_peak_process": 210 * 2**20,
+        },
+    }
+    info = {"date": "d", "commit": "c", "cores": 2, "processor": "p", "platform": "x"}
+    info |= {"python": "3", "onnxruntime": "1", "load_average": [9.0, 9.0, 9.0]}
+    notes = Notes()
+    notes.lines.append("a note")
+    path = tmp_path / "report.md"
+    write_report(path, info, [], {}, speed, notes, ["--quick"])
+    text = path.read_text()
+    assert "| ours int8, landmark step | landmarks | 8.00 |" in text
+    assert "| FAN-4 architecture int8, landmark step | landmarks | 120.0 |" in text
+    row = next(line for line in text.splitlines() if line.startswith("| 1 | 20.0 | 8.00 |"))
+    assert "| 30.0x (int8) | 12.0x | 15.0x | 2.5x | 2.0x | met |" in row
+    assert "| 2D int8 | 2 | 30 | 30 | 45.0 | met |" in text
+    assert "| 61.0 | met | 20 | 0 | 200 | 201 | 201 | 202 | 202 | 210 |" in text
+    assert "2 images ahead" in text and "- a note" in text

@@ -327,7 +327,7 @@ def test_version(tmp_path: Path) -> None:
 
 
 def test_every_flag_has_help_and_is_in_the_readme() -> None:
-    from face_alignment import build_parser
+    from util.cli import build_parser
 
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     for action in build_parser()._actions:
@@ -340,7 +340,7 @@ def test_every_flag_has_help_and_is_in_the_readme() -> None:
 
 
 def test_every_exit_code_is_in_the_readme() -> None:
-    source = (REPO / "face_alignment.py").read_text(encoding="utf-8")
+    source = (REPO / "util" / "cli.py").read_text(encoding="utf-8")
     codes = set(re.findall(r"return (\d+)\b", source)) | set(re.findall(r"else (\d+)\b", source))
     codes |= {"2"}  # argparse's usage errors
     assert codes >= {"0", "1", "2", "130"}

@@ -5,13 +5,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
 
 from util.detect import (
     DEFAULT_DETECTOR_MODEL,

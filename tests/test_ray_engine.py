@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import face_alignment
+from util import cli as face_alignment  # the CLI module: build_parser, main, aligner_options
 from util import ray_engine
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,13 +8,10 @@ the image's right, then get smaller z (farther) than their right jaw points 0-7 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo importable, no conftest
 
 from util.landmarks import MIRROR_PERMUTATION
 from util.shape_prior import (

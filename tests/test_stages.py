@@ -652,20 +652,18 @@ def check_record_schema(record: dict, with_3d: bool) -> None:
 
 
 def test_json_record_schema() -> None:
-    import face_alignment
+    from util.cli import _record
 
     face = _fake_face()
-    record = face_alignment._record(Path("dir/a.png"), [face], None, (300, 400, 3))
+    record = _record(Path("dir/a.png"), [face], None, (300, 400, 3))
     record = json.loads(json.dumps(record))  # serialisable as is
     check_record_schema(record, with_3d=True)
     assert (record["width"], record["height"]) == (400, 300)
     assert "heatmaps" not in record["faces"][0]
     np.testing.assert_allclose(record["faces"][0]["landmarks"], face.landmarks, atol=0.006)
     face.landmarks_3d = None
-    check_record_schema(
-        json.loads(json.dumps(face_alignment._record("x", [face], None, (1, 2)))), with_3d=False
-    )
-    failed = face_alignment._record("bad.jpg", [], "bad.jpg: empty file", None)
+    check_record_schema(json.loads(json.dumps(_record("x", [face], None, (1, 2)))), with_3d=False)
+    failed = _record("bad.jpg", [], "bad.jpg: empty file", None)
     assert failed == {
         "image": "bad.jpg",
         "width": None,
@@ -673,7 +671,7 @@ def test_json_record_schema() -> None:
         "faces": [],
         "error": "bad.jpg: empty file",
     }
-    framed = face_alignment._record("v.mp4", [], None, (10, 20, 3), frame=7)
+    framed = _record("v.mp4", [], None, (10, 20, 3), frame=7)
     assert framed["frame"] == 7
 
 
@@ -701,7 +699,7 @@ def test_face_aligner_api(tiny_models) -> None:  # noqa: ANN001
     # Given boxes have no keypoints: their crops start upright (roll 0), as FAN's do.
     given = aligner.get_landmarks_from_image(image, detected_faces=[face.bbox])
     again = aligner.align(image, bboxes=[face.bbox])
-    np.testing.assert_allclose(given[0][:, :2], again[0].landmarks, atol=1e-3)
+    np.testing.assert_allclose(given[0], again[0].landmarks_3d, atol=1e-3)
     # Grey arrays are accepted; other dtypes and shapes are clear errors.
     assert len(aligner.align(image[..., 1])) == 1
     with pytest.raises(InputError, match="dtype float"):

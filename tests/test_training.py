@@ -22,7 +22,8 @@ MODELS = REPO / "models"
 def _run(script: str, tmp_path: Path, *extra: str) -> list[dict]:
     cmd = [
         sys.executable,
-        str(REPO / "training" / script),
+        "-m",
+        f"training.{script.removesuffix('.py')}",
         "--epochs",
         "1",
         "--limit",

@@ -127,6 +127,12 @@ def test_presence_output_contract(tiny_models) -> None:  # noqa: ANN001
         alone, alone_face = model.run_crops([crop], flip=True)[0]
         np.testing.assert_allclose(views, alone, atol=1e-4)
         assert face == pytest.approx(alone_face, abs=1e-5)
+    # Mirror views added to single-view reads (the upside-down check's) give the same.
+    added = model.with_mirror_views(crops, model.run_crops(crops))
+    for (views, face), (views2, face2) in zip(results, added, strict=True):
+        np.testing.assert_allclose(views2, views, atol=1e-4)
+        assert face2 == pytest.approx(face, abs=1e-5)
+    assert model.with_mirror_views([], []) == []
 
 
 def test_fan_files_without_presence_run_unchecked(tiny_models) -> None:  # noqa: ANN001

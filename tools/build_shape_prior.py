@@ -16,13 +16,10 @@ with Gaussian 2D noise whose mean point displacement is ``--noise`` of the box s
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable as a script
 
 from util.shape_prior import ShapePrior, build_prior, fit_to_2d
 

@@ -20,7 +20,7 @@ Verification: the TFLite model (ai-edge-litert's Interpreter) and the ONNX model
 the script prints the largest absolute difference of the raw outputs and checks that
 the decoded, merged detections agree. It exits non-zero when they do not.
 
-Usage: python tools/convert_blazeface.py [--source-dir DIR] [--out-dir models]
+Usage: python -m tools.convert_blazeface [--source-dir DIR] [--out-dir models]
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ from pathlib import Path
 import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from util.detect import KEYPOINT_NAMES, detect_in_outputs, generate_anchors, letterbox
 from util.runtime import ModelSpec, load_model

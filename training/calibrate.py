@@ -1,7 +1,7 @@
 """Measure a FAN-format model's per-landmark bias on its training set; store it in the model.
 
-    python training/calibrate.py                                  # the shipped model
-    python training/calibrate.py --model my.onnx --data folder/   # any model, any data
+    python -m training.calibrate                                  # the shipped model
+    python -m training.calibrate --model my.onnx --data folder/   # any model, any data
 
 The model runs on the training faces cropped as at run time (the mean BlazeFace-like
 box, no augmentation, with the mirror view as the tool does by default). The mean
@@ -25,14 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from training.data import DATA_ROOT, detector_box, load_box_stats, load_folder  # noqa: E402
-from training.export import write_spec  # noqa: E402
-from util.crop import transform_points  # noqa: E402
-from util.decode import crop_to_heatmap, face_rotation  # noqa: E402
-from util.heatmaps import ORIGINAL_FAN_SPEC, LandmarkModel  # noqa: E402
-from util.runtime import load_model  # noqa: E402
+from training.data import DATA_ROOT, detector_box, load_box_stats, load_folder
+from training.export import write_spec
+from util.crop import transform_points
+from util.decode import crop_to_heatmap, face_rotation
+from util.heatmaps import ORIGINAL_FAN_SPEC, LandmarkModel
+from util.runtime import load_model
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "fan2d_compact.onnx"
 

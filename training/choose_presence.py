@@ -1,7 +1,7 @@
 """Choose the face-presence threshold, and the detector threshold used with it, on
 the validation faces; store both in the 2D model's spec.
 
-    python training/choose_presence.py                    # the shipped model, 300w/val
+    python -m training.choose_presence                    # the shipped model, 300w/val
 
 Every validation image goes through the tool's detection (all quarter turns) at each
 candidate detector threshold, and the annotated face's presence is recorded. The
@@ -22,13 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from training.evaluate import DEFAULT_DATA, load_annotated, match_annotated  # noqa: E402
-from training.export import write_spec  # noqa: E402
-from util.aligner import FaceAligner  # noqa: E402
-from util.io import read_image  # noqa: E402
-from util.runtime import read_spec  # noqa: E402
+from training.evaluate import DEFAULT_DATA, load_annotated, match_annotated
+from training.export import write_spec
+from util.aligner import FaceAligner
+from util.io import read_image
+from util.runtime import read_spec
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "fan2d_compact.onnx"
 DETECTOR_THRESHOLDS = (0.5, 0.4, 0.3)

@@ -16,14 +16,11 @@ val folders and reports the fit residual and timing; labels are not written into
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable as a script
 
 from util.landmarks import box_size, read_pts
 from util.shape_prior import ShapePrior, fit_to_2d

@@ -15,7 +15,7 @@ detection is a miss.
    where size = sqrt(w * h). Training crops can use these to mimic detector boxes.
    Written to training/detector_box_stats.json.
 
-Usage (from the repository root): python training/detector_box_stats.py [--data DIR]
+Usage (from the repository root): python -m training.detector_box_stats [--data DIR]
 """
 
 from __future__ import annotations
@@ -28,8 +28,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from util.detect import (
     DEFAULT_DETECTOR_MODEL,

@@ -1,9 +1,9 @@
 """Evaluate the whole pipeline (BlazeFace, crop, FAN model, decode) on annotated images.
 
-    python training/evaluate.py                                   # shipped model, 300w/val
-    python training/evaluate.py --precision fp32                  # its fp32 file, not int8
-    python training/evaluate.py --model-2d 2DFAN-4.onnx --data my/folder --ced ced.png
-    python training/evaluate.py --wild          # + rotation sweep, close-ups, non-faces
+    python -m training.evaluate                                   # shipped model, 300w/val
+    python -m training.evaluate --precision fp32                  # its fp32 file, not int8
+    python -m training.evaluate --model-2d 2DFAN-4.onnx --data my/folder --ced ced.png
+    python -m training.evaluate --wild          # + rotation sweep, close-ups, non-faces
 
 For each folder of NAME.jpg/png + NAME.pts (one annotated face per image; other faces
 may be present) it prints: faces, detection misses, mean and median NME normalised by
@@ -33,10 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from util.detect import box_iou  # noqa: E402
-from util.landmarks import box_size, inter_ocular, nme, read_pts  # noqa: E402
+from util.detect import box_iou
+from util.landmarks import box_size, inter_ocular, nme, read_pts
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "300w" / "val"
 FAILURE_THRESHOLD = 0.08

@@ -1,7 +1,7 @@
 """Evaluate ``--active-3d`` at large poses, by yaw bin, on turned views of val faces.
 
-    python training/evaluate_3d.py                 # shipped models, all of 300w/val
-    python training/evaluate_3d.py --limit 40      # quicker
+    python -m training.evaluate_3d                 # shipped models, all of 300w/val
+    python -m training.evaluate_3d --limit 40      # quicker
 
 300-W has no profiles and no 3D labels, so each val face (never a training face) is
 lifted to the 3D convention (training/labels_3d.py) and turned out of plane by
@@ -27,13 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from training.evaluate import DEFAULT_DATA, load_annotated, match_annotated  # noqa: E402
-from training.labels_3d import fit_yaw, lift_to_3d  # noqa: E402
-from training.synthesis import face_depths, turn_face  # noqa: E402
-from util.landmarks import box_size  # noqa: E402
-from util.shape_prior import ShapePrior, fit_to_2d  # noqa: E402
+from training.evaluate import DEFAULT_DATA, load_annotated, match_annotated
+from training.labels_3d import fit_yaw, lift_to_3d
+from training.synthesis import face_depths, turn_face
+from util.landmarks import box_size
+from util.shape_prior import ShapePrior, fit_to_2d
 
 REPO = Path(__file__).resolve().parents[1]
 BINS = ((0.0, 30.0), (30.0, 60.0), (60.0, 90.0))

@@ -1,7 +1,7 @@
 """Evaluate depth (z) end to end on annotated images: the depth network against the plain
 shape-prior fit, both from the 2D points the tool predicts.
 
-    python training/evaluate_depth.py                  # shipped models, 300w/val
+    python -m training.evaluate_depth                  # shipped models, 300w/val
 
 The reference z of each face is the shape prior fitted to its annotated 2D points (the
 way the training labels are made; 300-W has no 3D annotations). Errors are mean |z|
@@ -16,12 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from training.depth_labels import DEFAULT_PRIOR, depth_labels  # noqa: E402
-from training.evaluate import DEFAULT_DATA, load_annotated, match_annotated  # noqa: E402
-from util.landmarks import box_size  # noqa: E402
-from util.shape_prior import ShapePrior  # noqa: E402
+from training.depth_labels import DEFAULT_PRIOR, depth_labels
+from training.evaluate import DEFAULT_DATA, load_annotated, match_annotated
+from util.landmarks import box_size
+from util.shape_prior import ShapePrior
 
 
 def z_error(z: np.ndarray, reference: np.ndarray, size: float) -> float:

@@ -1,7 +1,7 @@
 """Train the embedded 2D FAN from scratch on 300-W, validate as it goes, export ONNX.
 
-    python training/train_2d.py                      # the shipped model (fixed seed)
-    python training/train_2d.py --epochs 1 --limit 16 --stacks 1 --channels 16  # smoke run
+    python -m training.train_2d                      # the shipped model (fixed seed)
+    python -m training.train_2d --epochs 1 --limit 16 --stacks 1 --channels 16  # smoke run
 
 Writes checkpoints and a JSON-lines log to --workdir (resumable with --resume), and
 the final network to --out as ONNX with its model spec in the metadata, calibrated on
@@ -13,18 +13,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from training.calibrate import calibrate  # noqa: E402
-from training.choose_presence import choose  # noqa: E402
-from training.data import (  # noqa: E402
+from training.calibrate import calibrate
+from training.choose_presence import choose
+from training.data import (
     DATA_ROOT,
     CropSettings,
     Face,
@@ -34,18 +31,18 @@ from training.data import (  # noqa: E402
     photometric,
     validation_crop,
 )
-from training.export import export_onnx  # noqa: E402
-from training.labels_3d import lift_to_3d  # noqa: E402
-from training.losses import adaptive_wing, foreground_weight, integral_loss, weighted_mse  # noqa: E402
-from training.model import FAN, LastStack, count_macs, widen_to_3d  # noqa: E402
-from training.negatives import NegativeCrops  # noqa: E402
-from training.runlog import RunLog, StopFlag  # noqa: E402
-from training.synthesis import face_depths, random_yaw, turn_face  # noqa: E402
-from util.crop import invert_matrix, transform_points  # noqa: E402
-from util.decode import crop_to_heatmap, decode, gaussian_maps, heatmap_to_crop  # noqa: E402
-from util.landmarks import inter_ocular, nme  # noqa: E402
-from util.runtime import ModelSpec  # noqa: E402
-from util.shape_prior import ShapePrior  # noqa: E402
+from training.export import export_onnx
+from training.labels_3d import lift_to_3d
+from training.losses import adaptive_wing, foreground_weight, integral_loss, weighted_mse
+from training.model import FAN, LastStack, count_macs, widen_to_3d
+from training.negatives import NegativeCrops
+from training.runlog import RunLog, StopFlag
+from training.synthesis import face_depths, random_yaw, turn_face
+from util.crop import invert_matrix, transform_points
+from util.decode import crop_to_heatmap, decode, gaussian_maps, heatmap_to_crop
+from util.landmarks import inter_ocular, nme
+from util.runtime import ModelSpec
+from util.shape_prior import ShapePrior
 
 SHAPE_PRIOR = Path(__file__).resolve().parents[1] / "models" / "shape_prior.npz"
 

@@ -1,6 +1,6 @@
 """Train the depth network: 71-channel input (crop + Gaussians of the 2D points) -> 68 z.
 
-    python training/train_depth.py                   # the shipped model (fixed seed)
+    python -m training.train_depth                   # the shipped model (fixed seed)
 
 z labels come from fitting the 3D shape prior (models/shape_prior.npz, built from
 AFLW2000-3D shapes) to each augmented face's annotated 2D points; the network sees
@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from training.data import (  # noqa: E402
+from training.data import (
     DATA_ROOT,
     CropSettings,
     Face,
@@ -30,14 +27,14 @@ from training.data import (  # noqa: E402
     make_crop,
     validation_crop,
 )
-from training.depth_labels import DEFAULT_PRIOR, depth_labels  # noqa: E402
-from training.export import export_onnx  # noqa: E402
-from training.model import DepthNet, count_macs  # noqa: E402
-from training.runlog import RunLog, StopFlag  # noqa: E402
-from util.crop import transform_points  # noqa: E402
-from util.landmarks import box_size  # noqa: E402
-from util.runtime import ModelSpec  # noqa: E402
-from util.shape_prior import ShapePrior  # noqa: E402
+from training.depth_labels import DEFAULT_PRIOR, depth_labels
+from training.export import export_onnx
+from training.model import DepthNet, count_macs
+from training.runlog import RunLog, StopFlag
+from util.crop import transform_points
+from util.landmarks import box_size
+from util.runtime import ModelSpec
+from util.shape_prior import ShapePrior
 
 POOL = 4  # the network's first layer; training builds the pooled input directly
 

@@ -1,4 +1,37 @@
-"""The face-alignment library: one module per stage (see README.md, "How it works")."""
+"""The face-alignment library: one module per stage (see README.md, "How it works").
 
-# The one place the version is written; `face_alignment.py --version` prints it.
+Installed (``pip install .``) this folder is the package ``face_alignment``; in a clone
+it is ``util``, and ``face_alignment.py`` forwards the same public names. Importing
+loads no model: models load when a ``FaceAligner`` is made.
+"""
+
+from .aligner import Face, FaceAligner, StageTimes
+from .draw import draw_faces, with_side_view
+from .fan_api import FaceAlignment, LandmarksType, NetworkSize
+from .io import InputError, read_image
+from .landmarks import NUM_LANDMARKS, read_pts, write_pts
+from .runtime import ModelError
+from .tracker import FaceTracker
+
+# The one place the version is written; `face_alignment.py --version` and the package
+# metadata (pyproject.toml) read it.
 __version__ = "0.1.0"
+
+__all__ = [
+    "NUM_LANDMARKS",
+    "Face",
+    "FaceAligner",
+    "FaceAlignment",
+    "FaceTracker",
+    "InputError",
+    "LandmarksType",
+    "ModelError",
+    "NetworkSize",
+    "StageTimes",
+    "__version__",
+    "draw_faces",
+    "read_image",
+    "read_pts",
+    "with_side_view",
+    "write_pts",
+]

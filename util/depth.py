@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from util.decode import gaussian_maps
-from util.landmarks import NUM_LANDMARKS
-from util.runtime import Model, ModelError, ModelSpec, check_single_input, format_shape
-from util.shape_prior import ShapePrior, fit_to_2d
+from .decode import gaussian_maps
+from .landmarks import NUM_LANDMARKS
+from .runtime import Model, ModelError, ModelSpec, check_single_input, format_shape
+from .shape_prior import ShapePrior, fit_to_2d
 
 # The original depth_estimation.onnx (FAN's ResNet): RGB 0-1 crop, Gaussians of
 # sigma 2 crop pixels, z in crop pixels. Its sign is not verified here.

@@ -24,9 +24,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from util.runtime import Model, ModelError, check_single_input, format_shape, load_model
-
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+from .paths import MODELS_DIR
+from .runtime import Model, ModelError, check_single_input, format_shape, load_model
 
 # The detector the tool uses unless told otherwise, relative to MODELS_DIR. Chosen by
 # the missed annotated faces measured with training/detector_box_stats.py: on the 171

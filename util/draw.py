@@ -6,7 +6,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from util.landmarks import GROUPS
+from .landmarks import GROUPS
 
 # One colour per group (RGB), chosen to stay distinct on skin tones.
 GROUP_COLOURS: dict[str, tuple[int, int, int]] = {

@@ -30,7 +30,6 @@ IMAGE_SUFFIXES = {
     ".pgm",
     ".jp2",
 }
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
 
 
 class InputError(ValueError):
@@ -109,11 +108,20 @@ def _to_rgb8(img) -> np.ndarray:  # noqa: ANN001 - PIL.Image.Image
     return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
 
 
+def _read_umask() -> int:
+    umask = os.umask(0)  # the only way to read it is to set it
+    os.umask(umask)
+    return umask
+
+
+# Read once, at import: setting it for a moment while a writer thread (the CLI's folder
+# loop) or another thread creates files would give those files mode 666.
+_UMASK = _read_umask()
+
+
 def usual_mode(path: str | os.PathLike) -> None:
     """mkstemp makes owner-only files; give ``path`` the mode a plain open() would."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
+    os.chmod(path, 0o666 & ~_UMASK)
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
@@ -133,10 +141,6 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
 
 def is_image_path(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
-
-
-def is_video_path(path: Path) -> bool:
-    return path.suffix.lower() in VIDEO_SUFFIXES
 
 
 def expand_inputs(specs: list[str]) -> list[Path]:

@@ -65,7 +65,7 @@ def format_pts(points: np.ndarray) -> str:
 
 def write_pts(path: str | os.PathLike, points: np.ndarray) -> None:
     """Write (N, 2) points as an iBUG .pts file, atomically."""
-    from util.io import write_bytes_atomic
+    from .io import write_bytes_atomic
 
     write_bytes_atomic(path, format_pts(points).encode("utf-8"))
 

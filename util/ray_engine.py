@@ -35,7 +35,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from util.io import InputError, expand_inputs, is_image_path, usual_mode
+from .io import InputError, expand_inputs, is_image_path, usual_mode
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_IMAGE = REPO / "samples" / "astronaut.png"
@@ -221,7 +221,7 @@ class AlignBatch:
         skip: frozenset[str] = frozenset(),
         parquet: ParquetInput | None = None,
     ) -> None:
-        from util.aligner import FaceAligner
+        from .aligner import FaceAligner
 
         if cwd and os.path.isdir(cwd):
             os.chdir(cwd)  # relative inputs mean what they meant on the driver
@@ -233,7 +233,7 @@ class AlignBatch:
     def __call__(self, batch: dict) -> dict:
         import numpy as np
 
-        from face_alignment import _record
+        from .cli import _record
 
         indexes, records = [], []
         for index, name, data in self._inputs(batch):
@@ -490,7 +490,7 @@ def aligner_options(args: argparse.Namespace) -> dict:
     """FaceAligner keyword arguments from the CLI's flags, exactly as the local engine
     takes them (face_alignment.aligner_options), model paths made absolute for actors
     whose working directory is not the driver's."""
-    from face_alignment import aligner_options as cli_options
+    from .cli import aligner_options as cli_options
 
     options = cli_options(args)
     for key, value in options.items():
@@ -592,7 +592,7 @@ def run_ray(  # noqa: ANN001 - log: the CLI's logger
     except EngineError as exc:
         log.error(str(exc))
         return 2
-    from face_alignment import describe, ignored_options
+    from .cli import describe, ignored_options
 
     for message in ignored_options(args, given or set(), None, aligner.runtime):
         log.warn(message)
@@ -621,8 +621,8 @@ def run_ray(  # noqa: ANN001 - log: the CLI's logger
 
 def _check_models(options: dict):  # noqa: ANN202 - FaceAligner
     """Load the models once here: a bad model is a one-line error before any Ray work."""
-    from util.aligner import FaceAligner
-    from util.runtime import ModelError
+    from .aligner import FaceAligner
+    from .runtime import ModelError
 
     try:
         return FaceAligner(**options, threads=1)

@@ -75,12 +75,32 @@ class ModelSpec:
 
     def to_tensor(self, image_rgb: np.ndarray) -> np.ndarray:
         """uint8 RGB HxWx3 image of the model's input size -> float32 batch of one."""
-        image = image_rgb if self.channel_order == "RGB" else image_rgb[..., ::-1]
-        x = image.astype(np.float32) * np.float32(self.scale)
-        x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
-        if self.layout == "NCHW":
-            x = x.transpose(2, 0, 1)
-        return np.ascontiguousarray(x[None])
+        return self.to_batch([image_rgb])
+
+    def to_batch(self, images_rgb: list[np.ndarray]) -> np.ndarray:
+        """uint8 RGB HxWx3 images of the model's input size -> one float32 batch.
+
+        Each image is scaled straight into its place in the batch, (x * scale - mean) /
+        std as one multiply and one subtract: the step by step form made five full-size
+        temporaries per crop and was 5 % of the time of an image (py-spy). With std 1
+        (every model here) the values are the same to the bit.
+        """
+        height, width = images_rgb[0].shape[:2]
+        std = np.asarray(self.std, np.float32)
+        gain = np.float32(self.scale) / std
+        shift = np.asarray(self.mean, np.float32) / std
+        nchw = self.layout == "NCHW"
+        if nchw:
+            out = np.empty((len(images_rgb), 3, height, width), np.float32)
+            gain, shift = gain[:, None, None], shift[:, None, None]
+        else:
+            out = np.empty((len(images_rgb), height, width, 3), np.float32)
+        for k, image in enumerate(images_rgb):
+            x = image if self.channel_order == "RGB" else image[..., ::-1]
+            np.multiply(x.transpose(2, 0, 1) if nchw else x, gain, out=out[k])
+            if np.any(shift):
+                out[k] -= shift
+        return out
 
 
 def read_spec(

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from util.landmarks import MIRROR_PERMUTATION, NUM_LANDMARKS
+from .landmarks import MIRROR_PERMUTATION, NUM_LANDMARKS
 
 _MODEL_BOX = 100.0  # box size of the mean shape, in model units
 _EPS = 1e-12

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from util.aligner import Face
+    from .aligner import Face
 
 # Chosen by `python benchmarks/tracking.py --tune` (see benchmarks/results/tracking.md).
 # Cutoffs in Hz; beta in Hz per face size per second (the face size: sqrt of box area).

@@ -1,6 +1,6 @@
 """Video: landmarks frame after frame, like MediaPipe's VIDEO running mode.
 
-    from util.tracker import FaceTracker
+    from .tracker import FaceTracker
     tracker = FaceTracker(aligner, redetect=10, smooth=True, rate=30.0)
     for frame_rgb in frames:
         faces = tracker.process(frame_rgb)
@@ -18,11 +18,11 @@ import time
 
 import numpy as np
 
-from util.aligner import Face, FaceAligner
-from util.crop import box_from_landmarks
-from util.decode import face_roll
-from util.detect import box_iou
-from util.smooth import FaceSmoother
+from .aligner import Face, FaceAligner
+from .crop import box_from_landmarks
+from .decode import face_roll
+from .detect import box_iou
+from .smooth import FaceSmoother
 
 DEFAULT_REDETECT = 10  # frames between detections: the command line's --redetect default
 

@@ -1,0 +1,2 @@
+"""Scripts, run from the repository root as `python -m tools.NAME` (the root is then on
+sys.path, so they import util and training without path edits)."""

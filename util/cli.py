@@ -1,0 +1,801 @@
+"""Face alignment: the 68 iBUG landmarks, in 2D and 3D, of every face.
+
+    python3 face_alignment.py                         # the bundled sample -> output.png
+    python3 face_alignment.py -i photo.jpg -s out.png --active-3d
+    python3 face_alignment.py -i folder/ -s results/ --json results.jsonl
+    python3 face_alignment.py -i folder/              # -> face_alignment_output/
+    python3 face_alignment.py -v 0                    # webcam
+    python3 face_alignment.py -v in.mp4 -s out.mp4 --smooth
+
+A thin command line over FaceAligner, with the ailia sample's flags. Installed, it is
+the ``face-alignment`` command; in a clone, ``face_alignment.py`` runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import glob
+import json
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+from . import __version__
+from .aligner import Face, FaceAligner
+from .io import (
+    MAX_PIXELS,
+    InputError,
+    expand_inputs,
+    read_image,
+    usual_mode,
+    write_bytes_atomic,
+)
+from .landmarks import write_pts
+from .paths import MODELS_DIR, SAMPLES_DIR
+from .prefetch import prefetched
+from .runtime import ModelError
+from .tracker import DEFAULT_REDETECT
+
+SAMPLE_IMAGE = SAMPLES_DIR / "astronaut.png"
+IMAGE_WRITE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+# Where drawn images go without -s: one input -> a file, several (or a folder) -> a folder.
+DEFAULT_OUTPUT_FILE = "output.png"
+DEFAULT_OUTPUT_FOLDER = "face_alignment_output"
+# Drawn images waiting to be encoded and written behind the landmark model (folders):
+# at most this many decoded images more in memory.
+WRITE_BEHIND_IMAGES = 2
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        # No prog: argparse takes the name it was run by (face_alignment.py, face-alignment).
+        description="68-point face landmarks (FAN) in 2D and 3D, with BlazeFace detection.",
+    )
+    parser.add_argument(
+        "-i",
+        "--input",
+        nargs="+",
+        default=None,
+        metavar="PATH",
+        help="image files, folders (recursed, sorted) or globs "
+        "(default: the bundled sample samples/astronaut.png)",
+    )
+    parser.add_argument(
+        "-s",
+        "--savepath",
+        default=None,
+        metavar="PATH",
+        help="output image (one input), folder (several inputs, or a name ending in / "
+        "or without a suffix), or video file (with -v); default: output.png for one image, "
+        f"the folder {DEFAULT_OUTPUT_FOLDER}/ for several or a folder, nothing with --json",
+    )
+    parser.add_argument(
+        "-v",
+        "--video",
+        default=None,
+        metavar="SOURCE",
+        help="webcam index (e.g. 0) or a video file",
+    )
+    parser.add_argument(
+        "-3",
+        "--active-3d",
+        "--active_3d",
+        dest="active_3d",
+        action="store_true",
+        help="also predict depth: 3D landmarks",
+    )
+    parser.add_argument(
+        "--json",
+        default=None,
+        metavar="FILE",
+        help="write JSON Lines, one object per image or frame ('-' = stdout)",
+    )
+    parser.add_argument(
+        "--pts",
+        action="store_true",
+        help="also write NAME.pts (iBUG format) per face beside the output",
+    )
+    parser.add_argument(
+        "--heatmaps",
+        action="store_true",
+        help="also save each face's 68 heatmaps as one grid image",
+    )
+    parser.add_argument(
+        "--smooth",
+        action="store_true",
+        help="video: One Euro temporal filter of points and box against jitter",
+    )
+    parser.add_argument(
+        "--redetect",
+        type=int,
+        default=DEFAULT_REDETECT,
+        metavar="N",
+        help="video: follow faces from their landmarks, run the detector every N frames "
+        "to find new ones (a lost face is detected again at once)",
+    )
+    parser.add_argument(
+        "--flip",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="average each face with its mirror image: about 5%% lower error, twice the "
+        "landmark cost (auto: on for images, off for video)",
+    )
+    parser.add_argument("--no-boxes", action="store_true", help="do not draw face boxes")
+    parser.add_argument(
+        "--model-2d",
+        default=None,
+        metavar="ONNX",
+        help="FAN-format 2D model (e.g. the original 2DFAN-4.onnx)",
+    )
+    parser.add_argument(
+        "--model-3d",
+        default=None,
+        metavar="ONNX",
+        help="3D-convention landmark model for -3, giving the x, y of landmarks_3d "
+        "(default models/fan3d_compact.onnx; e.g. the original 3DFAN-4.onnx)",
+    )
+    parser.add_argument(
+        "--model-depth",
+        default=None,
+        metavar="ONNX",
+        help="depth network for -3 (e.g. the original depth_estimation.onnx); without it "
+        "z comes from the shape prior fitted to the 3D-convention points",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=["int8", "fp32"],
+        default="int8",
+        help="int8: the default models' quantized versions (models/NAME.int8.onnx) when "
+        "they are there, about 2x faster; fp32: the original files. --model-2d, "
+        "--model-3d and --model-depth files are used as given",
+    )
+    parser.add_argument(
+        "--detector",
+        default=None,
+        metavar="ONNX",
+        help="BlazeFace model (default models/blazeface_back.onnx)",
+    )
+    parser.add_argument(
+        "--min-score",
+        type=float,
+        default=None,
+        help="detection score threshold (default from the detector spec)",
+    )
+    parser.add_argument(
+        "--runtime",
+        choices=["auto", "onnxruntime", "ailia"],
+        default="auto",
+        help="auto: ailia when installed and licensed, else onnxruntime",
+    )
+    parser.add_argument("--onnx", action="store_true", help="same as --runtime onnxruntime")
+    parser.add_argument(
+        "-e", "--env_id", type=int, default=-1, help="ailia environment id (ailia runtime only)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=0, help="onnxruntime threads (0 = all cores)"
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=_positive_int,
+        default=MAX_PIXELS,
+        metavar="N",
+        help=f"refuse images of more than N pixels (default {MAX_PIXELS}; decoding needs "
+        "about 3 bytes per pixel)",
+    )
+    parser.add_argument(
+        "-b",
+        "--benchmark",
+        action="store_true",
+        help="time each stage over --benchmark_count runs (median ms) on the first input",
+    )
+    parser.add_argument(
+        "-bc",
+        "--benchmark_count",
+        type=_positive_int,
+        default=5,
+        metavar="N",
+        help="with -b: number of timed runs, after one warm-up run (default 5)",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress or info lines")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    scale = parser.add_argument_group(
+        "scale-out (--engine ray; needs pip install -r requirements-ray.txt)"
+    )
+    scale.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local: this process; ray: a Ray Data job, on this machine or a cluster",
+    )
+    scale.add_argument(
+        "--address",
+        default=None,
+        metavar="ADDRESS",
+        help="join a Ray cluster (auto, or ray://HOST:PORT); default: start one on this machine",
+    )
+    scale.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="actors (default: one per CPU)",
+    )
+    scale.add_argument(
+        "--parquet",
+        default=None,
+        metavar="DIR",
+        help="write a Parquet dataset, one row per face, instead of --json",
+    )
+    scale.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the --json file or --parquet folder of a stopped run",
+    )
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.onnx:
+        args.runtime = "onnxruntime"
+    log = _Log(args.quiet)
+    if args.engine == "ray":
+        from .ray_engine import run_ray  # imports Ray only when it runs
+
+        return run_ray(args, log, given=_given_options(parser, argv))
+    if args.address or args.workers or args.parquet or args.resume:
+        log.error("--address, --workers, --parquet and --resume need --engine ray")
+        return 2
+    # Images: the input files, found once before any work (None with -v).
+    paths = None if args.video is not None else expand_inputs(args.input or [str(SAMPLE_IMAGE)])
+    problem = _json_clash(args, paths) or _savepath_problem(args, paths)
+    if problem is not None:
+        log.error(problem)
+        return 2
+    try:
+        aligner = FaceAligner(**aligner_options(args), threads=args.threads)
+    except (ModelError, InputError) as exc:
+        log.error(str(exc))
+        return 2
+    for message in ignored_options(args, _given_options(parser, argv), paths, aligner.runtime):
+        log.warn(message)
+    log.info(describe(aligner))
+    try:
+        if args.benchmark and args.video is None:
+            return run_benchmark(aligner, args, log)  # writes nothing, not even --json
+        with _JsonLines(args.json) as sink:
+            if args.video is not None:
+                return run_video(aligner, args, sink, log)
+            return run_images(aligner, args, sink, log)
+    except KeyboardInterrupt:
+        log.error("interrupted; outputs written so far are kept")
+        return 130
+    except OSError as exc:
+        log.error(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
+        return 2
+    except (InputError, ModelError) as exc:
+        # A model that loaded but fails to run stops the run: every input would fail.
+        log.error(str(exc))
+        return 2
+
+
+def aligner_options(args: argparse.Namespace) -> dict:
+    """FaceAligner's keyword arguments from the flags, threads aside: the one place for
+    them, so the Ray engine's actors get the same aligner as this process."""
+    return {
+        "model_2d": args.model_2d,
+        "model_depth": args.model_depth,
+        "model_3d": args.model_3d,
+        "detector_model": args.detector,
+        "active_3d": args.active_3d,
+        "runtime": args.runtime,
+        "env_id": args.env_id,
+        "min_score": args.min_score,
+        "flip": args.flip == "on" or (args.flip == "auto" and args.video is None),
+        "max_pixels": args.max_pixels,
+        "precision": args.precision,
+    }
+
+
+def describe(aligner: FaceAligner) -> str:
+    """The info line naming the runtime and what each stage runs."""
+    return f"runtime: {aligner.runtime}; " + "; ".join(
+        f"{stage}: {_name(source)}" for stage, source in aligner.sources().items()
+    )
+
+
+def _given_options(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
+    """The options (dest names) given on the command line, defaults aside: the same
+    parser again, with a marker for every default, keeps the marker where none was given.
+    (Not argparse.SUPPRESS: argparse would convert that string with the option's type.)"""
+    unset = object()
+    probe = build_parser()
+    probe.set_defaults(**dict.fromkeys(vars(parser.parse_args([])), unset))
+    given = vars(probe.parse_args(sys.argv[1:] if argv is None else argv))
+    return {dest for dest, value in given.items() if value is not unset}
+
+
+def ignored_options(
+    args: argparse.Namespace, given: set[str], paths: list[Path] | None, runtime: str
+) -> list[str]:
+    """One warning per option that this call ignores (``given``: the options typed;
+    ``runtime``: the one in use)."""
+    images = args.video is None
+    nothing_drawn = images and args.json is not None and args.savepath is None
+    ignored: list[tuple[str, str]] = []
+    if images:
+        for dest, flag in (("smooth", "--smooth"), ("redetect", "--redetect")):
+            if dest in given:
+                ignored.append((flag, "it applies to video (-v) only"))
+    else:
+        for dest, flag in (("pts", "--pts"), ("heatmaps", "--heatmaps")):
+            if dest in given:
+                ignored.append((flag, "it applies to images, not video (-v)"))
+        for dest, flag in (("benchmark", "-b"), ("max_pixels", "--max-pixels")):
+            if dest in given:
+                ignored.append((flag, "it applies to images, not video (-v)"))
+    if images and args.benchmark:
+        for dest, flag in (("savepath", "-s"), ("json", "--json"), ("pts", "--pts")):
+            if dest in given:
+                ignored.append((flag, "a benchmark (-b) writes nothing"))
+        for dest, flag in (("heatmaps", "--heatmaps"), ("no_boxes", "--no-boxes")):
+            if dest in given:
+                ignored.append((flag, "a benchmark (-b) writes nothing"))
+    elif nothing_drawn:
+        for dest, flag in (
+            ("pts", "--pts"),
+            ("heatmaps", "--heatmaps"),
+            ("no_boxes", "--no-boxes"),
+        ):
+            if dest in given:
+                ignored.append((flag, "with --json and no -s nothing is drawn or saved"))
+    if "benchmark_count" in given and not args.benchmark:
+        ignored.append(("-bc", "it sets the runs of -b, which is not given"))
+    if "model_depth" in given and not args.active_3d:
+        ignored.append(("--model-depth", "depth runs only with -3/--active-3d"))
+    if "model_3d" in given and not args.active_3d:
+        ignored.append(("--model-3d", "the 3D landmark model runs only with -3/--active-3d"))
+    if "env_id" in given and runtime != "ailia":
+        ignored.append(("-e/--env_id", f"it applies to the ailia runtime, not {runtime}"))
+    if "threads" in given and runtime == "ailia":
+        ignored.append(("--threads", "it applies to onnxruntime, not ailia"))
+    messages = [f"{flag} is ignored: {why}" for flag, why in ignored]
+    if images and args.benchmark and paths is not None and len(paths) > 1:
+        messages.append(
+            f"-b times only the first input, {paths[0]} ({len(paths) - 1} more left out)"
+        )
+    return messages
+
+
+def _json_clash(args: argparse.Namespace, paths: list[Path] | None) -> str | None:
+    """Why the --json file may not be written, if it names an input or the -s output."""
+    if args.json in (None, "-"):
+        return None
+    target = Path(args.json).resolve()
+    if args.video is not None:
+        inputs = [] if args.video.isdigit() else [Path(args.video)]
+    else:
+        inputs = paths or []
+    if any(os.path.exists(p) and p.resolve() == target for p in inputs):
+        return f"{args.json}: refusing to overwrite an input file with --json"
+    if args.savepath is not None and Path(args.savepath).resolve() == target:
+        return f"{args.json}: --json and -s name the same file"
+    return None
+
+
+# -- images ---------------------------------------------------------------------------
+
+
+def run_images(aligner: FaceAligner, args: argparse.Namespace, sink: _JsonLines, log: _Log) -> int:
+    inputs = args.input or [str(SAMPLE_IMAGE)]
+    paths = expand_inputs(inputs)
+    if not paths:
+        log.error(f"{' '.join(inputs)}: no images found")
+        return 2
+    save, as_folder = _save_target(args, paths)
+    outputs = _output_paths(save, as_folder, inputs) if save is not None else {}
+    failures = saved = 0
+    protected = _protected_files(paths)
+    results = aligner.iter_paths(
+        inputs, show_progress_bar=not args.quiet, keep_heatmaps=args.heatmaps
+    )
+
+    def draw_and_save(result: tuple) -> tuple[Path, tuple | None, list[Face], str | None, bool]:
+        """In the writer thread: the drawn image encoded and written (the PNG encoding
+        was a quarter of the time per image, and OpenCV releases the GIL meanwhile)."""
+        path, image, faces, error = result
+        if error is not None or save is None:
+            return path, None if image is None else image.shape, faces, error, False
+        out = outputs[path]
+        try:
+            _write_outputs(out, image, faces, args, protected)
+        except InputError as exc:
+            return path, image.shape, faces, str(exc), False
+        except OSError as exc:
+            return path, image.shape, faces, f"{out}: cannot write ({exc.strerror or exc})", False
+        return path, image.shape, faces, None, True
+
+    written = prefetched(draw_and_save, results, WRITE_BEHIND_IMAGES if save else 0)
+    # closing: on Ctrl-C or an error here, the reading and writing threads stop first.
+    with contextlib.closing(results), contextlib.closing(written):
+        for path, shape, faces, error, wrote in written:
+            if shape is not None and not faces:  # read, and no face in it
+                log.warn(f"{path}: no face found")
+            saved += wrote
+            if error is not None:
+                failures += 1
+                log.error(error)
+            sink.write(_record(path, faces, error, shape))
+    if saved and as_folder:
+        log.info(f"saved {saved} image{'s' if saved > 1 else ''} to {save}{os.sep}")
+    elif saved:
+        log.info(f"saved to {save}")
+    return 0 if failures == 0 else 1
+
+
+def _save_target(args: argparse.Namespace, paths: list[Path]) -> tuple[Path | None, bool]:
+    """Where drawn images go: (None, False) when nothing is drawn, else (path, is it a
+    folder). -s is a folder for several inputs, a name ending in /, an existing folder or
+    a name without a suffix; without -s, several inputs or a folder go to a new folder."""
+    if args.savepath is None:
+        if args.json is not None:
+            return None, False
+        several = len(paths) > 1 or any(os.path.isdir(spec) for spec in args.input or [])
+        return (
+            (Path(DEFAULT_OUTPUT_FOLDER), True) if several else (Path(DEFAULT_OUTPUT_FILE), False)
+        )
+    save = Path(args.savepath)
+    folder = args.savepath.endswith(("/", os.sep)) or os.path.isdir(save) or not save.suffix
+    return save, folder or len(paths) > 1
+
+
+def _savepath_problem(args: argparse.Namespace, paths: list[Path] | None) -> str | None:
+    """Why -s cannot take the images, found before any work: a file name (or a file)
+    given for several inputs is never silently turned into a folder, and a file name
+    needs a format we can write."""
+    if paths is None or args.savepath is None or args.benchmark:
+        return None
+    save, as_folder = _save_target(args, paths)
+    name = args.savepath
+    if not as_folder:
+        if save.suffix.lower() not in IMAGE_WRITE_SUFFIXES:
+            return f"{name}: unsupported output image format (use .png or .jpg)"
+        return None
+    # os.path, not pathlib: a name too long for the file system is then just not there.
+    exists = os.path.exists(save)
+    if name.endswith(("/", os.sep)) or os.path.isdir(save) or not (exists or save.suffix):
+        return None
+    what = "is a file" if exists else "names one file"
+    return (
+        f"{name}: -s {what}, but there are {len(paths)} images to save; "
+        f"give a folder (e.g. -s {save.with_suffix('')}{os.sep}), or one input"
+    )
+
+
+def _output_paths(save: Path, as_folder: bool, inputs: list[str]) -> dict[Path, Path]:
+    """The output file of every input image.
+
+    Into a folder, each image keeps its place below the folder it was found in (the
+    common folder of all inputs), as NAME.png: sub-folders are kept, so two inputs never
+    share a name. Only images that differ by suffix alone (a.jpg, a.png) get it in the
+    name (a_jpg.png, a_png.png).
+    """
+    found = [(path, _base_folder(spec)) for spec in inputs for path in expand_inputs([spec])]
+    if not as_folder:
+        return {path: save for path, _ in found}
+    try:
+        common = Path(os.path.commonpath([os.path.abspath(base) for _, base in found]))
+        relative = {path: Path(os.path.abspath(path)).relative_to(common) for path, _ in found}
+    except ValueError:  # no common folder (Windows drives): names only
+        relative = {path: Path(path.name) for path, _ in found}
+    stems: dict[Path, set[Path]] = {}
+    for path, rel in relative.items():
+        stems.setdefault(rel.with_suffix(""), set()).add(Path(os.path.abspath(path)))
+    outputs: dict[Path, Path] = {}
+    used: set[Path] = set()
+    for path, rel in relative.items():
+        stem = rel.with_suffix("")
+        if len(stems[stem]) > 1:
+            stem = stem.with_name(f"{stem.name}_{rel.suffix.lstrip('.').lower()}")
+        out, n = save / stem.with_name(stem.name + ".png"), 1
+        while out in used:  # only if a.JPG meets a.jpg, or a_jpg.png meets a.jpg
+            n += 1
+            out = save / stem.with_name(f"{stem.name}_{n}.png")
+        outputs[path] = out
+        used.add(out)
+    return outputs
+
+
+def _base_folder(spec: str) -> Path:
+    """The folder an input spec names images below: the folder itself, the fixed start
+    of a glob, or a file's folder."""
+    path = Path(spec)
+    if os.path.isdir(path):
+        return path
+    if not os.path.exists(path) and glob.has_magic(spec):
+        fixed = next(i for i, part in enumerate(path.parts) if glob.has_magic(part))
+        return Path(*path.parts[:fixed]) if fixed else Path(".")
+    return path.parent
+
+
+def _protected_files(paths: list[Path]) -> set[Path]:
+    """Files no output may replace: the inputs, and the annotations (NAME.pts) beside them,
+    which --pts would otherwise overwrite when -s is the input folder."""
+    protected = set()
+    for path in paths:
+        for candidate in (path, path.with_suffix(".pts")):
+            if os.path.exists(candidate):
+                protected.add(candidate.resolve())
+    return protected
+
+
+def _write_outputs(
+    out: Path,
+    image: np.ndarray,
+    faces: list[Face],
+    args: argparse.Namespace,
+    protected: set[Path] | frozenset[Path] = frozenset(),
+) -> None:
+    from .draw import draw_faces, heatmap_grid, with_side_view
+
+    extra: list[tuple[Path, str, Face]] = []
+    for k, face in enumerate(faces):
+        suffix = "" if len(faces) == 1 else f"_{k}"
+        if args.pts:
+            extra.append((out.with_name(f"{out.stem}{suffix}.pts"), "pts", face))
+        if args.heatmaps and face.heatmaps is not None:
+            extra.append((out.with_name(f"{out.stem}{suffix}_heatmaps.png"), "heatmaps", face))
+    for path in [out, *(p for p, _, _ in extra)]:
+        if path.resolve() in protected:
+            raise InputError(f"{path}: refusing to overwrite an input file")
+    drawn = draw_faces(image, faces, draw_boxes=not args.no_boxes)
+    if args.active_3d:
+        drawn = with_side_view(drawn, faces)
+    write_image_atomic(out, drawn)
+    for path, kind, face in extra:
+        if kind == "pts":
+            _check_folder(path.parent)
+            write_pts(path, face.landmarks)
+        else:
+            write_image_atomic(path, heatmap_grid(face.heatmaps))
+
+
+def write_image_atomic(path: Path, image_rgb: np.ndarray) -> None:
+    """Encode, write to a temporary file in the same folder, then rename."""
+    import cv2
+
+    bgr = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)  # faster than [..., ::-1]
+    ok, data = cv2.imencode(path.suffix.lower() or ".png", bgr)
+    if not ok:
+        raise InputError(f"{path}: cannot encode image in this format")
+    _check_folder(path.parent)
+    write_bytes_atomic(path, data.tobytes())
+
+
+def _check_folder(folder: Path) -> None:
+    """Make ``folder`` (and its parents) or say in one line why it cannot be."""
+    for parent in [folder, *folder.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(f"{folder}: cannot write there ({parent} is a file)")
+            break
+    folder.mkdir(parents=True, exist_ok=True)
+
+
+def _record(
+    path: Path | str,
+    faces: list[Face],
+    error: str | None,
+    image_shape: tuple[int, int] | None,
+    frame: int | None = None,
+) -> dict:
+    record: dict = {"image": str(path)}
+    if frame is not None:
+        record["frame"] = frame
+    record["width"] = image_shape[1] if image_shape else None
+    record["height"] = image_shape[0] if image_shape else None
+    record["faces"] = [face.to_json() for face in faces]
+    record["error"] = error
+    return record
+
+
+# -- video ----------------------------------------------------------------------------
+
+
+def run_video(aligner: FaceAligner, args: argparse.Namespace, sink: _JsonLines, log: _Log) -> int:
+    """Webcam or video file: draw each frame, write the video when -s names one, show a
+    window when a display exists (q or Esc quits)."""
+    from tqdm import tqdm
+
+    from .draw import draw_faces, with_side_view
+    from .tracker import FaceTracker
+    from .video import (
+        VideoSink,
+        display_available,
+        frame_count,
+        frame_rate,
+        open_capture,
+        read_frames,
+    )
+
+    capture = open_capture(args.video)
+    fps = frame_rate(capture)
+    writer = None
+    if args.savepath is not None:
+        out = Path(args.savepath)
+        if not args.video.isdigit() and out.resolve() == Path(args.video).resolve():
+            raise InputError(f"{out}: refusing to overwrite the input video")
+        writer = VideoSink(out, fps)
+    show = display_available()
+    if not show:
+        log.info(
+            "no display: not showing a window"
+            + ("" if writer else " (use -s out.mp4 to write the annotated video)")
+        )
+    tracker = FaceTracker(aligner, redetect=args.redetect, smooth=args.smooth, rate=fps)
+    frames = 0
+    try:
+        for frames, frame in enumerate(
+            tqdm(
+                read_frames(capture), total=frame_count(capture), unit="frame", disable=args.quiet
+            ),
+            start=1,
+        ):
+            faces = tracker.process(frame)
+            sink.write(_record(args.video, faces, None, frame.shape, frame=frames - 1))
+            if writer is None and not show:
+                continue
+            drawn = draw_faces(frame, faces, draw_boxes=not args.no_boxes)
+            if args.active_3d:
+                drawn = with_side_view(drawn, faces)
+            if writer is not None:
+                writer.write(drawn)
+            if show and _show_frame(drawn):
+                break
+    except BaseException:
+        if writer is not None:
+            writer.discard() if frames == 0 else writer.close()
+        raise
+    finally:
+        capture.release()
+    if writer is not None:
+        writer.close()
+        log.info(f"saved {writer.frames} frames to {writer.path}")
+    if frames == 0:
+        log.error(f"{args.video}: no frames could be read (not a video, or an unsupported codec)")
+        return 1
+    return 0
+
+
+def _show_frame(frame_rgb: np.ndarray) -> bool:
+    """Show a frame; True when the user asked to quit (q or Esc)."""
+    import cv2
+
+    cv2.imshow("face_alignment (q or Esc quits)", cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2BGR))
+    return (cv2.waitKey(1) & 0xFF) in (ord("q"), 27)
+
+
+# -- benchmark ------------------------------------------------------------------------
+
+
+def run_benchmark(aligner: FaceAligner, args: argparse.Namespace, log: _Log) -> int:
+    paths = expand_inputs(args.input or [str(SAMPLE_IMAGE)])
+    if not paths:
+        log.error(f"{' '.join(args.input)}: no images found")
+        return 2
+    path = paths[0]
+    image = read_image(path, aligner.max_pixels)
+    aligner.align(image)  # warm-up: first runs allocate
+    aligner.times.seconds.clear()
+    for _ in range(args.benchmark_count):  # at least 1: the parser sees to it
+        faces = aligner.align(image)
+    print(
+        f"{path}: {image.shape[1]}x{image.shape[0]}, {len(faces)} face(s), "
+        f"{args.benchmark_count} runs, runtime {aligner.runtime}, "
+        f"flip {'on' if aligner.flip else 'off'}"
+    )
+    for stage in ("detect", "landmarks", "depth"):
+        times = aligner.times.seconds.get(stage)
+        if times:
+            print(
+                f"  {stage:<10} median {1000 * statistics.median(times):7.2f} ms"
+                f"{' per face' if stage != 'detect' else ''}"
+            )
+    return 0
+
+
+# -- small helpers --------------------------------------------------------------------
+
+
+class _Log:
+    """One-line messages on stderr, printed above a running progress bar."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+
+    @staticmethod
+    def _write(line: str) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(line, file=sys.stderr)
+
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            self._write(message)
+
+    def warn(self, message: str) -> None:
+        self._write(f"warning: {message}")
+
+    def error(self, message: str) -> None:
+        self._write(f"error: {message}")
+
+
+class _JsonLines:
+    """JSON Lines written as it goes, into a temporary file renamed on close."""
+
+    def __init__(self, target: str | None) -> None:
+        self.target = target
+        self.handle: TextIO | None = None
+        self.tmp: Path | None = None
+        self.records = 0
+
+    def __enter__(self) -> _JsonLines:
+        if self.target == "-":
+            self.handle = sys.stdout
+        elif self.target is not None:
+            path = Path(self.target)
+            if path.is_dir():
+                raise InputError(f"{path}: --json needs a file name, not a folder")
+            if not path.parent.is_dir():
+                problem = "is not a folder" if path.parent.exists() else "does not exist"
+                raise InputError(f"{path}: folder {path.parent} {problem}")
+            try:
+                fd, tmp = tempfile.mkstemp(
+                    prefix=f".{path.name}.", suffix=".partial", dir=path.parent
+                )
+            except OSError as exc:
+                raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from None
+            usual_mode(tmp)
+            self.tmp, self.handle = Path(tmp), os.fdopen(fd, "w", encoding="utf-8")
+        return self
+
+    def write(self, record: dict) -> None:
+        if self.handle is not None:
+            self.handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self.handle.flush()
+            self.records += 1
+
+    def __exit__(self, exc_type: type | None, *exc_info: object) -> None:
+        if self.tmp is not None and self.handle is not None:
+            self.handle.close()
+            if exc_type is not None and self.records == 0:
+                self.tmp.unlink(missing_ok=True)  # a run that failed before any result
+            else:
+                os.replace(self.tmp, self.target)
+
+
+def _name(path: str | Path) -> str:
+    """A shipped model's path as models/NAME, any other as given."""
+    try:
+        return str(Path(path).resolve().relative_to(MODELS_DIR.parent.resolve()))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,44 @@
+"""Work ahead of the consumer in one background thread, in order, with a bounded queue.
+
+The folder loop uses it to read and detect the next images while the landmark model
+runs on the current one: image decoding (Pillow), OpenCV and onnxruntime release the
+GIL, so on two cores the stages overlap. At most ``ahead`` results wait at a time,
+so memory stays flat however long the folder is.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+
+def prefetched(fn: Callable[[In], Out], items: Iterable[In], ahead: int) -> Iterator[Out]:
+    """``fn(item)`` for each item, in the items' order, computed up to ``ahead`` items
+    before the consumer asks for them (0: no thread, each when asked).
+
+    An exception of ``fn`` is raised when the consumer reaches its item, as it would be
+    without the thread; callers that want to go on record their errors in the result.
+    Stopping early (break, an exception, Ctrl-C in the consumer) cancels what has not
+    started and waits for the one call under way, so no thread outlives the loop.
+    """
+    if ahead < 1:
+        yield from map(fn, items)
+        return
+    # One worker: the prefetched stage runs in order, and with the consumer that makes
+    # two busy threads, one per core of the machines this is tuned for.
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
+    pending: deque[Future[Out]] = deque()
+    try:
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) > ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
