@@ -9,6 +9,7 @@ user runs it:
   - the Ray engine (embedded runtime) with 1 and with 2 actors of 1 CPU each;
   - each engine once more on a single image, to take start-up out of the rates:
     steady rate = (N - 1) / (time on N - time on 1);
+  - every run --repeat times (default 3), the engines taking turns, the fastest kept;
   - the Ray outputs checked against the local engine's (every input once, in order,
     landmarks within 0.01 px, the corrupt file an error record, exit code 1);
   - where the time of one image goes (decode, detect, landmarks), in this process;
@@ -119,6 +120,9 @@ def main() -> int:
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--limit", type=int, default=0, help="first N images only")
     parser.add_argument("--out", default=str(OUT))
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="times each run, the fastest kept (default 3)"
+    )
     args = parser.parse_args()
     images = sorted(Path(args.data).glob("*.jpg"))[: args.limit or None]
     if not images:
@@ -140,31 +144,40 @@ def main() -> int:
         "ray, 1 actor x 1 CPU": ["--engine", "ray", "--workers", "1", "--threads", "1"],
         "ray, 2 actors x 1 CPU": ["--engine", "ray", "--workers", "2", "--threads", "1"],
     }
+    # Each run is timed ``--repeat`` times, the engines taking turns, and the fastest
+    # time kept: on a shared machine, the fastest run is the one least slowed by others.
+    best: dict[str, tuple[float, float, int]] = {}
+    checks: dict[str, str] = {}
+    reference: list[dict] | None = None
+    for rep in range(args.repeat):
+        for name, flags in runs.items():
+            out = work / f"{name.split(',')[0]}-{rep}.jsonl"
+            t_one, code_one, err_one = run(
+                [*flags, "-i", str(one), "--json", str(work / "one.jsonl")], work
+            )
+            t_all, code, err = run([*flags, "-i", str(inputs), "--json", str(out)], work)
+            if not out.exists() or code_one != 0:
+                print(f"{name}: failed ({code}, {code_one}):\n{err}\n{err_one}", file=sys.stderr)
+                return 2
+            records = read_jsonl(out)
+            if reference is None:
+                reference = records  # the local engine, 1 thread, first run
+            elif name.startswith("ray") and checks.get(name, "ok").startswith("ok"):
+                checks[name] = compare(records, reference)  # the first difference stays
+            old = best.get(name, (float("inf"), float("inf"), code))
+            best[name] = (min(old[0], t_all), min(old[1], t_one), code)
+            print(f"{name}: {t_all:.1f} s for {n} inputs (one image: {t_one:.1f} s), exit {code}")
     rows = []
-    outputs: dict[str, list[dict]] = {}
-    for name, flags in runs.items():
-        out = work / f"{len(rows)}.jsonl"
-        t_one, code_one, err_one = run(
-            [*flags, "-i", str(one), "--json", str(work / "one.jsonl")], work
-        )
-        t_all, code, err = run([*flags, "-i", str(inputs), "--json", str(out)], work)
-        if not out.exists() or code_one != 0:
-            print(f"{name}: failed ({code}, {code_one}):\n{err}\n{err_one}", file=sys.stderr)
-            return 2
-        outputs[name] = read_jsonl(out)
+    for name, (t_all, t_one, code) in best.items():
         steady = (n - 1) / max(1e-9, t_all - t_one)
         rows.append((name, t_all, t_one, n / t_all, steady, code))
-        print(f"{name}: {t_all:.1f} s for {n} inputs (one image: {t_one:.1f} s), exit {code}")
-
-    reference = outputs["local, 1 thread"]
-    checks = {name: compare(outputs[name], reference) for name in runs if name.startswith("ray")}
     split = stage_split(images[: min(len(images), 60)])
-    write_report(Path(args.out), images, n, rows, checks, split)
+    write_report(Path(args.out), images, n, rows, checks, split, args.repeat)
     print(f"wrote {args.out}")
     return 0
 
 
-def write_report(out: Path, images, n, rows, checks, split) -> None:  # noqa: ANN001
+def write_report(out: Path, images, n, rows, checks, split, repeat) -> None:  # noqa: ANN001
     rate = {name: steady for name, _, _, _, steady, _ in rows}
     local1 = rate["local, 1 thread"]
     local2 = rate["local, all cores (2 threads)"]
@@ -178,14 +191,16 @@ def write_report(out: Path, images, n, rows, checks, split) -> None:  # noqa: AN
         "# Scaling: the Ray engine against the local engine",
         "",
         f"Measured {datetime.date.today()} by `nice -n 19 python -m benchmarks.scaling"
-        f"{'' if len(images) == 291 else f' --limit {len(images)}'}` on this machine "
+        f"{'' if len(images) == 291 else f' --limit {len(images)}'}"
+        f"{'' if repeat == 3 else f' --repeat {repeat}'}` on this machine "
         f"({os.cpu_count()} x {platform.machine()} cores, no GPU, Python "
         f"{platform.python_version()}), on {len(images)} images of `300w/val` plus one "
         "corrupt file, each run a CLI process as a user starts it.",
         "",
-        "**Timings here are noisy**: a model training runs in the background at a higher",
-        "priority, and these runs are niced, so absolute rates are low and vary between",
-        "runs; the ratios between engines, measured back to back, are the result to read.",
+        "**Timings here are noisy**: other jobs (model training, other tests) share the two",
+        "cores at a higher priority, and these runs are niced, so absolute rates are low and",
+        f"vary between runs. Each run was timed {repeat} times, the engines taking turns, and",
+        "the fastest kept; the ratios between engines are the result to read.",
         "",
         "| run | wall s (all inputs) | wall s (one image) | images/s end to end "
         "| steady images/s | exit |",
@@ -207,12 +222,17 @@ def write_report(out: Path, images, n, rows, checks, split) -> None:  # noqa: AN
         "## Ratios",
         "",
         f"- Ray, 2 actors / 1 actor: **{ray2 / ray1:.2f}x** "
-        f"(scaling efficiency {ray2 / ray1 / 2:.0%} of linear on 2 cores).",
-        f"- Ray, 1 actor / local engine, 1 thread: **{ray1 / local1:.2f}x** "
-        "(Ray's per-image overhead on one core).",
+        f"(scaling efficiency {ray2 / ray1 / 2:.0%} of linear on 2 cores"
+        + ("; above 100 %: noise, the 1-actor runs slowed more)." if ray2 > 2 * ray1 else ")."),
+        f"- Ray, 1 actor / local engine, 1 thread: **{ray1 / local1:.2f}x**. Not all of it is"
+        " Ray's overhead: the local engine reads and detects the next image in a second"
+        " thread (util.prefetch), so with `--threads 1` it still uses up to two cores, while"
+        " an actor of one CPU does one image at a time.",
         f"- Ray, 2 actors / local engine, all cores: **{ray2 / local2:.2f}x** "
         "(one process per core against one process of 2 threads).",
         f"- Per-core throughput (Ray, 2 actors / 2): **{per_core:.2f} images/s per core**.",
+        f"- Local engine, 2 threads / 1 thread: {local2 / local1:.2f}x (a second onnxruntime"
+        " thread adds little where the read-ahead thread already keeps both cores busy).",
         "",
         "## Where one image's time goes (local engine, 1 thread, median ms)",
         "",

@@ -272,7 +272,8 @@ class AlignBatch:
                 yield index, name, InputError(f"{name}: no image data") if image is None else image
 
     def _align_path(self, name: str) -> tuple[list, str | None, tuple | None]:
-        for _, image, faces, error in self.aligner.iter_paths([name]):
+        # One image, one thread: the actor holds its CPUs, no read-ahead thread beside it.
+        for _, image, faces, error in self.aligner.iter_paths([name], prefetch=0):
             return faces, error, None if image is None else image.shape
         return [], f"{name}: file not found", None
 
