@@ -71,6 +71,9 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.nda
                     )
                 if width == 0 or height == 0:
                     raise InputError(f"{path}: image has no pixels")
+                fast = _decode_with_opencv(path, img)
+                if fast is not None:
+                    return fast
                 img = ImageOps.exif_transpose(img)
                 return _to_rgb8(img)
     except InputError:
@@ -86,6 +89,60 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.nda
 def _over(limit: int) -> str:
     # The flag is the CLI's; the API's equivalent is FaceAligner(max_pixels=...).
     return f", over the limit of {limit} pixels (raise it with --max-pixels)"
+
+
+# What a file must end with to be whole: OpenCV decodes a truncated JPEG or PNG without
+# an error (grey or black below the cut), where Pillow raises; those go to Pillow.
+_COMPLETE_ENDINGS = {"JPEG": b"\xff\xd9", "PNG": b"IEND\xaeB`\x82"}
+
+# EXIF orientation -> the numpy view of Pillow's exif_transpose (the same pixels).
+_ORIENTATIONS = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def _decode_with_opencv(path: Path, img) -> np.ndarray | None:  # noqa: ANN001 - PIL.Image
+    """The pixels of a plain 8-bit RGB or grey JPEG or PNG, decoded by OpenCV; None for
+    anything else (Pillow handles those, and every error).
+
+    Why: a folder run spent 11 % of its CPU time reading images, a third of that in
+    Pillow's copies (exif_transpose copies the image, __array_interface__ copies it
+    twice more through tobytes). OpenCV decodes straight into the array: 2.7 against
+    4.1 ms CPU per 300w/val photo, pixel-identical on all 291 (both are libjpeg-turbo,
+    tests/test_io.py checks it). Pillow still reads the header (size limit, mode, EXIF)."""
+    if img.format not in _COMPLETE_ENDINGS or img.mode not in ("RGB", "L"):
+        return None
+    # 8 bits per sample only: 16-bit or 1-4-bit PNGs (raw modes "RGB;16B", "L;4", ...)
+    # are scaled by each library in its own way.
+    if len(img.tile) != 1:
+        return None
+    args = img.tile[0].args
+    if (args[0] if isinstance(args, tuple) else args) not in ("RGB", "L"):
+        return None
+    if "transparency" in img.info:  # keep Pillow's handling of a transparent colour
+        return None
+    orientation = img.getexif().get(0x0112, 1)  # EXIF Orientation
+    if orientation != 1 and orientation not in _ORIENTATIONS:
+        return None
+    import cv2
+
+    data = np.fromfile(path, np.uint8)  # not cv2.imread: non-ASCII paths
+    if data[-len(_COMPLETE_ENDINGS[img.format]) :].tobytes() != _COMPLETE_ENDINGS[img.format]:
+        return None
+    flags = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+    bgr = cv2.imdecode(data, flags)
+    if bgr is None or bgr.shape[:2] != (img.size[1], img.size[0]):
+        return None
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    if orientation != 1:
+        rgb = np.ascontiguousarray(_ORIENTATIONS[orientation](rgb))
+    return rgb
 
 
 def _to_rgb8(img) -> np.ndarray:  # noqa: ANN001 - PIL.Image.Image
