@@ -25,13 +25,35 @@ def _prefetch_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("prefetch")]
 
 
-@pytest.mark.parametrize("ahead", [0, 1, 3])
-def test_prefetched_keeps_the_order(ahead: int) -> None:
+@pytest.mark.parametrize(("ahead", "workers"), [(0, 1), (1, 1), (3, 1), (1, 2), (3, 3)])
+def test_prefetched_keeps_the_order(ahead: int, workers: int) -> None:
     def slow_when_even(k: int) -> int:
         time.sleep(0.002 if k % 2 == 0 else 0.0)
         return k * k
 
-    assert list(prefetched(slow_when_even, range(20), ahead)) == [k * k for k in range(20)]
+    results = prefetched(slow_when_even, range(20), ahead, workers)
+    assert list(results) == [k * k for k in range(20)]
+    assert _prefetch_threads() == []
+
+
+def test_prefetched_workers_run_side_by_side_and_stay_bounded() -> None:
+    """Two workers: two items under way at once (each waits for the other to start),
+    and never more started than the one consumed plus ``ahead``."""
+    barrier = threading.Barrier(2, timeout=5)
+    started: list[int] = []
+
+    def meet(k: int) -> int:
+        started.append(k)
+        if k < 2:
+            barrier.wait()  # would time out if the two first items ran one after another
+        return k
+
+    consumed = []
+    for k in prefetched(meet, range(12), ahead=2, workers=2):
+        time.sleep(0.005)
+        consumed.append(k)
+        assert len(started) <= len(consumed) + 2
+    assert consumed == list(range(12))
     assert _prefetch_threads() == []
 
 
@@ -106,13 +128,16 @@ def test_iter_paths_with_prefetch_matches_without(tiny_models, tmp_path: Path) -
     folder = _folder(tmp_path)
     aligner = FaceAligner(model_2d=tiny_models.fan2d, threads=1)
     runs = {n: list(aligner.iter_paths([str(folder)], prefetch=n)) for n in (0, 2)}
+    # whole images in two worker threads (the CLI's folder run on two cores)
+    runs["workers"] = list(aligner.iter_paths([str(folder)], prefetch=2, workers=2))
     for n, run in runs.items():
         assert [p.name for p, *_ in run] == ["a.png", "b.jpg", "c.png", "d.png", "e.png", "f.png"]
         errors = {p.name: e for p, _, _, e in run if e is not None}
         assert sorted(errors) == ["b.jpg", "d.png"], n
         assert "not an image" in errors["b.jpg"] and "empty file" in errors["d.png"]
         assert all(image is None and faces == [] for p, image, faces, e in run if e), n
-    for (path, image, faces, _), (_, image0, faces0, _) in zip(runs[2], runs[0], strict=True):
+    pairs = [*zip(runs[2], runs[0], strict=True), *zip(runs["workers"], runs[0], strict=True)]
+    for (path, image, faces, _), (_, image0, faces0, _) in pairs:
         if image is None:
             continue
         np.testing.assert_array_equal(image, image0)
@@ -127,10 +152,27 @@ def test_iter_paths_stopped_early_leaves_no_thread(tiny_models, tmp_path: Path) 
     from util.aligner import FaceAligner
 
     aligner = FaceAligner(model_2d=tiny_models.fan2d, threads=1)
-    results = aligner.iter_paths([str(_folder(tmp_path))], prefetch=2)
-    next(results)
-    results.close()
-    assert _prefetch_threads() == []
+    folder = _folder(tmp_path)
+    for workers in (1, 2):
+        results = aligner.iter_paths([str(folder)], prefetch=2, workers=workers)
+        next(results)
+        results.close()
+        assert _prefetch_threads() == []
+
+
+def test_folder_threads_split() -> None:
+    """--threads N on several images: N images side by side on one-thread sessions;
+    one image, video (None), ailia or one core: the sessions get the threads."""
+    from util.cli import folder_threads
+
+    two = [Path("a.jpg"), Path("b.jpg")]
+    assert folder_threads(2, two, "onnxruntime") == (1, 2)
+    assert folder_threads(1, two, "onnxruntime") == (1, 1)
+    assert folder_threads(2, two[:1], "onnxruntime") == (2, 1)
+    assert folder_threads(2, None, "onnxruntime") == (2, 1)
+    assert folder_threads(2, two, "ailia") == (2, 1)
+    threads, workers = folder_threads(0, two, "onnxruntime")
+    assert (threads, workers) in ((0, 1), (1, workers)) and workers >= 1
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGINT") or sys.platform == "win32", reason="POSIX")

@@ -453,13 +453,17 @@ class FaceAligner:
         show_progress_bar: bool = False,
         keep_heatmaps: bool = False,
         prefetch: int = PREFETCH_IMAGES,
+        workers: int = 1,
     ) -> Iterator[tuple[Path, np.ndarray | None, list[Face], str | None]]:
         """(path, image or None, faces, error or None) per image, in the inputs' order;
         bad files do not stop it.
 
         ``prefetch``: images read (and, with onnxruntime, put through the detector's
         first pass) in a background thread ahead of the landmark model; 0 does all in
-        this thread. Close the iterator (or finish it) to stop that thread.
+        this thread. ``workers`` > 1 (onnxruntime; ``prefetch`` > 0): that many threads
+        each take a whole image, read to landmarks, side by side; best with sessions of
+        one thread each (``threads=1``), see util.cli.folder_threads. Close the iterator
+        (or finish it) to stop the threads.
         """
         from tqdm import tqdm
 
@@ -475,6 +479,24 @@ class FaceAligner:
                 return path, None, None, str(exc)
             return path, image, self.detect_first(image) if detect_ahead else None, None
 
+        if workers > 1 and detect_ahead and prefetch > 0:
+
+            def whole(path: Path) -> tuple[Path, np.ndarray | None, list[Face], str | None]:
+                path, image, first, error = read(path)
+                if image is None:
+                    return path, None, [], error
+                return path, image, self._align_detected(image, first, keep_heatmaps), None
+
+            done = prefetched(whole, paths, prefetch, workers)
+            bar = tqdm(
+                done, total=len(paths), disable=not show_progress_bar or len(paths) < 2, unit="img"
+            )
+            try:
+                yield from bar
+            finally:
+                bar.close()
+                done.close()
+            return
         ahead = prefetched(read, paths, prefetch)
         bar = tqdm(
             ahead, total=len(paths), disable=not show_progress_bar or len(paths) < 2, unit="img"

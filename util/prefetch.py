@@ -1,9 +1,10 @@
-"""Work ahead of the consumer in one background thread, in order, with a bounded queue.
+"""Work ahead of the consumer in background threads, in order, with a bounded queue.
 
 The folder loop uses it to read and detect the next images while the landmark model
-runs on the current one: image decoding (Pillow), OpenCV and onnxruntime release the
-GIL, so on two cores the stages overlap. At most ``ahead`` results wait at a time,
-so memory stays flat however long the folder is.
+runs on the current one, or (``workers`` > 1) to run whole images side by side: image
+decoding (Pillow, OpenCV), OpenCV and onnxruntime release the GIL, so on two cores the
+work overlaps. At most ``ahead`` results wait at a time, so memory stays flat however
+long the folder is.
 """
 
 from __future__ import annotations
@@ -17,21 +18,27 @@ In = TypeVar("In")
 Out = TypeVar("Out")
 
 
-def prefetched(fn: Callable[[In], Out], items: Iterable[In], ahead: int) -> Iterator[Out]:
+def prefetched(
+    fn: Callable[[In], Out], items: Iterable[In], ahead: int, workers: int = 1
+) -> Iterator[Out]:
     """``fn(item)`` for each item, in the items' order, computed up to ``ahead`` items
-    before the consumer asks for them (0: no thread, each when asked).
+    before the consumer asks for them (0: no thread, each when asked) by ``workers``
+    threads (``ahead`` is raised to ``workers``, so that each has an item).
 
     An exception of ``fn`` is raised when the consumer reaches its item, as it would be
     without the thread; callers that want to go on record their errors in the result.
     Stopping early (break, an exception, Ctrl-C in the consumer) cancels what has not
-    started and waits for the one call under way, so no thread outlives the loop.
+    started and waits for the calls under way, so no thread outlives the loop.
     """
     if ahead < 1:
         yield from map(fn, items)
         return
+    workers = max(1, int(workers))
+    ahead = max(ahead, workers)
     # One worker: the prefetched stage runs in order, and with the consumer that makes
-    # two busy threads, one per core of the machines this is tuned for.
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
+    # two busy threads, one per core of the machines this is tuned for. More workers:
+    # items run side by side, and the order is kept by the queue of futures.
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prefetch")
     pending: deque[Future[Out]] = deque()
     try:
         for item in items:
