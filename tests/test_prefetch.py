@@ -199,3 +199,39 @@ def test_ctrl_c_in_a_folder_exits_cleanly(tiny_models, tmp_path: Path) -> None: 
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
     assert len(out.splitlines()) + 1 < 200
+
+
+def test_stage_times_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long folder or video run records a time per call: the lists must not grow with
+    the run (memory flat), and keep the latest samples."""
+    from util import aligner
+
+    monkeypatch.setattr(aligner, "STAGE_SAMPLES", 10)
+    times = aligner.StageTimes()
+    for k in range(1000):
+        times.add("landmarks", float(k))
+    values = times.seconds["landmarks"]
+    assert len(values) <= 10 and values[-1] == 999.0 and values == sorted(values)
+
+
+def test_large_batches_shrink_the_arena(monkeypatch: pytest.MonkeyPatch, tiny_models) -> None:  # noqa: ANN001
+    """A call of more than ARENA_SHRINK_BATCH crops runs with arena shrinkage (so a
+    crowd photo's memory is handed back); smaller calls keep the arena as it is."""
+    from util import runtime
+
+    model = runtime.OnnxModel(tiny_models.fan2d, threads=1)
+    seen: list[object] = []
+    session = model._session
+    real_run = session.run
+
+    class Spy:
+        def run(self, names, feed, options=None):  # noqa: ANN001, ANN202
+            seen.append(options)
+            return real_run(names, feed, options)
+
+    monkeypatch.setattr(model, "_session", Spy())
+    size = model.spec.input_size
+    for batch in (1, runtime.ARENA_SHRINK_BATCH, runtime.ARENA_SHRINK_BATCH + 1):
+        outputs = model.run(np.zeros((batch, 3, *size), np.float32))
+        assert len(outputs[0]) == batch
+    assert seen[:2] == [None, None] and seen[2] is model._shrink
