@@ -235,3 +235,55 @@ def test_large_batches_shrink_the_arena(monkeypatch: pytest.MonkeyPatch, tiny_mo
         outputs = model.run(np.zeros((batch, 3, *size), np.float32))
         assert len(outputs[0]) == batch
     assert seen[:2] == [None, None] and seen[2] is model._shrink
+
+
+@pytest.mark.parametrize("ahead", [0, 1, 3])
+def test_read_ahead_keeps_order_and_stays_bounded(ahead: int) -> None:
+    from util.prefetch import read_ahead
+
+    pulled: list[int] = []
+
+    def source():  # noqa: ANN202 - a generator read by one thread, as video frames are
+        for k in range(20):
+            pulled.append(k)
+            yield k
+
+    consumed = []
+    for k in read_ahead(source(), ahead):
+        time.sleep(0.002)
+        consumed.append(k)
+        # the one being used, at most `ahead` waiting, and one held by a blocked put
+        assert len(pulled) <= len(consumed) + ahead + 1
+    assert consumed == list(range(20))
+    assert [t for t in threading.enumerate() if t.name == "prefetch-read"] == []
+
+
+def test_read_ahead_raises_in_place_and_stops_when_closed() -> None:
+    from util.prefetch import read_ahead
+
+    def failing():  # noqa: ANN202
+        yield from range(3)
+        raise OSError("camera gone")
+
+    seen = []
+    with pytest.raises(OSError, match="camera gone"):
+        for k in read_ahead(failing(), 2):
+            seen.append(k)
+    assert seen == [0, 1, 2]
+
+    pulled: list[int] = []
+
+    def endless():  # noqa: ANN202
+        k = 0
+        while True:
+            pulled.append(k)
+            yield k
+            k += 1
+
+    frames = read_ahead(endless(), 2)
+    assert next(frames) == 0
+    frames.close()
+    count = len(pulled)
+    time.sleep(0.05)
+    assert len(pulled) == count  # nothing read after the stop
+    assert [t for t in threading.enumerate() if t.name == "prefetch-read"] == []

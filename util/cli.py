@@ -660,6 +660,7 @@ def run_video(aligner: FaceAligner, args: argparse.Namespace, sink: _JsonLines, 
     from .draw import draw_faces, with_side_view
     from .tracker import FaceTracker
     from .video import (
+        READ_AHEAD_FRAMES,
         VideoSink,
         display_available,
         frame_count,
@@ -684,11 +685,10 @@ def run_video(aligner: FaceAligner, args: argparse.Namespace, sink: _JsonLines, 
         )
     tracker = FaceTracker(aligner, redetect=args.redetect, smooth=args.smooth, rate=fps)
     frames = 0
+    source = read_frames(capture, READ_AHEAD_FRAMES)
     try:
         for frames, frame in enumerate(
-            tqdm(
-                read_frames(capture), total=frame_count(capture), unit="frame", disable=args.quiet
-            ),
+            tqdm(source, total=frame_count(capture), unit="frame", disable=args.quiet),
             start=1,
         ):
             faces = tracker.process(frame)
@@ -707,6 +707,7 @@ def run_video(aligner: FaceAligner, args: argparse.Namespace, sink: _JsonLines, 
             writer.discard() if frames == 0 else writer.close()
         raise
     finally:
+        source.close()  # stops the reading thread before the capture goes
         capture.release()
     if writer is not None:
         writer.close()

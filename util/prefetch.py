@@ -10,7 +10,7 @@ long the folder is.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
@@ -49,3 +49,54 @@ def prefetched(
             yield pending.popleft().result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def read_ahead(items: Iterable[Out], ahead: int) -> Generator[Out, None, None]:
+    """The items of ``items``, pulled up to ``ahead`` ahead of the consumer by a
+    background thread (0: no thread): for sources that must be read in order by one
+    reader, such as video frames, whose decoding then overlaps the work on the previous
+    frame. An exception of the source is raised at its place. Close the iterator (or
+    finish it) to stop the thread; no item is pulled after that.
+    """
+    if ahead < 1:
+        yield from items
+        return
+    import queue
+    import threading
+
+    box: queue.Queue[tuple[bool, object]] = queue.Queue(maxsize=ahead)
+    stop = threading.Event()
+
+    def pull() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        box.put((True, item), timeout=0.05)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            box.put((False, None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            box.put((False, exc))
+
+    thread = threading.Thread(target=pull, name="prefetch-read", daemon=True)
+    thread.start()
+    try:
+        while True:
+            more, value = box.get()
+            if not more:
+                if value is not None:
+                    raise value  # type: ignore[misc]
+                return
+            yield value  # type: ignore[misc]
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a put and wait for the reader to stop
+            try:
+                box.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        thread.join()
