@@ -22,8 +22,14 @@ VIDEO_SOURCE = REPO / "samples" / "astronaut.png"
 FRAME_SIZE = (640, 480)  # width, height
 LANDMARK_SPEEDUP_TARGET = 25.0  # our shipped landmark step vs FAN-4 fp32, same threads
 VIDEO_FPS_TARGET = 30.0  # end to end, 2D model, 2 threads (busy machine; 100 when quiet)
+VIDEO_FPS_QUIET_TARGET = 100.0
+VIDEO_THREADS = 2
 FOLDER_THREADS = 2
 FOLDER_IMAGES_PER_S_TARGET = 60.0  # folder with flip, 2 threads
+# Flat memory over the folder run: the median RSS of its last quarter at most this much
+# above that of its first quarter (single samples swing by +-15 MiB with the sizes of
+# the images in flight, so start and end alone would say little).
+FOLDER_RSS_GROWTH_LIMIT_MIB = 10.0
 # FAN-4 has random weights and is timed only, so its ranges need no more crops than
 # make the quantized graph; 200 (quantize.py's default) took over 45 min on a loaded
 # machine through FAN-4's 17 GMACs with every tensor's range read out.

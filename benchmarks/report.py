@@ -11,9 +11,13 @@ from pathlib import Path
 
 from benchmarks.common import (
     FOLDER_IMAGES_PER_S_TARGET,
+    FOLDER_RSS_GROWTH_LIMIT_MIB,
+    FOLDER_THREADS,
     LANDMARK_SPEEDUP_TARGET,
     REPO,
+    VIDEO_FPS_QUIET_TARGET,
     VIDEO_FPS_TARGET,
+    VIDEO_THREADS,
     Notes,
     fmt_ms,
     mib,
@@ -59,12 +63,85 @@ def write_report(
     if accuracy:
         lines += accuracy_lines(accuracy)
     if speed:
+        lines += ["", "## Issue 11's targets", "", "```", *target_summary(speed), "```"]
         lines += stage_lines(speed) + ratio_lines(speed)
         lines += video_lines(speed.get("video")) + folder_lines(speed.get("folder"))
     if notes.lines:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes.lines]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def target_summary(speed: dict) -> list[str]:
+    """Issue 11's three targets, each measured against its target as a ratio (>= 1.00x
+    is met), plus the CPU time per frame and image: on a busy machine the wall-clock
+    rates say how much CPU the run got, the CPU times how much the work needs."""
+    lines = ["issue 11 targets (measured / target; >= 1.00x is met):"]
+    ratio = speed.get("ratio", {}).get("1")
+    if ratio:
+        times = ratio["ratio"]
+        lines.append(
+            f"  landmark step, 1 thread: FAN-4 fp32 {fmt_ms(ratio['fan4_ms'])} ms / ours "
+            f"{ratio.get('shipped')} {fmt_ms(ratio['ours_ms'])} ms = {times:.1f}x, "
+            f"target {LANDMARK_SPEEDUP_TARGET:.0f}x: {times / LANDMARK_SPEEDUP_TARGET:.2f}x"
+            f" {_met(times, LANDMARK_SPEEDUP_TARGET)}"
+        )
+        extra = [
+            ("FAN-4 int8 / ours int8", ratio.get("ratio_int8")),
+            ("ours fp32 / int8", ratio.get("ours_int8_speedup")),
+            ("FAN-4 fp32 / int8", ratio.get("fan4_int8_speedup")),
+        ]
+        lines.append("    also: " + ", ".join(f"{k} {_times(v)}" for k, v in extra))
+    else:
+        lines.append("  landmark step, 1 thread: not timed (no FAN-4 or no 1-thread run)")
+    runs = (speed.get("video") or {}).get("runs", [])
+    video = [r for r in runs if not r["depth"] and r["threads"] == VIDEO_THREADS]
+    if video and video[0]["fps"]:
+        fps = video[0]["fps"]
+        lines.append(
+            f"  video 640x480, one face, 2D, {VIDEO_THREADS} threads: {fps:.1f} fps "
+            f"({_cpu(video[0].get('cpu_ms_per_frame'))} ms CPU per frame); quiet target "
+            f"{VIDEO_FPS_QUIET_TARGET:.0f}: {fps / VIDEO_FPS_QUIET_TARGET:.2f}x "
+            f"{_met(fps, VIDEO_FPS_QUIET_TARGET)}, busy target {VIDEO_FPS_TARGET:.0f}: "
+            f"{fps / VIDEO_FPS_TARGET:.2f}x {_met(fps, VIDEO_FPS_TARGET)}"
+        )
+    else:
+        lines.append(f"  video, {VIDEO_THREADS} threads: not run")
+    folder = speed.get("folder") or {}
+    if folder.get("images_per_s"):
+        rate = folder["images_per_s"]
+        lines.append(
+            f"  folder with flip, {FOLDER_THREADS} threads ({folder.get('workers', 1)} "
+            f"worker(s) x {folder.get('session_threads', folder['threads'])} onnxruntime "
+            f"thread(s)), {folder['images']} images: {rate:.1f} images/s "
+            f"({_cpu(folder.get('cpu_ms_per_image'))} ms CPU per image); target "
+            f"{FOLDER_IMAGES_PER_S_TARGET:.0f}: {rate / FOLDER_IMAGES_PER_S_TARGET:.2f}x "
+            f"{_met(rate, FOLDER_IMAGES_PER_S_TARGET)}"
+        )
+        at = folder.get("rss_at", {})
+        growth = folder.get("rss_growth_mib")
+        flat = (
+            ""
+            if growth is None
+            else "flat"
+            if growth <= FOLDER_RSS_GROWTH_LIMIT_MIB
+            else "NOT flat"
+        )
+        lines.append(
+            f"    RSS MiB: start {mib(folder.get('rss_start'))}, models loaded "
+            f"{mib(folder.get('rss_models_loaded'))}, 10 % {mib(at.get('10%'))}, 50 % "
+            f"{mib(at.get('50%'))}, end {mib(at.get('100%'))}, peak "
+            f"{mib(folder.get('rss_peak_process'))}; median of the last quarter - first "
+            f"quarter: {'-' if growth is None else f'{growth:+.1f}'} MiB "
+            f"(limit {FOLDER_RSS_GROWTH_LIMIT_MIB:.0f}) {flat}"
+        )
+    else:
+        lines.append(f"  folder, {FOLDER_THREADS} threads: not run")
+    return lines
+
+
+def _cpu(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def _met(value: float | None, target: float) -> str:

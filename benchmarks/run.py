@@ -4,6 +4,13 @@
     python -m benchmarks.run --quick               # smoke run: 5 images, few repetitions
     python -m benchmarks.run --fan2d 2DFAN-4.onnx --fan-depth depth_estimation.onnx
     python -m benchmarks.run --skip-speed --out /tmp/bench    # accuracy only
+    python -m benchmarks.run --targets             # issue 11's three speed targets only
+
+--targets times exactly what issue 11 sets targets for, and nothing else (no accuracy,
+no peers, no depth): the landmark step of ours (fp32, int8) and FAN-4 (fp32, int8) on 1
+thread and their ratios; video 640x480, one face, 2D, 2 threads; a folder of 1000 images
+with flip on 2 threads, with its RSS along the run. It prints each against its target
+and writes OUT/report.md and OUT/report.json (OUT: benchmarks/results/targets).
 
 Peers are optional installs (benchmarks/requirements.txt); a peer that is not installed
 is skipped with a note in the report:
@@ -44,7 +51,7 @@ from benchmarks.common import (
     model_row,
     resolve_setup,
 )
-from benchmarks.report import machine_info, write_report
+from benchmarks.report import machine_info, target_summary, write_report
 from benchmarks.speed import folder_worker, run_speed
 
 
@@ -80,6 +87,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="smoke run: 5 images, 3 rounds, 30 frames, 20 folder images",
     )
+    parser.add_argument(
+        "--targets",
+        action="store_true",
+        help="only issue 11's speed targets (landmark step 1 thread, video and folder on "
+        "2 threads); implies --skip-accuracy",
+    )
     parser.add_argument("--skip-accuracy", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--limit", type=int, default=None, help="accuracy: first N images")
@@ -104,6 +117,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "(default: the tool's, util.aligner.PREFETCH_IMAGES; 0 for none)",
     )
     parser.add_argument(
+        "--folder-workers",
+        type=int,
+        default=None,
+        help="folder: images run side by side (default: the CLI's choice, "
+        "util.cli.folder_threads; 1 = read ahead, the model on all threads)",
+    )
+    parser.add_argument(
         "--folder-worker",
         type=Path,
         default=None,
@@ -111,6 +131,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     args.threads = [int(t) for t in str(args.threads).split(",") if t.strip()]
+    if args.targets:
+        args.skip_accuracy = True
+        if args.out == DEFAULT_OUT:  # keep the full report where it is
+            args.out = DEFAULT_OUT / "targets"
     quick = args.quick
     defaults = {
         "limit": 5 if quick else None,
@@ -164,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": time.perf_counter() - started,
     }
     (args.out / "report.json").write_text(json.dumps(raw, indent=1, default=_json_default))
+    if speed:
+        print("\n".join(target_summary(speed)))
     print(f"report: {report} ({raw['seconds']:.0f} s)")
     return 0
 

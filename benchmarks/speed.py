@@ -27,6 +27,7 @@ from benchmarks.common import (
     FRAME_SIZE,
     REPO,
     VIDEO_SOURCE,
+    VIDEO_THREADS,
     Setup,
     fan4_int8_model,
     fan4_model,
@@ -155,8 +156,6 @@ def stage_timing(
 ) -> dict:
     """Median ms per stage of every system at one thread count, interleaved rounds.
     ``fan4``: {precision: FAN-4 file or None}."""
-    from tqdm import tqdm
-
     from benchmarks.peers import DlibPeer, MediaPipePeer, PeerUnavailable
 
     notes = setup.notes
@@ -193,6 +192,8 @@ def stage_timing(
             net = make_aligner(setup, path, None, threads)
             name = step_name(fan4_name(precision))
             timed.append(Timed(name, net.times, landmark_step(net, frame, box, net.times), slow))
+    if getattr(args, "targets", False):  # the issue's targets only: no peers
+        return _time_rounds(timed, args, threads)
     if setup.fan2d is not None or (setup.fan_depth is not None and setup.ours_2d):
         # --fan-depth alone: FAN's depth network is timed after our 2D model, whose own
         # landmark stage is then left out of this row.
@@ -226,6 +227,13 @@ def stage_timing(
         if threads == args.threads[0]:
             notes.add(f"MediaPipe face mesh skipped: {exc}")
 
+    return _time_rounds(timed, args, threads)
+
+
+def _time_rounds(timed: list[Timed], args: argparse.Namespace, threads: int) -> dict:
+    """Warm every system up, then time them in interleaved rounds: median ms per stage."""
+    from tqdm import tqdm
+
     for system in timed:  # warm-up: first runs allocate
         for _ in range(2):
             system.call()
@@ -254,7 +262,7 @@ def run_video_benchmark(
     import cv2
 
     from util.tracker import FaceTracker
-    from util.video import read_frames
+    from util.video import READ_AHEAD_FRAMES, read_frames
 
     precision, model_2d, model_depth = setup.shipped
     aligner = make_aligner(setup, model_2d, model_depth if with_depth else None, threads)
@@ -269,15 +277,17 @@ def run_video_benchmark(
     tracker = FaceTracker(aligner)  # the command line's defaults: --redetect 10, no smoothing
     capture = cv2.VideoCapture(str(video))
     done = 0
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
+    frames = read_frames(capture, READ_AHEAD_FRAMES)  # as the CLI reads them
     try:
-        for frame in read_frames(capture):
+        for frame in frames:
             record = [face.to_json() for face in tracker.process(frame)]
             json.dumps({"frame": done, "faces": record})
             done += 1
     finally:
+        frames.close()
         capture.release()
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     return {
         "threads": threads,
         "depth": with_depth,
@@ -286,12 +296,19 @@ def run_video_benchmark(
         "faces": len(aligner.times.seconds.get("landmarks", [])),
         "seconds": elapsed,
         "fps": done / elapsed if elapsed > 0 else None,
+        # CPU time of every thread of the process: on a busy machine the wall clock
+        # says how much CPU we got, this says how much the work needs.
+        "cpu_ms_per_frame": 1000.0 * cpu / done if done else None,
         "status": 0 if done else 1,
     }
 
 
 def run_folder_benchmark(
-    setup: Setup, folder: Path, count: int, prefetch: int | None = None
+    setup: Setup,
+    folder: Path,
+    count: int,
+    prefetch: int | None = None,
+    workers: int | None = None,
 ) -> dict:
     """Throughput and memory on the folder, measured in a fresh process (worker below)."""
     cmd = [
@@ -307,6 +324,8 @@ def run_folder_benchmark(
     ]
     if prefetch is not None:
         cmd += ["--prefetch", str(prefetch)]
+    if workers is not None:
+        cmd += ["--folder-workers", str(workers)]
     if setup.detector:
         cmd += ["--detector", str(setup.detector)]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False, cwd=REPO)
@@ -321,26 +340,36 @@ def run_folder_benchmark(
 
 def folder_worker(folder: Path, args: argparse.Namespace) -> int:
     """Child process: run the aligner over every image of ``folder`` as the CLI does
-    (FaceAligner.iter_paths), sampling RSS after each image; print one JSON line."""
+    (FaceAligner.iter_paths, the threads split by util.cli.folder_threads), sampling RSS
+    after each image; print one JSON line."""
     from util.aligner import PREFETCH_IMAGES, FaceAligner
+    from util.cli import folder_threads
     from util.io import expand_inputs
 
     rss_start = rss_bytes()
     prefetch = PREFETCH_IMAGES if args.prefetch is None else args.prefetch
+    paths = expand_inputs([str(folder)])
+    session_threads, workers = folder_threads(args.threads[0], paths, "onnxruntime")
+    if args.folder_workers:  # to compare with another split: N workers, N/workers threads
+        workers = args.folder_workers
+        session_threads = max(1, args.threads[0] // workers)
     aligner = FaceAligner(
         model_2d=args.model_2d,
         detector_model=args.detector,
         runtime="onnxruntime",
-        threads=args.threads[0],
+        threads=session_threads,
     )
     rss_loaded = rss_bytes()
-    total = len(expand_inputs([str(folder)]))
+    total = len(paths)
     marks = {max(1, round(total * p / 100)): p for p in (10, 50, 100)}
     samples, at = [], {}
     faces = errors = 0
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for k, (_, _, found, error) in enumerate(
-        aligner.iter_paths([str(folder)], show_progress_bar=True, prefetch=prefetch), start=1
+        aligner.iter_paths(
+            [str(folder)], show_progress_bar=True, prefetch=prefetch, workers=workers
+        ),
+        start=1,
     ):
         faces += len(found)
         errors += error is not None
@@ -348,7 +377,7 @@ def folder_worker(folder: Path, args: argparse.Namespace) -> int:
         samples.append(now or 0)
         if k in marks:
             at[f"{marks[k]}%"] = now
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     print(
         json.dumps(
             {
@@ -357,8 +386,12 @@ def folder_worker(folder: Path, args: argparse.Namespace) -> int:
                 "errors": errors,
                 "seconds": elapsed,
                 "images_per_s": total / elapsed if elapsed > 0 else None,
+                "cpu_ms_per_image": 1000.0 * cpu / total if total else None,
                 "threads": args.threads[0],
+                "session_threads": session_threads,
+                "workers": workers,
                 "prefetch": prefetch,
+                **rss_growth(samples),
                 "rss_start": rss_start,
                 "rss_models_loaded": rss_loaded,
                 "rss_at": at,
@@ -368,6 +401,21 @@ def folder_worker(folder: Path, args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def rss_growth(samples: list[int]) -> dict:
+    """Median RSS of the first and the last quarter of a run's per-image samples, and
+    the growth between them (MiB): single samples swing with the images in flight."""
+    if len(samples) < 8:
+        return {}
+    quarter = len(samples) // 4
+    first = float(np.median(samples[:quarter]))
+    last = float(np.median(samples[-quarter:]))
+    return {
+        "rss_first_quarter": first,
+        "rss_last_quarter": last,
+        "rss_growth_mib": (last - first) / 2**20,
+    }
 
 
 def landmark_step(
@@ -448,9 +496,14 @@ def run_speed(setup: Setup, args: argparse.Namespace) -> dict:
     source = load_source(VIDEO_SOURCE)
     crop = MovingCrop(source, find_face(make_detector(setup), source))
     frame = crop.frame(0)
-    out["stages"] = {str(t): stage_timing(setup, args, t, frame, fan4) for t in args.threads}
+    # --targets: exactly what issue 11 measures: the landmark step on 1 thread, video
+    # and folder on 2 threads; no peers, no depth, no other thread counts.
+    targets = getattr(args, "targets", False)
+    stage_threads = [1] if targets else args.threads
+    out["threads"] = stage_threads
+    out["stages"] = {str(t): stage_timing(setup, args, t, frame, fan4) for t in stage_threads}
     shipped = setup.shipped[0] if setup.ours_2d else "fp32"
-    ratios = {str(t): landmark_ratios(out["stages"][str(t)], shipped) for t in args.threads}
+    ratios = {str(t): landmark_ratios(out["stages"][str(t)], shipped) for t in stage_threads}
     out["ratio"] = {t: r for t, r in ratios.items() if r}
     if not setup.ours_2d:
         notes.add("video and folder benchmarks skipped: no 2D model of ours")
@@ -465,6 +518,8 @@ def run_speed(setup: Setup, args: argparse.Namespace) -> dict:
         runs = [(t, False) for t in args.threads]
         if setup.ours_3d:
             runs.append((max(args.threads), True))
+        if targets:
+            runs = [(VIDEO_THREADS, False)]
         for t, depth in runs:
             out["video"]["runs"].append(
                 run_video_benchmark(setup, video, t, depth, args.video_frames)
@@ -473,7 +528,9 @@ def run_speed(setup: Setup, args: argparse.Namespace) -> dict:
         if samples:
             folder = Path(tmp) / "images"
             write_folder(samples, args.folder_images, folder)
-            out["folder"] = run_folder_benchmark(setup, folder, args.folder_images, args.prefetch)
+            out["folder"] = run_folder_benchmark(
+                setup, folder, args.folder_images, args.prefetch, args.folder_workers
+            )
         else:
             notes.add(f"folder benchmark skipped: no annotated images in {args.data}")
     return out

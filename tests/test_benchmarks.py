@@ -107,7 +107,7 @@ def test_setup_runs_int8_beside_fp32_and_ships_int8(tmp_path: Path):
 
 def test_report_shows_fp32_and_int8_side_by_side(tmp_path: Path):
     from benchmarks.common import Notes
-    from benchmarks.report import write_report
+    from benchmarks.report import target_summary, write_report
     from benchmarks.speed import landmark_ratios
 
     stages = _stages(
@@ -143,6 +143,7 @@ def test_report_shows_fp32_and_int8_side_by_side(tmp_path: Path):
             "rss_at": {"10%": 201 * 2**20, "50%": 201 * 2**20, "100%": 202 * 2**20},
             "rss_peak_sampled": 202 * 2**20,
             "rss_peak_process": 210 * 2**20,
+            "rss_growth_mib": 1.0,
         },
     }
     info = {"date": "d", "commit": "c", "cores": 2, "processor": "p", "platform": "x"}
@@ -159,3 +160,22 @@ def test_report_shows_fp32_and_int8_side_by_side(tmp_path: Path):
     assert "| 2D int8 | 2 | 30 | 30 | 45.0 | met |" in text
     assert "| 61.0 | met | 20 | 0 | 200 | 201 | 201 | 202 | 202 | 210 |" in text
     assert "2 images ahead" in text and "- a note" in text
+    # issue 11's three targets, each as measured / target
+    summary = "\n".join(target_summary(speed))
+    assert summary in text
+    assert "= 30.0x, target 25x: 1.20x met" in summary
+    assert "45.0 fps" in summary and "quiet target 100: 0.45x NOT met" in summary
+    assert "busy target 30: 1.50x met" in summary
+    assert "61.0 images/s" in summary and "target 60: 1.02x met" in summary
+    assert "end 202" in summary and "+1.0 MiB (limit 10) flat" in summary
+
+
+def test_rss_growth_compares_quarters_not_single_samples():
+    from benchmarks.speed import rss_growth
+
+    mib = 2**20
+    swinging = [(160 + (15 if k % 3 == 0 else 0)) * mib for k in range(100)]
+    assert abs(rss_growth(swinging)["rss_growth_mib"]) < 1.0
+    growing = [(160 + k // 5) * mib for k in range(100)]
+    assert rss_growth(growing)["rss_growth_mib"] > 10.0
+    assert rss_growth([mib] * 4) == {}
