@@ -180,7 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
         "-e", "--env_id", type=int, default=-1, help="ailia environment id (ailia runtime only)"
     )
     parser.add_argument(
-        "--threads", type=int, default=0, help="onnxruntime threads (0 = all cores)"
+        "--threads",
+        type=int,
+        default=0,
+        help="threads (0 = all cores): several images run N at a time on one onnxruntime "
+        "thread each; one image or a video gets N onnxruntime threads",
     )
     parser.add_argument(
         "--max-pixels",
