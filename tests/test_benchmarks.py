@@ -179,3 +179,15 @@ def test_rss_growth_compares_quarters_not_single_samples():
     growing = [(160 + k // 5) * mib for k in range(100)]
     assert rss_growth(growing)["rss_growth_mib"] > 10.0
     assert rss_growth([mib] * 4) == {}
+
+
+def test_cpu_profile_puts_functions_in_their_stage():
+    from benchmarks.cpu_profile import stage_of
+
+    assert stage_of("{built-in method onnxruntime.capi.onnxruntime_pybind11_state.run}") == (
+        "model (onnxruntime)"
+    )
+    assert stage_of("{imdecode}") == stage_of("{method 'read' of 'cv2.VideoCapture' objects}")
+    assert stage_of("{resize}") == "detector letterbox"
+    assert stage_of("/x/util/decode.py:102(positive_centroid)") == "heatmap decoding"
+    assert stage_of("/x/util/aligner.py:306(_align_detections)").startswith("other")
