@@ -50,6 +50,8 @@ DEFAULT_OUTPUT_FOLDER = "face_alignment_output"
 # Drawn images waiting to be encoded and written behind the landmark model (folders):
 # at most this many decoded images more in memory.
 WRITE_BEHIND_IMAGES = 2
+# Images run side by side in a folder at most (folder_threads).
+FOLDER_WORKERS = 4
 
 __all__ = ["build_parser", "main"]
 
@@ -315,11 +317,17 @@ def folder_threads(threads: int, paths: list[Path] | None, runtime: str) -> tupl
     one thread, the landmark model on two) left a core idle while the model ran; whole
     images side by side keep both busy and skip onnxruntime's per-operator hand-offs.
     One image, video (``paths`` None), ``-b`` and ailia: the sessions get the N threads.
+    At most FOLDER_WORKERS images at a time, the other threads going to their sessions:
+    a fifth of an image's CPU time is Python holding the GIL, so many more workers would
+    queue on it (a guess past 2 cores: this machine has two).
     """
     if paths is None or len(paths) < 2 or runtime != "onnxruntime":
         return threads, 1
     cores = threads if threads > 0 else available_cores()
-    return (1, cores) if cores > 1 else (threads, 1)
+    if cores < 2:
+        return threads, 1
+    workers = min(cores, FOLDER_WORKERS)
+    return max(1, cores // workers), workers
 
 
 def available_cores() -> int:
