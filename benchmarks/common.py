@@ -27,8 +27,8 @@ VIDEO_THREADS = 2
 FOLDER_THREADS = 2
 FOLDER_IMAGES_PER_S_TARGET = 60.0  # folder with flip, 2 threads
 # Flat memory over the folder run: the median RSS of its last quarter at most this much
-# above that of its first quarter (single samples swing by +-15 MiB with the sizes of
-# the images in flight, so start and end alone would say little).
+# above that of its second quarter, after the warm-up (single samples swing by +-15 MiB
+# with the sizes of the images in flight, so start and end alone would say little).
 FOLDER_RSS_GROWTH_LIMIT_MIB = 10.0
 # FAN-4 has random weights and is timed only, so its ranges need no more crops than
 # make the quantized graph; 200 (quantize.py's default) took over 45 min on a loaded

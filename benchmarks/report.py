@@ -131,7 +131,7 @@ def target_summary(speed: dict) -> list[str]:
             f"    RSS MiB: start {mib(folder.get('rss_start'))}, models loaded "
             f"{mib(folder.get('rss_models_loaded'))}, 10 % {mib(at.get('10%'))}, 50 % "
             f"{mib(at.get('50%'))}, end {mib(at.get('100%'))}, peak "
-            f"{mib(folder.get('rss_peak_process'))}; median of the last quarter - first "
+            f"{mib(folder.get('rss_peak_process'))}; median of the last quarter - second "
             f"quarter: {'-' if growth is None else f'{growth:+.1f}'} MiB "
             f"(limit {FOLDER_RSS_GROWTH_LIMIT_MIB:.0f}) {flat}"
         )

@@ -176,8 +176,10 @@ def test_rss_growth_compares_quarters_not_single_samples():
     mib = 2**20
     swinging = [(160 + (15 if k % 3 == 0 else 0)) * mib for k in range(100)]
     assert abs(rss_growth(swinging)["rss_growth_mib"]) < 1.0
-    growing = [(160 + k // 5) * mib for k in range(100)]
+    growing = [(160 + k // 4) * mib for k in range(100)]
     assert rss_growth(growing)["rss_growth_mib"] > 10.0
+    warming_up = [(86 + min(k, 30) * 3) * mib for k in range(100)]  # then flat
+    assert rss_growth(warming_up)["rss_growth_mib"] == 0.0
     assert rss_growth([mib] * 4) == {}
 
 
