@@ -302,7 +302,8 @@ def test_bad_image_is_one_line_error(
     assert leftovers(tmp_path) == []
 
 
-def test_bad_files_do_not_stop_a_folder(tmp_path: Path, models: list[str]) -> None:
+@pytest.mark.parametrize("threads", ["1", "2"])  # 2: two images at a time (folder_threads)
+def test_bad_files_do_not_stop_a_folder(tmp_path: Path, models: list[str], threads: str) -> None:
     folder = tmp_path / "in"
     folder.mkdir()
     shutil.copy(SAMPLE, folder / "a_good.png")
@@ -311,7 +312,8 @@ def test_bad_files_do_not_stop_a_folder(tmp_path: Path, models: list[str]) -> No
     bad["e_huge.png"] = "huge"
     for name, kind in bad.items():
         make_bad_file(folder / name, kind)
-    result = run_cli(*models, "-q", "-i", folder, "-s", "out", "--json", "r.jsonl", cwd=tmp_path)
+    flags = ["--threads", threads, "-q", "-i", folder, "-s", "out", "--json", "r.jsonl"]
+    result = run_cli(*models, *flags, cwd=tmp_path)
     assert result.returncode == 1
     assert_no_traceback(result)
     errors = stderr_lines(result)
