@@ -40,7 +40,8 @@ from pathlib import Path
 import numpy as np
 
 from training.evaluate import DEFAULT_DATA, Sample, load_annotated, match_annotated
-from util.aligner import Face, FaceAligner
+from util.aligner import FaceAligner
+from util.face import Face
 from util.landmarks import inter_ocular
 
 REPO = Path(__file__).resolve().parents[1]

@@ -351,7 +351,7 @@ def test_every_exit_code_is_in_the_readme() -> None:
 
 def _face(box: tuple[float, float, float, float], with_3d: bool = True):  # noqa: ANN202
     """A fake frontal face filling ``box``."""
-    from util.aligner import Face
+    from util.face import Face
 
     x1, y1, x2, y2 = box
     rng = np.random.default_rng(0)

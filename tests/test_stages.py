@@ -567,7 +567,7 @@ def test_one_euro_reduces_jitter_and_follows_a_step() -> None:
 
 
 def test_face_smoother_tracks_faces_separately() -> None:
-    from util.aligner import Face
+    from util.face import Face
 
     rng = np.random.default_rng(7)
     base = rng.uniform(0, 100, (NUM_LANDMARKS, 2))
@@ -599,7 +599,7 @@ def test_face_smoother_tracks_faces_separately() -> None:
 
 
 def _fake_face(with_3d: bool = True):  # noqa: ANN202
-    from util.aligner import Face
+    from util.face import Face
 
     shape = frontal_face()
     points = shape[:, :2]

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from benchmarks.tracking import make_clip
-from util.aligner import DEFAULT_MODEL_2D, Face, FaceAligner
+from util.aligner import DEFAULT_MODEL_2D, FaceAligner
+from util.face import Face
 from util.io import read_image
 from util.landmarks import NUM_LANDMARKS, inter_ocular
 from util.smooth import FaceSmoother

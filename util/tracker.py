@@ -18,10 +18,11 @@ import time
 
 import numpy as np
 
-from .aligner import Face, FaceAligner
+from .aligner import FaceAligner
 from .crop import box_from_landmarks
 from .decode import face_roll
 from .detect import box_iou
+from .face import Face
 from .smooth import FaceSmoother
 
 DEFAULT_REDETECT = 10  # frames between detections: the command line's --redetect default
