@@ -41,9 +41,11 @@ from util.landmarks import (
 )
 from util.runtime import (
     AILIA_LICENCE_PATH,
+    REQUIRED_KEYS,
     AiliaModel,
     ModelError,
     ModelSpec,
+    check_spec,
     load_model,
     read_spec,
     resolve_runtime,
@@ -221,7 +223,8 @@ def test_decode_dispatch() -> None:
 
 
 def _fake_landmark_model(extra: dict) -> LandmarkModel:
-    spec = ModelSpec(kind="fan2d", extra={"heatmap_size": 64, "decode": "centroid"} | extra)
+    base = {"heatmap_size": 64, "decode": "centroid", "crop_scale": 2.0, "crop_shift_y": 0.0}
+    spec = ModelSpec(kind="fan2d", extra=base | extra)
     return LandmarkModel(types.SimpleNamespace(spec=spec, run=None))
 
 
@@ -408,6 +411,32 @@ def test_invalid_sidecar_spec_names_the_sidecar(tmp_path: Path) -> None:
     (tmp_path / "m.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(ModelError, match="m.json: invalid model spec"):
         read_spec(tmp_path / "m.onnx")
+
+
+@pytest.mark.parametrize(
+    ("kind", "key"), [(kind, key) for kind, keys in REQUIRED_KEYS.items() for key in keys]
+)
+def test_spec_without_a_required_key_is_refused_at_load(
+    tmp_path: Path, tiny_models, kind: str, key: str  # noqa: ANN001
+) -> None:
+    # Any loadable file will do: the spec is checked before a stage looks at the model.
+    model = tmp_path / "m.onnx"
+    model.write_bytes(tiny_models.fan2d.read_bytes())
+    extra = {k: 1.0 for k in REQUIRED_KEYS[kind] if k != key}
+    (model.with_suffix(".json")).write_text(json.dumps({"kind": kind, "extra": extra}))
+    with pytest.raises(ModelError, match=f"m.onnx: spec of kind '{kind}' lacks {key} ") as info:
+        load_model(model, expected_kind=kind, threads=1)
+    assert "\n" not in str(info.value)
+
+
+def test_family_defaults_and_shipped_specs_have_their_required_keys() -> None:
+    from util.depth import ORIGINAL_DEPTH_SPEC
+    from util.heatmaps import ORIGINAL_FAN3D_SPEC, ORIGINAL_FAN_SPEC
+
+    for spec in (ORIGINAL_FAN_SPEC, ORIGINAL_FAN3D_SPEC, ORIGINAL_DEPTH_SPEC):
+        check_spec(spec, "default")
+    for path in sorted((REPO / "models").glob("*.onnx")):
+        check_spec(read_spec(path), path)
 
 
 def test_runtime_names() -> None:

@@ -31,7 +31,7 @@ ORIGINAL_DEPTH_SPEC = ModelSpec(
 def depth_input(crop_rgb: np.ndarray, points_crop: np.ndarray, spec: ModelSpec) -> np.ndarray:
     """(1, 71, S, S) float32: the crop as the 2D model takes it, then 68 Gaussian maps."""
     size = int(spec.input_size[0])
-    sigma = float(spec.extra.get("heatmap_sigma", 2.0))
+    sigma = float(spec.extra["heatmap_sigma"])  # required: runtime.REQUIRED_KEYS
     image = spec.to_tensor(crop_rgb)
     maps = gaussian_maps(points_crop, size, sigma)[None]
     return np.concatenate([image, maps], axis=1).astype(np.float32)
@@ -41,7 +41,7 @@ def depth_to_image(z_model: np.ndarray, spec: ModelSpec, crop_side: float) -> np
     """Model z -> original-image pixels, zero-mean, larger = closer."""
     size = float(spec.input_size[0])
     z = np.asarray(z_model, dtype=np.float64).reshape(-1)
-    z = z * float(spec.extra.get("z_scale", 1.0)) * float(spec.extra.get("z_sign", 1.0))
+    z = z * float(spec.extra["z_scale"]) * float(spec.extra["z_sign"])
     z = z * crop_side / size  # crop pixels -> image pixels
     return z - z.mean()
 

@@ -56,8 +56,8 @@ class LandmarkModel:
         self.crop_size = int(spec.input_size[0])
         self.heatmap_size = int(spec.extra.get("heatmap_size", self.crop_size // 4))
         self._check_shapes()
-        self.crop_scale = float(spec.extra.get("crop_scale", 2.0))
-        self.crop_shift_y = float(spec.extra.get("crop_shift_y", 0.0))
+        self.crop_scale = float(spec.extra["crop_scale"])  # required: runtime.REQUIRED_KEYS
+        self.crop_shift_y = float(spec.extra["crop_shift_y"])
         self.decode_method = str(spec.extra.get("decode", "dark"))
         radius = spec.extra.get("centroid_radius")
         self.centroid_radius = None if radius is None else float(radius)
