@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from training.paths import SAMPLES_DIR
 
-SAMPLE = REPO / "samples" / "astronaut.png"
+SAMPLE = SAMPLES_DIR / "astronaut.png"
 
 
 @dataclass(frozen=True)

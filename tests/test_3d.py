@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "samples" / "astronaut.png"
+from training.paths import REPO, SAMPLES_DIR
+
+SAMPLE = SAMPLES_DIR / "astronaut.png"
 
 
 def _prior():

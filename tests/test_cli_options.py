@@ -25,10 +25,10 @@ from test_cli import (
     stderr_lines,
 )
 
+from training.paths import MODELS_DIR, REPO
 from util.landmarks import NUM_LANDMARKS
 
-REPO = Path(__file__).resolve().parents[1]
-MODELS = REPO / "models"
+MODELS = MODELS_DIR
 
 
 @pytest.fixture(scope="module")

@@ -24,13 +24,13 @@ from PIL import Image
 
 import face_alignment
 import util
+from training.paths import REPO, SAMPLES_DIR
 from util.aligner import FaceAligner
 from util.fan_api import FaceAlignment, LandmarksType, NetworkSize
 from util.io import read_image
 from util.landmarks import NUM_LANDMARKS
 
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "samples" / "astronaut.png"
+SAMPLE = SAMPLES_DIR / "astronaut.png"
 
 
 @pytest.fixture(scope="module")

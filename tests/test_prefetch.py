@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from training.paths import REPO, SAMPLES_DIR
 from util.prefetch import prefetched
 
-SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "astronaut.png"
+SAMPLE = SAMPLES_DIR / "astronaut.png"
 
 
 def _prefetch_threads() -> list[threading.Thread]:
@@ -141,7 +142,7 @@ def test_ctrl_c_in_a_folder_exits_cleanly(tiny_models, tmp_path: Path) -> None: 
     folder.mkdir()
     for k in range(200):
         shutil.copy(SAMPLE, folder / f"{k:03d}.png")
-    cli = Path(__file__).resolve().parents[1] / "face_alignment.py"
+    cli = REPO / "face_alignment.py"
     command = [sys.executable, str(cli), "--threads", "1", "-q", "--model-2d"]
     command += [str(tiny_models.fan2d), "-i", str(folder), "--json", "-"]
     proc = subprocess.Popen(

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from training.paths import REPO, SAMPLES_DIR
 from util.crop import crop_box, crop_matrix, invert_matrix, transform_points, warp_crop
 from util.decode import (
     apply_offsets,
@@ -52,8 +53,7 @@ from util.runtime import (
 )
 from util.smooth import FaceSmoother, OneEuroFilter
 
-REPO = Path(__file__).resolve().parents[1]
-SAMPLES = REPO / "samples"
+SAMPLES = SAMPLES_DIR
 
 
 def frontal_face(centre: tuple[float, float] = (200.0, 150.0), scale: float = 1.0) -> np.ndarray:

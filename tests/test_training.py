@@ -11,12 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from training.paths import DATA_300W, MODELS_DIR, REPO
+
 torch = pytest.importorskip("torch")
 onnxruntime = pytest.importorskip("onnxruntime")
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "300w"
-MODELS = REPO / "models"
+DATA = DATA_300W
+MODELS = MODELS_DIR
 
 
 def _run(script: str, tmp_path: Path, *extra: str) -> list[dict]:

@@ -36,10 +36,9 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter
 
+from training.paths import MODELS_DIR, VAL_300W
 from util.detect import KEYPOINT_NAMES, detect_in_outputs, generate_anchors, letterbox
 from util.runtime import ModelSpec, load_model
-
-ROOT = Path(__file__).resolve().parent.parent
 
 OPSET = 13
 # Raw outputs must agree within RAW_ATOL + RAW_RTOL * |tflite| elementwise. The raw
@@ -50,7 +49,7 @@ OPSET = 13
 RAW_ATOL = 1e-3
 RAW_RTOL = 1e-4
 DECODED_TOLERANCE = 1e-3  # largest allowed difference of decoded boxes and scores
-VAL_DIR = ROOT.parent / "shared" / "data" / "300w" / "val"
+VAL_DIR = VAL_300W
 NUM_VAL_IMAGES = 4
 
 # MediaPipe's graph options for each model (mediapipe/modules/face_detection/*.pbtxt).
@@ -255,7 +254,7 @@ def verify(tflite: Path, onnx_path: Path) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source-dir", type=Path, default=None, help="folder of the .tflite files")
-    parser.add_argument("--out-dir", type=Path, default=ROOT / "models")
+    parser.add_argument("--out-dir", type=Path, default=MODELS_DIR)
     parser.add_argument("--verify-only", action="store_true", help="skip the conversion")
     args = parser.parse_args(argv)
     source_dir = args.source_dir or default_source_dir()

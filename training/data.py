@@ -14,13 +14,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from training.paths import DATA_ROOT as DATA_ROOT  # re-exported: the trainers import it here
 from util.crop import box_from_landmarks, crop_box, crop_matrix, transform_points, warp_crop
 from util.landmarks import MIRROR_PERMUTATION, read_pts
 
 # Crops are small; OpenCV threads would only fight torch for the two cores.
 cv2.setNumThreads(1)
-
-DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 # BlazeFace (back model) boxes relative to the landmark box, in landmark-box sizes.
 # training/detector_box_stats.py measures them (training/detector_box_stats.json); the

@@ -47,18 +47,18 @@ from pathlib import Path
 import numpy as np
 
 from training.data import (
-    DATA_ROOT,
     CropSettings,
     Face,
     load_box_stats,
     validation_crop,
 )
+from training.paths import DATA_300W
 from util.crop import transform_points
 from util.heatmaps import ORIGINAL_FAN_SPEC
 from util.landmarks import read_pts
 from util.runtime import ModelSpec, int8_path, read_spec
 
-DEFAULT_DATA = DATA_ROOT / "300w" / "train"
+DEFAULT_DATA = DATA_300W / "train"
 DEFAULT_FACES = 200  # calibration crops
 DEFAULT_OFFSET_FACES = 400  # faces to measure the int8 - fp32 landmark bias on
 # Kept in fp32: the fully connected layers (the depth model's head). Measured on the
