@@ -26,6 +26,7 @@ Usage: python -m tools.convert_blazeface [--source-dir DIR] [--out-dir models]
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -37,7 +38,13 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter
 
 from training.paths import MODELS_DIR, VAL_300W
-from util.detect import KEYPOINT_NAMES, detect_in_outputs, generate_anchors, letterbox
+from util.detect import (
+    BOX_STATS_KEY,
+    KEYPOINT_NAMES,
+    detect_in_outputs,
+    generate_anchors,
+    letterbox,
+)
 from util.runtime import ModelSpec, load_model
 
 OPSET = 13
@@ -65,6 +72,10 @@ MODELS = {
         "graph": "face_detection_back_desktop_live.pbtxt",
     },
 }
+# Spec keys measured on data by other tools, not made by the conversion: a conversion
+# keeps them from the spec it replaces. Dropping the box statistics would stop the tool
+# following faces on video (the tracker refuses a detector without them).
+MEASURED_KEYS = (BOX_STATS_KEY,)
 MIN_SCORE = 0.5
 NMS_THRESHOLD = 0.3
 RAW_SCORE_LIMIT = 100.0  # MediaPipe's score_clipping_thresh
@@ -129,6 +140,14 @@ def make_spec(name: str, tflite: Path, height: int, width: int) -> ModelSpec:
     )
 
 
+def measured_keys(sidecar: Path) -> dict:
+    """The MEASURED_KEYS of the spec in ``sidecar`` (none when there is no file yet)."""
+    if not sidecar.is_file():
+        return {}
+    extra = ModelSpec.from_dict(json.loads(sidecar.read_text(encoding="utf-8"))).extra
+    return {key: extra[key] for key in MEASURED_KEYS if key in extra}
+
+
 def convert(name: str, tflite: Path, out_dir: Path) -> Path:
     """tflite -> ONNX + sidecar JSON; returns the ONNX path."""
     import onnx
@@ -143,6 +162,13 @@ def convert(name: str, tflite: Path, out_dir: Path) -> Path:
     if len(dims) != 4 or dims[3] != 3:
         raise SystemExit(f"{tflite}: expected an NHWC RGB input, got {dims}")
     spec = make_spec(name, tflite, dims[1], dims[2])
+    kept = measured_keys(out.with_suffix(".json"))
+    spec = dataclasses.replace(spec, extra=spec.extra | kept)
+    if BOX_STATS_KEY not in kept:
+        print(
+            f"note: {out.name} has no {BOX_STATS_KEY} yet; video following needs them: "
+            f"python -m training.detector_box_stats --detector {out}"
+        )
     text = json.dumps(spec.to_dict(), indent=2) + "\n"
     entry = model_proto.metadata_props.add()
     entry.key, entry.value = "model_spec", json.dumps(spec.to_dict())
