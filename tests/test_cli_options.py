@@ -68,7 +68,8 @@ def _failing_fan(target: Path) -> Path:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
-    spec = {"kind": "fan2d", "input_size": [256, 256], "extra": {"heatmap_size": 64}}
+    extra = {"heatmap_size": 64, "crop_scale": 2.0, "crop_shift_y": 0.0}
+    spec = {"kind": "fan2d", "input_size": [256, 256], "extra": extra}
     helper.set_model_props(model, {"model_spec": json.dumps(spec)})
     onnx.save(model, str(target))
     return target
