@@ -16,19 +16,18 @@ import numpy as np
 import pytest
 
 from util.crop import crop_box, crop_matrix, invert_matrix, transform_points, warp_crop
-from util.decode import (
-    apply_offsets,
+from util.depth import depth_input, depth_to_image
+from util.face_frame import apply_offsets, face_roll
+from util.heatmap_codec import (
     crop_to_heatmap,
     decode,
     decode_heatmaps,
-    face_roll,
     gaussian_maps,
     heatmap_to_crop,
     positive_centroid,
 )
-from util.depth import depth_input, depth_to_image
-from util.heatmaps import LandmarkModel
 from util.io import InputError, expand_inputs, read_image
+from util.landmark_stage import LandmarkModel
 from util.landmarks import (
     GROUPS,
     MIRROR_PERMUTATION,

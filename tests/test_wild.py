@@ -11,7 +11,7 @@ import pytest
 
 from util.crop import transform_points
 from util.detect import Detection, merge_detections, unturn_units
-from util.heatmaps import ORIGINAL_FAN_SPEC, LandmarkModel
+from util.landmark_stage import ORIGINAL_FAN_SPEC, LandmarkModel
 from util.runtime import load_model
 
 REPO = Path(__file__).resolve().parents[1]

@@ -39,7 +39,7 @@ from training.negatives import NegativeCrops
 from training.runlog import RunLog, StopFlag
 from training.synthesis import face_depths, random_yaw, turn_face
 from util.crop import invert_matrix, transform_points
-from util.decode import crop_to_heatmap, decode, gaussian_maps, heatmap_to_crop
+from util.heatmap_codec import crop_to_heatmap, decode, gaussian_maps, heatmap_to_crop
 from util.landmarks import inter_ocular, nme
 from util.runtime import ModelSpec
 from util.shape_prior import ShapePrior

@@ -20,8 +20,8 @@ import numpy as np
 
 from .aligner import Face, FaceAligner
 from .crop import box_from_landmarks
-from .decode import face_roll
 from .detect import box_iou
+from .face_frame import face_roll
 from .smooth import FaceSmoother
 
 DEFAULT_REDETECT = 10  # frames between detections: the command line's --redetect default
