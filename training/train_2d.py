@@ -445,7 +445,6 @@ def main() -> None:
         | {
             # Chosen on the validation set between the two decodings (both logged).
             "decode": result["best_decode"],
-            "landmarks": 68,
             "architecture": net.config,
             "gmacs": round(macs / 1e9, 3),
             "trained_by": "training/train_2d.py",

@@ -48,7 +48,7 @@ def depth_spec(crop: CropSettings, sigma: float) -> ModelSpec:
     return ModelSpec(
         kind="depth",
         input_size=(crop.size, crop.size),
-        extra={"heatmap_sigma": sigma, "z_unit": "crop_pixels", "z_scale": 1.0, "z_sign": 1.0},
+        extra={"heatmap_sigma": sigma, "z_scale": 1.0, "z_sign": 1.0},
     )
 
 

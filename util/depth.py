@@ -24,7 +24,7 @@ ORIGINAL_DEPTH_SPEC = ModelSpec(
     channel_order="RGB",
     layout="NCHW",
     scale=1.0 / 255.0,
-    extra={"heatmap_sigma": 2.0, "z_unit": "crop_pixels", "z_scale": 1.0, "z_sign": 1.0},
+    extra={"heatmap_sigma": 2.0, "z_scale": 1.0, "z_sign": 1.0},
 )
 
 

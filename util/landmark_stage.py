@@ -32,7 +32,7 @@ ORIGINAL_FAN_SPEC = ModelSpec(
     channel_order="RGB",
     layout="NCHW",
     scale=1.0 / 255.0,
-    extra={"heatmap_size": 64, "crop_scale": 2.0, "crop_shift_y": -0.05, "landmarks": 68},
+    extra={"heatmap_size": 64, "crop_scale": 2.0, "crop_shift_y": -0.05},
 )
 # 3DFAN-4.onnx: the same contract; its points are the 3D landmarks' projections.
 ORIGINAL_FAN3D_SPEC = replace(ORIGINAL_FAN_SPEC, kind="fan3d")
