@@ -5,7 +5,7 @@
 z labels come from fitting the 3D shape prior (models/shape_prior.npz, built from
 AFLW2000-3D shapes) to each augmented face's annotated 2D points; the network sees
 those points jittered as a 2D model errs. z is in crop pixels, zero-mean, larger =
-closer. Writes models/depth_compact.onnx with its spec (sigma, z units) in metadata.
+closer. Writes models/depth_compact.onnx with its spec (sigma, z scale and sign) in metadata.
 """
 
 from __future__ import annotations
