@@ -116,7 +116,7 @@ def test_shape_checks_accept_a_presence_output(tmp_path: Path) -> None:
     either order; two heatmap outputs or a wrong heatmap size are refused."""
     from types import SimpleNamespace
 
-    from util.heatmaps import ORIGINAL_FAN_SPEC, LandmarkModel
+    from util.landmark_stage import ORIGINAL_FAN_SPEC, LandmarkModel
     from util.runtime import ModelError
 
     def fake(outputs: list[tuple]) -> SimpleNamespace:

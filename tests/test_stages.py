@@ -17,19 +17,18 @@ import pytest
 
 from training.paths import REPO, SAMPLES_DIR
 from util.crop import crop_box, crop_matrix, invert_matrix, transform_points, warp_crop
-from util.decode import (
-    apply_offsets,
+from util.depth import depth_input, depth_to_image
+from util.face_frame import apply_offsets, face_roll
+from util.heatmap_codec import (
     crop_to_heatmap,
     decode,
     decode_heatmaps,
-    face_roll,
     gaussian_maps,
     heatmap_to_crop,
     positive_centroid,
 )
-from util.depth import depth_input, depth_to_image
-from util.heatmaps import LandmarkModel
 from util.io import InputError, expand_inputs, read_image
+from util.landmark_stage import LandmarkModel
 from util.landmarks import (
     GROUPS,
     MIRROR_PERMUTATION,
@@ -431,7 +430,7 @@ def test_spec_without_a_required_key_is_refused_at_load(
 
 def test_family_defaults_and_shipped_specs_have_their_required_keys() -> None:
     from util.depth import ORIGINAL_DEPTH_SPEC
-    from util.heatmaps import ORIGINAL_FAN3D_SPEC, ORIGINAL_FAN_SPEC
+    from util.landmark_stage import ORIGINAL_FAN3D_SPEC, ORIGINAL_FAN_SPEC
 
     for spec in (ORIGINAL_FAN_SPEC, ORIGINAL_FAN3D_SPEC, ORIGINAL_DEPTH_SPEC):
         check_spec(spec, "default")

@@ -88,7 +88,7 @@ def test_train_depth_runs_and_exports_the_depth_contract(tmp_path: Path) -> None
     x = np.zeros((1, 71, 256, 256), np.float32)
     assert session.run(None, {session.get_inputs()[0].name: x})[0].shape == (1, 68)
     spec = _spec(session)
-    assert spec["kind"] == "depth" and spec["extra"]["z_unit"] == "crop_pixels"
+    assert spec["kind"] == "depth" and spec["extra"]["heatmap_sigma"] == 2.0
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import pytest
 from training.paths import REPO, SAMPLES_DIR
 from util.crop import transform_points
 from util.detect import Detection, merge_detections, unturn_units
-from util.heatmaps import ORIGINAL_FAN_SPEC, LandmarkModel
+from util.landmark_stage import ORIGINAL_FAN_SPEC, LandmarkModel
 from util.runtime import load_model
 
 

@@ -109,7 +109,6 @@ def make_spec(name: str, tflite: Path, height: int, width: int) -> ModelSpec:
         "anchor_offset_x": 0.5,
         "anchor_offset_y": 0.5,
         "interpolated_scale_aspect_ratio": 1.0,
-        "fixed_anchor_size": True,
     }
     return ModelSpec(
         kind="blazeface",
@@ -122,15 +121,10 @@ def make_spec(name: str, tflite: Path, height: int, width: int) -> ModelSpec:
         extra={
             "anchors": anchors,
             "num_keypoints": len(KEYPOINT_NAMES),
-            "keypoint_names": list(KEYPOINT_NAMES),
             "box_scale": float(width),
             "raw_score_limit": RAW_SCORE_LIMIT,
             "min_score": MIN_SCORE,
             "nms_threshold": NMS_THRESHOLD,
-            "outputs": {
-                "regressors": "(1, N, 16) box and keypoints",
-                "classificators": "(1, N, 1)",
-            },
             "source": info["source"],
             "source_sha256": sha256(tflite),
             "mediapipe_graph": info["graph"],

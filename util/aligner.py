@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from .crop import box_from_landmarks
-from .decode import face_roll
 from .depth import ORIGINAL_DEPTH_SPEC, DepthModel, ShapeFitDepth
 from .detect import ALL_QUARTER_TURNS, FaceDetector, box_iou, default_detector_path
 from .face import Face, StageTimes
-from .heatmaps import ORIGINAL_FAN3D_SPEC, ORIGINAL_FAN_SPEC, LandmarkModel
+from .face_frame import face_roll
 from .io import InputError, expand_inputs, read_image
+from .landmark_stage import ORIGINAL_FAN3D_SPEC, ORIGINAL_FAN_SPEC, LandmarkModel
 from .paths import MODELS_DIR
 from .prefetch import prefetched
 from .runtime import load_model, model_for_precision, resolve_runtime

@@ -20,9 +20,9 @@ import numpy as np
 
 from .aligner import FaceAligner
 from .crop import box_from_landmarks
-from .decode import face_roll
 from .detect import BOX_STATS_KEY, box_iou
 from .face import Face
+from .face_frame import face_roll
 from .runtime import ModelError
 from .smooth import FaceSmoother
 
