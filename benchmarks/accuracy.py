@@ -89,7 +89,7 @@ def accuracy_systems(setup: Setup, args: argparse.Namespace) -> list[System]:
                 aligner_runner(aligner),
                 "BlazeFace",
                 "FAN's own crop from a BlazeFace box is estimated (crop scale 2.0, see "
-                "util/heatmaps.py ORIGINAL_FAN_SPEC); FAN shipped with an SFD detector"
+                "util/landmark_stage.py ORIGINAL_FAN_SPEC); FAN shipped with an SFD detector"
                 + (
                     "; depth sign and scale as util/depth.py ORIGINAL_DEPTH_SPEC (unverified)"
                     if setup.fan_depth is not None

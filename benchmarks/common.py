@@ -14,11 +14,12 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared/data/300w/val"
+from training.paths import REPO, SAMPLES_DIR, VAL_300W
+
+DEFAULT_DATA = VAL_300W
 DEFAULT_OUT = REPO / "benchmarks" / "results"
 DEFAULT_CACHE = REPO / "benchmarks" / ".cache"
-VIDEO_SOURCE = REPO / "samples" / "astronaut.png"
+VIDEO_SOURCE = SAMPLES_DIR / "astronaut.png"
 FRAME_SIZE = (640, 480)  # width, height
 LANDMARK_SPEEDUP_TARGET = 25.0  # our shipped landmark step vs FAN-4 fp32, same threads
 VIDEO_FPS_TARGET = 30.0  # end to end, 2D model, 2 threads (busy machine; 100 when quiet)

@@ -45,7 +45,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("detector letterbox", ("{resize}", "{copyMakeBorder}")),
     ("crop (warpAffine)", ("warpAffine",)),
     ("tensor building", ("runtime.py:", "to_batch")),
-    ("heatmap decoding", ("decode.py:",)),
+    ("heatmap decoding", ("heatmap_codec.py:", "decode.py:")),
     ("JSON", ("to_json", "json/encoder", "builtins.round")),
 ]
 

@@ -82,7 +82,7 @@ def export_fan4(path: Path, seed: int = 0) -> int:
     """Write FAN-4 (last stack's heatmaps, as the original ONNX) to ``path``; its MACs."""
     from training.export import export_onnx
     from training.model import LastStack, count_macs
-    from util.heatmaps import ORIGINAL_FAN_SPEC
+    from util.landmark_stage import ORIGINAL_FAN_SPEC
 
     net = build_fan4(seed)
     macs = count_macs(net)

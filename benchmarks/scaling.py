@@ -31,9 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+from training.paths import REPO, VAL_300W
+
 CLI = REPO / "face_alignment.py"
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "300w" / "val"
+DEFAULT_DATA = VAL_300W
 OUT = REPO / "benchmarks" / "results" / "scaling.md"
 TEN_MILLION = 10_000_000
 

@@ -39,7 +39,8 @@ from benchmarks.common import (
     rss_bytes,
 )
 from training.evaluate import load_annotated
-from util.aligner import FaceAligner, StageTimes
+from util.aligner import FaceAligner
+from util.face import StageTimes
 
 # --------------------------------------------------------------------------- test media
 

@@ -40,10 +40,10 @@ from pathlib import Path
 import numpy as np
 
 from training.evaluate import DEFAULT_DATA, Sample, load_annotated, match_annotated
-from util.aligner import Face, FaceAligner
+from training.paths import REPO
+from util.aligner import FaceAligner
+from util.face import Face
 from util.landmarks import inter_ocular
-
-REPO = Path(__file__).resolve().parents[1]
 
 FRAME_SIZE = (640, 480)  # width, height
 RATE = 30.0  # frames per second the clips stand for

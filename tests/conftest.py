@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from training.paths import SAMPLES_DIR
 
-SAMPLE = REPO / "samples" / "astronaut.png"
+SAMPLE = SAMPLES_DIR / "astronaut.png"
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
     from training.export import export_onnx
     from training.model import FAN, DepthNet, LastStack
     from util.depth import ORIGINAL_DEPTH_SPEC
-    from util.heatmaps import ORIGINAL_FAN_SPEC
+    from util.landmark_stage import ORIGINAL_FAN_SPEC
 
     folder = tmp_path_factory.mktemp("tiny_models")
     torch.manual_seed(0)

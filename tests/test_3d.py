@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "samples" / "astronaut.png"
+from training.paths import REPO, SAMPLES_DIR
+
+SAMPLE = SAMPLES_DIR / "astronaut.png"
 
 
 def _prior():
@@ -183,13 +184,14 @@ def test_cli_model_3d_without_3d_is_said(tiny_models) -> None:  # noqa: ANN001
     not (REPO / "models" / "fan3d_compact.onnx").is_file(), reason="no shipped 3D model"
 )
 def test_shipped_3d_model_contract() -> None:
-    from util.heatmaps import LandmarkModel
+    from util.landmark_stage import LandmarkModel
     from util.runtime import load_model
 
     model = LandmarkModel(load_model(REPO / "models" / "fan3d_compact.onnx", expected_kind="fan3d"))
     assert model.model.spec.kind == "fan3d"
     assert not model.has_presence
-    assert model.landmark_offsets is not None and model.landmark_offsets.shape == (68, 2)
+    offsets = model.codec.landmark_offsets
+    assert offsets is not None and offsets.shape == (68, 2)
     result = _cli("-i", str(SAMPLE), "-3", "--json", "-")
     assert result.returncode == 0, result.stderr
     face = json.loads(result.stdout.splitlines()[0])["faces"][0]

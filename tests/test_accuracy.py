@@ -23,13 +23,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from training.paths import MODELS_DIR, REPO, VAL_300W
 from util.landmarks import MIRROR_PERMUTATION, inter_ocular, nme, read_pts, write_pts
 
-REPO = Path(__file__).resolve().parents[1]
 CLI = REPO / "face_alignment.py"
-MODEL_2D = Path(os.environ.get("FA_TEST_MODEL_2D", REPO / "models" / "fan2d_compact.onnx"))
-MODEL_DEPTH = Path(os.environ.get("FA_TEST_MODEL_DEPTH", REPO / "models" / "depth_compact.onnx"))
-VAL = REPO.parent / "shared" / "data" / "300w" / "val"
+MODEL_2D = Path(os.environ.get("FA_TEST_MODEL_2D", MODELS_DIR / "fan2d_compact.onnx"))
+MODEL_DEPTH = Path(os.environ.get("FA_TEST_MODEL_DEPTH", MODELS_DIR / "depth_compact.onnx"))
+VAL = VAL_300W
 
 # Every 21st image of the sorted validation set: fixed, and varied in pose and size.
 ACCURACY_IMAGES = [

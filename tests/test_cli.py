@@ -22,11 +22,11 @@ import pytest
 from PIL import Image
 from test_stages import check_record_schema
 
+from training.paths import REPO, SAMPLES_DIR
 from util.landmarks import NUM_LANDMARKS, read_pts
 
-REPO = Path(__file__).resolve().parents[1]
 CLI = REPO / "face_alignment.py"
-SAMPLE = REPO / "samples" / "astronaut.png"
+SAMPLE = SAMPLES_DIR / "astronaut.png"
 VIDEO_FRAMES = 10
 NON_ASCII = "ñandú 顔.png"
 

@@ -25,10 +25,10 @@ from test_cli import (
     stderr_lines,
 )
 
+from training.paths import MODELS_DIR, REPO
 from util.landmarks import NUM_LANDMARKS
 
-REPO = Path(__file__).resolve().parents[1]
-MODELS = REPO / "models"
+MODELS = MODELS_DIR
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,8 @@ def _failing_fan(target: Path) -> Path:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
-    spec = {"kind": "fan2d", "input_size": [256, 256], "extra": {"heatmap_size": 64}}
+    extra = {"heatmap_size": 64, "crop_scale": 2.0, "crop_shift_y": 0.0}
+    spec = {"kind": "fan2d", "input_size": [256, 256], "extra": extra}
     helper.set_model_props(model, {"model_spec": json.dumps(spec)})
     onnx.save(model, str(target))
     return target
@@ -115,7 +116,7 @@ def test_shape_checks_accept_a_presence_output(tmp_path: Path) -> None:
     either order; two heatmap outputs or a wrong heatmap size are refused."""
     from types import SimpleNamespace
 
-    from util.heatmaps import ORIGINAL_FAN_SPEC, LandmarkModel
+    from util.landmark_stage import ORIGINAL_FAN_SPEC, LandmarkModel
     from util.runtime import ModelError
 
     def fake(outputs: list[tuple]) -> SimpleNamespace:
@@ -351,7 +352,7 @@ def test_every_exit_code_is_in_the_readme() -> None:
 
 def _face(box: tuple[float, float, float, float], with_3d: bool = True):  # noqa: ANN202
     """A fake frontal face filling ``box``."""
-    from util.aligner import Face
+    from util.face import Face
 
     x1, y1, x2, y2 = box
     rng = np.random.default_rng(0)

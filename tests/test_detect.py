@@ -6,11 +6,14 @@ import importlib.util
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from util.detect import (
+    BOX_STATS_FIELDS,
+    BOX_STATS_KEY,
     DEFAULT_DETECTOR_MODEL,
     MODELS_DIR,
     FaceDetector,
@@ -26,6 +29,7 @@ from util.detect import (
 )
 from util.io import read_image
 from util.runtime import ModelError, read_spec
+from util.tracker import FaceTracker
 
 FRONT = MODELS_DIR / "blazeface_front.onnx"
 BACK = MODELS_DIR / "blazeface_back.onnx"
@@ -288,6 +292,51 @@ def test_default_model_exists_with_spec() -> None:
     # uint8 0 and 255 map to the model's -1 and 1.
     tensor = spec.to_tensor(np.array([[[0, 255, 0]]] * 1, np.uint8).reshape(1, 1, 3))
     np.testing.assert_allclose(tensor.ravel(), [-1, 1, -1], atol=1e-6)
+
+
+# --------------------------------------------------------------------------- box statistics
+
+
+def test_box_statistics_have_one_home() -> None:
+    # Training's detector-like boxes and the tool's following read the same numbers: the
+    # default detector's spec; the converter keeps them when it converts again.
+    from tools.convert_blazeface import measured_keys
+    from training.data import load_box_stats
+
+    detector = FaceDetector(threads=1)
+    for key in BOX_STATS_FIELDS:
+        assert load_box_stats()[f"{key}_mean"] == detector.box_stats[key]
+        assert load_box_stats()[f"{key}_std"] == detector.box_stats[f"{key}_std"]
+    for path in (BACK, FRONT):
+        kept = measured_keys(path.with_suffix(".json"))
+        assert kept[BOX_STATS_KEY] == read_spec(path).extra[BOX_STATS_KEY]
+    assert measured_keys(Path("nowhere.json")) == {}
+
+
+def test_box_statistics_are_written_into_the_spec_and_checked_at_load(tmp_path: Path) -> None:
+    from training.detector_box_stats import spec_entry, write_box_stats
+
+    model = tmp_path / "det.onnx"
+    shutil.copy(BACK, model)
+    rows = np.array([[0.0, -0.1, 1.0], [0.02, -0.05, 1.2]])
+    write_box_stats(model, spec_entry(rows, "two faces"))
+    spec = read_spec(model)
+    assert spec.extra["anchors"] == read_spec(BACK).extra["anchors"]  # the rest is kept
+    stats = FaceDetector(model, threads=1).box_stats
+    assert stats["centre_dy"] == -0.075 and stats["size_ratio_std"] == 0.1
+    # Without them a detector still detects; the tracker refuses it (one line, the file).
+    data = spec.to_dict()
+    del data["extra"][BOX_STATS_KEY]
+    model.with_suffix(".json").write_text(json.dumps(data), encoding="utf-8")
+    detector = FaceDetector(model, threads=1)
+    assert detector.box_stats is None
+    with pytest.raises(ModelError, match=r"det\.onnx: no box_vs_landmarks .* video following"):
+        FaceTracker(SimpleNamespace(detector=detector))
+    # Present but without a mean: refused at load.
+    data["extra"][BOX_STATS_KEY] = {"centre_dx": 0.0, "centre_dy": 0.0}
+    model.with_suffix(".json").write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(ModelError, match=r"det\.onnx: incomplete box_vs_landmarks"):
+        FaceDetector(model, threads=1)
 
 
 # --------------------------------------------------------------------------- TFLite parity

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from training.paths import MODELS_DIR, VAL_300W
 from util.runtime import ModelError, int8_path, model_for_precision, read_spec
 
-REPO = Path(__file__).resolve().parents[1]
-MODELS = REPO / "models"
-VAL = REPO.parent / "shared" / "data" / "300w" / "val"
+MODELS = MODELS_DIR
+VAL = VAL_300W
 # Varied val faces (every 42nd of the sorted set, as in test_accuracy.py).
 VAL_IMAGES = ["helen_2968784797_1", "helen_3022230063_1", "helen_307494478_1"]
 # Mean distance between the int8 and fp32 landmarks over the inter-ocular distance, per

@@ -24,13 +24,13 @@ from PIL import Image
 
 import face_alignment
 import util
+from training.paths import REPO, SAMPLES_DIR
 from util.aligner import FaceAligner
 from util.fan_api import FaceAlignment, LandmarksType, NetworkSize
 from util.io import read_image
 from util.landmarks import NUM_LANDMARKS
 
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "samples" / "astronaut.png"
+SAMPLE = SAMPLES_DIR / "astronaut.png"
 
 
 @pytest.fixture(scope="module")
@@ -218,6 +218,42 @@ def test_face_aligner_batch_and_folder(face: np.ndarray, blank, photo_folder) ->
     assert results[str(photo_folder / "broken.png")] is None
     assert results[str(photo_folder / "blank.png")] == []
     assert [p.shape for p in results[str(photo_folder / "sub" / "b.jpg")]] == [(68, 3)]
+
+
+def test_batch_and_folder_in_3d(face: np.ndarray, blank, photo_folder, fa_3d) -> None:  # noqa: ANN001
+    # THREE_D (also under its pre-1.4 name _3D): (68, 3) from batches and folders too.
+    assert LandmarksType._3D is fa_3d.landmarks_type is LandmarksType.THREE_D
+    with _no_face_warning():
+        preds = fa_3d.get_landmarks_from_batch([face, blank])
+    assert preds[0].shape == (NUM_LANDMARKS, 3) and preds[1] == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # no face in blank.png; broken.png unreadable
+        results = fa_3d.get_landmarks_from_directory(
+            photo_folder, recursive=False, return_landmark_score=True, show_progress_bar=False
+        )
+    landmarks, scores, boxes = results[str(photo_folder / "a.png")]
+    assert [p.shape for p in landmarks] == [(NUM_LANDMARKS, 3)] and boxes is None
+    assert [s.shape for s in scores] == [(NUM_LANDMARKS,)]
+    assert results[str(photo_folder / "blank.png")] == (None, None, None)
+
+
+def test_face_aligner_fan_calls_in_2d(face: np.ndarray, blank, photo_folder, fa_2d) -> None:  # noqa: ANN001
+    # FaceAligner's own calls without active_3d give (68, 2), lists throughout ([] for no
+    # face, where the drop-in gives None), and the return flags' tuples.
+    aligner = fa_2d.aligner
+    batch = aligner.get_landmarks_from_batch([face, blank])
+    assert [[p.shape for p in image] for image in batch] == [[(NUM_LANDMARKS, 2)], []]
+    landmarks, scores, boxes = aligner.get_landmarks_from_image(
+        face, return_bboxes=True, return_landmark_score=True
+    )
+    assert [p.shape for p in landmarks] == [(NUM_LANDMARKS, 2)]
+    assert [s.shape for s in scores] == [(NUM_LANDMARKS,)]
+    assert [b.shape for b in boxes] == [(5,)] and 0 < boxes[0][4] <= 1
+    assert aligner.get_landmarks_from_image(blank, return_bboxes=True) == ([], None, [])
+    assert aligner.get_landmarks_from_image(blank) == []
+    results = aligner.get_landmarks_from_directory(photo_folder, show_progress_bar=False)
+    assert [p.shape for p in results[str(photo_folder / "a.png")]] == [(NUM_LANDMARKS, 2)]
+    assert results[str(photo_folder / "blank.png")] == []
 
 
 # -- the installed package ----------------------------------------------------------------

@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from training.paths import REPO, SAMPLES_DIR
 from util.prefetch import prefetched
 
-SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "astronaut.png"
+SAMPLE = SAMPLES_DIR / "astronaut.png"
 
 
 def _prefetch_threads() -> list[threading.Thread]:
@@ -184,7 +185,7 @@ def test_ctrl_c_in_a_folder_exits_cleanly(tiny_models, tmp_path: Path) -> None: 
     folder.mkdir()
     for k in range(200):
         shutil.copy(SAMPLE, folder / f"{k:03d}.png")
-    cli = Path(__file__).resolve().parents[1] / "face_alignment.py"
+    cli = REPO / "face_alignment.py"
     command = [sys.executable, str(cli), "--threads", "1", "-q", "--model-2d"]
     command += [str(tiny_models.fan2d), "-i", str(folder), "--json", "-"]
     proc = subprocess.Popen(
@@ -205,10 +206,10 @@ def test_ctrl_c_in_a_folder_exits_cleanly(tiny_models, tmp_path: Path) -> None: 
 def test_stage_times_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     """A long folder or video run records a time per call: the lists must not grow with
     the run (memory flat), and keep the latest samples."""
-    from util import aligner
+    from util import face
 
-    monkeypatch.setattr(aligner, "STAGE_SAMPLES", 10)
-    times = aligner.StageTimes()
+    monkeypatch.setattr(face, "STAGE_SAMPLES", 10)
+    times = face.StageTimes()
     for k in range(1000):
         times.add("landmarks", float(k))
     values = times.seconds["landmarks"]

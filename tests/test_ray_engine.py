@@ -23,12 +23,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from training.paths import REPO, SAMPLES_DIR
 from util import cli as face_alignment  # the CLI module: build_parser, main, aligner_options
 from util import ray_engine
 
-REPO = Path(__file__).resolve().parents[1]
 CLI = REPO / "face_alignment.py"
-SAMPLE = REPO / "samples" / "astronaut.png"
+SAMPLE = SAMPLES_DIR / "astronaut.png"
 HAVE_RAY = all(importlib.util.find_spec(m) for m in ("ray", "pyarrow"))
 needs_ray = pytest.mark.skipif(not HAVE_RAY, reason="Ray is not installed (requirements-ray.txt)")
 # Ray 2.60's raylet gives its agents 15 s to start, a limit no setting raises; on a

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from training.paths import DATA_ROOT, MODELS_DIR
 from util.landmarks import MIRROR_PERMUTATION
 from util.shape_prior import (
     ShapePrior,
@@ -22,9 +23,8 @@ from util.shape_prior import (
     fit_to_2d,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-REAL_SHAPES = REPO.parent / "shared" / "data" / "aflw2000_3d_shapes.npy"
-SHIPPED_PRIOR = REPO / "models" / "shape_prior.npz"
+REAL_SHAPES = DATA_ROOT / "aflw2000_3d_shapes.npy"
+SHIPPED_PRIOR = MODELS_DIR / "shape_prior.npz"
 
 
 def template() -> np.ndarray:

@@ -15,20 +15,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from training.paths import REPO, SAMPLES_DIR
 from util.crop import crop_box, crop_matrix, invert_matrix, transform_points, warp_crop
-from util.decode import (
-    apply_offsets,
+from util.depth import depth_input, depth_to_image
+from util.face_frame import apply_offsets, face_roll
+from util.heatmap_codec import (
     crop_to_heatmap,
     decode,
     decode_heatmaps,
-    face_roll,
     gaussian_maps,
     heatmap_to_crop,
     positive_centroid,
 )
-from util.depth import depth_input, depth_to_image
-from util.heatmaps import LandmarkModel
 from util.io import InputError, expand_inputs, read_image
+from util.landmark_stage import LandmarkModel
 from util.landmarks import (
     GROUPS,
     MIRROR_PERMUTATION,
@@ -41,17 +41,18 @@ from util.landmarks import (
 )
 from util.runtime import (
     AILIA_LICENCE_PATH,
+    REQUIRED_KEYS,
     AiliaModel,
     ModelError,
     ModelSpec,
+    check_spec,
     load_model,
     read_spec,
     resolve_runtime,
 )
 from util.smooth import FaceSmoother, OneEuroFilter
 
-REPO = Path(__file__).resolve().parents[1]
-SAMPLES = REPO / "samples"
+SAMPLES = SAMPLES_DIR
 
 
 def frontal_face(centre: tuple[float, float] = (200.0, 150.0), scale: float = 1.0) -> np.ndarray:
@@ -221,7 +222,8 @@ def test_decode_dispatch() -> None:
 
 
 def _fake_landmark_model(extra: dict) -> LandmarkModel:
-    spec = ModelSpec(kind="fan2d", extra={"heatmap_size": 64, "decode": "centroid"} | extra)
+    base = {"heatmap_size": 64, "decode": "centroid", "crop_scale": 2.0, "crop_shift_y": 0.0}
+    spec = ModelSpec(kind="fan2d", extra=base | extra)
     return LandmarkModel(types.SimpleNamespace(spec=spec, run=None))
 
 
@@ -410,6 +412,32 @@ def test_invalid_sidecar_spec_names_the_sidecar(tmp_path: Path) -> None:
         read_spec(tmp_path / "m.onnx")
 
 
+@pytest.mark.parametrize(
+    ("kind", "key"), [(kind, key) for kind, keys in REQUIRED_KEYS.items() for key in keys]
+)
+def test_spec_without_a_required_key_is_refused_at_load(
+    tmp_path: Path, tiny_models, kind: str, key: str  # noqa: ANN001
+) -> None:
+    # Any loadable file will do: the spec is checked before a stage looks at the model.
+    model = tmp_path / "m.onnx"
+    model.write_bytes(tiny_models.fan2d.read_bytes())
+    extra = {k: 1.0 for k in REQUIRED_KEYS[kind] if k != key}
+    (model.with_suffix(".json")).write_text(json.dumps({"kind": kind, "extra": extra}))
+    with pytest.raises(ModelError, match=f"m.onnx: spec of kind '{kind}' lacks {key} ") as info:
+        load_model(model, expected_kind=kind, threads=1)
+    assert "\n" not in str(info.value)
+
+
+def test_family_defaults_and_shipped_specs_have_their_required_keys() -> None:
+    from util.depth import ORIGINAL_DEPTH_SPEC
+    from util.landmark_stage import ORIGINAL_FAN3D_SPEC, ORIGINAL_FAN_SPEC
+
+    for spec in (ORIGINAL_FAN_SPEC, ORIGINAL_FAN3D_SPEC, ORIGINAL_DEPTH_SPEC):
+        check_spec(spec, "default")
+    for path in sorted((REPO / "models").glob("*.onnx")):
+        check_spec(read_spec(path), path)
+
+
 def test_runtime_names() -> None:
     assert resolve_runtime("onnxruntime") == "onnxruntime"
     assert resolve_runtime("auto") in ("onnxruntime", "ailia")
@@ -567,7 +595,7 @@ def test_one_euro_reduces_jitter_and_follows_a_step() -> None:
 
 
 def test_face_smoother_tracks_faces_separately() -> None:
-    from util.aligner import Face
+    from util.face import Face
 
     rng = np.random.default_rng(7)
     base = rng.uniform(0, 100, (NUM_LANDMARKS, 2))
@@ -599,7 +627,7 @@ def test_face_smoother_tracks_faces_separately() -> None:
 
 
 def _fake_face(with_3d: bool = True):  # noqa: ANN202
-    from util.aligner import Face
+    from util.face import Face
 
     shape = frontal_face()
     points = shape[:, :2]

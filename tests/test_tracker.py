@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from benchmarks.tracking import make_clip
-from util.aligner import DEFAULT_MODEL_2D, Face, FaceAligner
+from training.paths import SAMPLES_DIR
+from util.aligner import DEFAULT_MODEL_2D, FaceAligner
+from util.face import Face
 from util.io import read_image
 from util.landmarks import NUM_LANDMARKS, inter_ocular
 from util.smooth import FaceSmoother
 from util.tracker import FaceTracker, roll_degrees
 
-SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "astronaut.png"
+SAMPLE = SAMPLES_DIR / "astronaut.png"
 REDETECT = 5
 # still 3 frames, 4 px and 1 degree per frame for 12, still 5
 SCHEDULE = ((3, 0.0, 0.0), (12, 4.0, 1.0), (5, 0.0, 0.0))

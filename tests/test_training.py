@@ -11,12 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from training.paths import DATA_300W, MODELS_DIR, REPO
+
 torch = pytest.importorskip("torch")
 onnxruntime = pytest.importorskip("onnxruntime")
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "300w"
-MODELS = REPO / "models"
+DATA = DATA_300W
+MODELS = MODELS_DIR
 
 
 def _run(script: str, tmp_path: Path, *extra: str) -> list[dict]:
@@ -87,7 +88,7 @@ def test_train_depth_runs_and_exports_the_depth_contract(tmp_path: Path) -> None
     x = np.zeros((1, 71, 256, 256), np.float32)
     assert session.run(None, {session.get_inputs()[0].name: x})[0].shape == (1, 68)
     spec = _spec(session)
-    assert spec["kind"] == "depth" and spec["extra"]["z_unit"] == "crop_pixels"
+    assert spec["kind"] == "depth" and spec["extra"]["heatmap_sigma"] == 2.0
 
 
 @pytest.mark.parametrize(

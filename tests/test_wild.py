@@ -9,12 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from training.paths import REPO, SAMPLES_DIR
 from util.crop import transform_points
 from util.detect import Detection, merge_detections, unturn_units
-from util.heatmaps import ORIGINAL_FAN_SPEC, LandmarkModel
+from util.landmark_stage import ORIGINAL_FAN_SPEC, LandmarkModel
 from util.runtime import load_model
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _face_points() -> np.ndarray:
@@ -66,7 +65,7 @@ def test_detector_finds_a_face_at_any_quarter_turn() -> None:
     from util.io import read_image
 
     detector = FaceDetector()
-    image = read_image(REPO / "samples" / "astronaut.png")
+    image = read_image(SAMPLES_DIR / "astronaut.png")
     upright = detector.detect(image, ALL_QUARTER_TURNS)
     assert len(upright) == 1
     for k in (1, 2, 3):
@@ -144,7 +143,7 @@ def test_fan_files_without_presence_run_unchecked(tiny_models) -> None:  # noqa:
     model = LandmarkModel(load_model(tiny_models.fan2d, default_spec=ORIGINAL_FAN_SPEC))
     assert not model.has_presence
     aligner = FaceAligner(model_2d=tiny_models.fan2d, flip=True)
-    faces = aligner.align(read_image(REPO / "samples" / "astronaut.png"))
+    faces = aligner.align(read_image(SAMPLES_DIR / "astronaut.png"))
     assert faces and all(f.presence is None for f in faces)
     assert all(f.to_json()["presence"] is None for f in faces)
 
@@ -158,7 +157,7 @@ def test_presence_threshold_drops_non_faces(tiny_models, tmp_path: Path) -> None
     from util.io import read_image
     from util.runtime import read_spec
 
-    image = read_image(REPO / "samples" / "astronaut.png")
+    image = read_image(SAMPLES_DIR / "astronaut.png")
     spec = read_spec(tiny_models.fan2d_presence)
     for threshold, expect_faces in ((1.01, False), (-0.01, True)):
         path = tmp_path / f"fan_{threshold}.onnx"

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
+from training.paths import DATA_ROOT, MODELS_DIR
 from util.shape_prior import ShapePrior, build_prior, fit_to_2d
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "aflw2000_3d_shapes.npy"
-DEFAULT_OUT = REPO / "models" / "shape_prior.npz"
+DEFAULT_DATA = DATA_ROOT / "aflw2000_3d_shapes.npy"
+DEFAULT_OUT = MODELS_DIR / "shape_prior.npz"
 
 
 def box_sizes(points: np.ndarray) -> np.ndarray:

@@ -26,6 +26,7 @@ Usage: python -m tools.convert_blazeface [--source-dir DIR] [--out-dir models]
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -36,10 +37,15 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter
 
-from util.detect import KEYPOINT_NAMES, detect_in_outputs, generate_anchors, letterbox
+from training.paths import MODELS_DIR, VAL_300W
+from util.detect import (
+    BOX_STATS_KEY,
+    KEYPOINT_NAMES,
+    detect_in_outputs,
+    generate_anchors,
+    letterbox,
+)
 from util.runtime import ModelSpec, load_model
-
-ROOT = Path(__file__).resolve().parent.parent
 
 OPSET = 13
 # Raw outputs must agree within RAW_ATOL + RAW_RTOL * |tflite| elementwise. The raw
@@ -50,7 +56,7 @@ OPSET = 13
 RAW_ATOL = 1e-3
 RAW_RTOL = 1e-4
 DECODED_TOLERANCE = 1e-3  # largest allowed difference of decoded boxes and scores
-VAL_DIR = ROOT.parent / "shared" / "data" / "300w" / "val"
+VAL_DIR = VAL_300W
 NUM_VAL_IMAGES = 4
 
 # MediaPipe's graph options for each model (mediapipe/modules/face_detection/*.pbtxt).
@@ -66,6 +72,10 @@ MODELS = {
         "graph": "face_detection_back_desktop_live.pbtxt",
     },
 }
+# Spec keys measured on data by other tools, not made by the conversion: a conversion
+# keeps them from the spec it replaces. Dropping the box statistics would stop the tool
+# following faces on video (the tracker refuses a detector without them).
+MEASURED_KEYS = (BOX_STATS_KEY,)
 MIN_SCORE = 0.5
 NMS_THRESHOLD = 0.3
 RAW_SCORE_LIMIT = 100.0  # MediaPipe's score_clipping_thresh
@@ -99,7 +109,6 @@ def make_spec(name: str, tflite: Path, height: int, width: int) -> ModelSpec:
         "anchor_offset_x": 0.5,
         "anchor_offset_y": 0.5,
         "interpolated_scale_aspect_ratio": 1.0,
-        "fixed_anchor_size": True,
     }
     return ModelSpec(
         kind="blazeface",
@@ -112,15 +121,10 @@ def make_spec(name: str, tflite: Path, height: int, width: int) -> ModelSpec:
         extra={
             "anchors": anchors,
             "num_keypoints": len(KEYPOINT_NAMES),
-            "keypoint_names": list(KEYPOINT_NAMES),
             "box_scale": float(width),
             "raw_score_limit": RAW_SCORE_LIMIT,
             "min_score": MIN_SCORE,
             "nms_threshold": NMS_THRESHOLD,
-            "outputs": {
-                "regressors": "(1, N, 16) box and keypoints",
-                "classificators": "(1, N, 1)",
-            },
             "source": info["source"],
             "source_sha256": sha256(tflite),
             "mediapipe_graph": info["graph"],
@@ -128,6 +132,14 @@ def make_spec(name: str, tflite: Path, height: int, width: int) -> ModelSpec:
             "converter": f"tf2onnx {tf2onnx.__version__}, opset {OPSET}",
         },
     )
+
+
+def measured_keys(sidecar: Path) -> dict:
+    """The MEASURED_KEYS of the spec in ``sidecar`` (none when there is no file yet)."""
+    if not sidecar.is_file():
+        return {}
+    extra = ModelSpec.from_dict(json.loads(sidecar.read_text(encoding="utf-8"))).extra
+    return {key: extra[key] for key in MEASURED_KEYS if key in extra}
 
 
 def convert(name: str, tflite: Path, out_dir: Path) -> Path:
@@ -144,6 +156,13 @@ def convert(name: str, tflite: Path, out_dir: Path) -> Path:
     if len(dims) != 4 or dims[3] != 3:
         raise SystemExit(f"{tflite}: expected an NHWC RGB input, got {dims}")
     spec = make_spec(name, tflite, dims[1], dims[2])
+    kept = measured_keys(out.with_suffix(".json"))
+    spec = dataclasses.replace(spec, extra=spec.extra | kept)
+    if BOX_STATS_KEY not in kept:
+        print(
+            f"note: {out.name} has no {BOX_STATS_KEY} yet; video following needs them: "
+            f"python -m training.detector_box_stats --detector {out}"
+        )
     text = json.dumps(spec.to_dict(), indent=2) + "\n"
     entry = model_proto.metadata_props.add()
     entry.key, entry.value = "model_spec", json.dumps(spec.to_dict())
@@ -255,7 +274,7 @@ def verify(tflite: Path, onnx_path: Path) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source-dir", type=Path, default=None, help="folder of the .tflite files")
-    parser.add_argument("--out-dir", type=Path, default=ROOT / "models")
+    parser.add_argument("--out-dir", type=Path, default=MODELS_DIR)
     parser.add_argument("--verify-only", action="store_true", help="skip the conversion")
     args = parser.parse_args(argv)
     source_dir = args.source_dir or default_source_dir()

@@ -25,14 +25,15 @@ from pathlib import Path
 
 import numpy as np
 
-from training.data import DATA_ROOT, detector_box, load_box_stats, load_folder
+from training.data import detector_box, load_box_stats, load_folder
 from training.export import write_spec
+from training.paths import DATA_300W, MODELS_DIR
 from util.crop import transform_points
-from util.decode import crop_to_heatmap, face_rotation
-from util.heatmaps import ORIGINAL_FAN_SPEC, LandmarkModel
+from util.face_frame import face_rotation
+from util.landmark_stage import ORIGINAL_FAN_SPEC, LandmarkModel
 from util.runtime import load_model
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "fan2d_compact.onnx"
+DEFAULT_MODEL = MODELS_DIR / "fan2d_compact.onnx"
 
 
 def measure_offsets(
@@ -47,9 +48,7 @@ def measure_offsets(
     for face in tqdm(faces, disable=not progress, unit="face"):
         crop = model.crop(face.image, detector_box(face.points, stats, None))
         peaks, _ = model.peaks(model.heatmaps(crop, flip=flip))
-        truth = crop_to_heatmap(
-            transform_points(face.points, crop.matrix), model.crop_size, model.heatmap_size
-        )
+        truth = model.codec.to_heatmap(transform_points(face.points, crop.matrix))
         errors.append((truth - peaks) @ face_rotation(peaks))  # into the face's frame
     return np.mean(errors, axis=0)
 
@@ -79,7 +78,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="FAN-format ONNX")
-    parser.add_argument("--data", type=Path, default=DATA_ROOT / "300w" / "train")
+    parser.add_argument("--data", type=Path, default=DATA_300W / "train")
     parser.add_argument("--out", type=Path, default=None, help="default: update --model")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None, help="use only N faces")

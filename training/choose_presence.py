@@ -24,11 +24,12 @@ import numpy as np
 
 from training.evaluate import DEFAULT_DATA, load_annotated, match_annotated
 from training.export import write_spec
+from training.paths import MODELS_DIR
 from util.aligner import FaceAligner
 from util.io import read_image
 from util.runtime import read_spec
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "fan2d_compact.onnx"
+DEFAULT_MODEL = MODELS_DIR / "fan2d_compact.onnx"
 DETECTOR_THRESHOLDS = (0.5, 0.4, 0.3)
 
 

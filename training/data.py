@@ -2,8 +2,9 @@
 
 Training crops are made the way the tool crops detections at run time: a detection
 box is simulated from the landmarks with the statistics BlazeFace boxes show on this
-data (BOX_STATS below), jittered, then cropped by util.crop with the
-model's own crop_scale / crop_shift_y. Train and test crops so agree.
+data (load_box_stats: from the detector's spec, as the tool reads them), jittered,
+then cropped by util.crop with the model's own crop_scale / crop_shift_y. Train and
+test crops so agree.
 """
 
 from __future__ import annotations
@@ -14,31 +15,30 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from training.paths import DATA_ROOT as DATA_ROOT  # re-exported: the trainers import it here
 from util.crop import box_from_landmarks, crop_box, crop_matrix, transform_points, warp_crop
+from util.detect import BOX_STATS_FIELDS, BOX_STATS_KEY, box_stats, default_detector_path
 from util.landmarks import MIRROR_PERMUTATION, read_pts
+from util.runtime import ModelError, read_spec
 
 # Crops are small; OpenCV threads would only fight torch for the two cores.
 cv2.setNumThreads(1)
 
-DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-# BlazeFace (back model) boxes relative to the landmark box, in landmark-box sizes.
-# training/detector_box_stats.py measures them (training/detector_box_stats.json); the
-# shipped model was trained with these values, measured first on 300w/val and 200
-# train faces, which agree with that file to within 0.015. Kept as constants so that
-# re-running the training reproduces the shipped model.
-BOX_STATS = {
-    "centre_dx_mean": -0.003,
-    "centre_dx_std": 0.025,
-    "centre_dy_mean": -0.07,
-    "centre_dy_std": 0.045,
-    "size_ratio_mean": 1.07,
-    "size_ratio_std": 0.07,
-}
-
-
-def load_box_stats() -> dict[str, float]:
-    return dict(BOX_STATS)
+def load_box_stats(detector: Path | None = None) -> dict[str, float]:
+    """How the detector's boxes sit on the landmarks (``{field}_mean``, ``{field}_std``,
+    in landmark-box sizes), for detector-like crops: read from the detector's spec (the
+    default detector's unless given), where training/detector_box_stats.py writes them
+    and where the tool reads them too, so training and run time crop alike."""
+    path = default_detector_path() if detector is None else Path(detector)
+    stats = box_stats(read_spec(path).extra, path)
+    wanted = [f"{key}_std" for key in BOX_STATS_FIELDS]
+    if stats is None or any(key not in stats for key in wanted):
+        raise ModelError(
+            f"{path}: its spec has no {BOX_STATS_KEY} with spreads "
+            "(measure them: python -m training.detector_box_stats --detector PATH)"
+        )
+    means = {f"{key}_mean": stats[key] for key in BOX_STATS_FIELDS}
+    return means | {key: stats[key] for key in wanted}
 
 
 @dataclass

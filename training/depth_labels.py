@@ -22,12 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
+from training.paths import DATA_300W, MODELS_DIR, REPO
 from util.landmarks import box_size, read_pts
 from util.shape_prior import ShapePrior, fit_to_2d
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_PRIOR = REPO / "models" / "shape_prior.npz"
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "300w"
+DEFAULT_PRIOR = MODELS_DIR / "shape_prior.npz"
+DEFAULT_DATA = DATA_300W
 
 # Human 2D annotations are noisier than exact projections: a stronger prior than the
 # clean-data optimum (1.0) was better for 2 % 2D noise on held-out AFLW2000-3D shapes.

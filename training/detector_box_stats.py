@@ -9,19 +9,26 @@ detection is a miss.
    (128 px) and back (256 px) BlazeFace models, back with front as a fallback when back
    finds nothing, and both on images shrunk inside a larger black canvas ("zoom out",
    for faces that fill the photo) or downscaled to a long side of 512 px first.
-2. With the default detector (util.detect.DEFAULT_DETECTOR_MODEL), statistics of the
-   matched box relative to the landmarks, on 300w/val and ~300 300w/train crops:
-   centre offset (det_centre - lm_centre) / lm_size in x and y, and det_size / lm_size,
-   where size = sqrt(w * h). Training crops can use these to mimic detector boxes.
-   Written to training/detector_box_stats.json.
+2. With the detector (``--detector``, default util.detect.DEFAULT_DETECTOR_MODEL),
+   statistics of the matched box relative to the landmarks, on 300w/val and ~300
+   300w/train crops: centre offset (det_centre - lm_centre) / lm_size in x and y, and
+   det_size / lm_size, where size = sqrt(w * h).
 
-Usage (from the repository root): python -m training.detector_box_stats [--data DIR]
+The pooled statistics (means and spreads) are written into the detector's spec, the JSON
+file beside it (key ``box_vs_landmarks``, see util.detect.BOX_STATS_KEY): the one home
+that training (detector-like crops, training/data.py) and the tool (video following,
+re-cropping) read, and that tools/convert_blazeface.py keeps when it converts again. The
+miss counts and the per-split numbers go to the report, training/detector_box_stats.json.
+
+Usage (from the repository root):
+    python -m training.detector_box_stats [--data DIR] [--detector ONNX] [--skip-misses]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -29,19 +36,24 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from training.paths import DATA_300W, MODELS_DIR, REPO
 from util.detect import (
-    DEFAULT_DETECTOR_MODEL,
-    MODELS_DIR,
+    BOX_STATS_FIELDS,
+    BOX_STATS_KEY,
     RETRY_CANVAS,
     Detection,
     FaceDetector,
     box_iou,
+    default_detector_path,
 )
 from util.landmarks import read_pts
+from util.runtime import read_spec
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "300w"
-OUT_PATH = Path(__file__).resolve().parent / "detector_box_stats.json"
+DEFAULT_DATA = DATA_300W
+OUT_PATH = REPO / "training" / "detector_box_stats.json"
+# Decimals of the statistics in the spec: over ~470 faces the standard error of each
+# mean is about 0.002, so a third decimal is all there is to keep.
+SPEC_DECIMALS = 3
 MATCH_IOU = 0.3
 NUM_TRAIN = 300
 
@@ -227,42 +239,78 @@ def summary(rows: np.ndarray) -> dict[str, float]:
     }
 
 
+def spec_entry(rows: np.ndarray, faces: str) -> dict:
+    """The detector spec's ``box_vs_landmarks``: pooled means and spreads of ``rows``."""
+    mean, std = rows.mean(axis=0), rows.std(axis=0)
+    entry: dict = {}
+    for key, m in zip(BOX_STATS_FIELDS, mean, strict=True):
+        entry[key] = round(float(m), SPEC_DECIMALS)
+    for key, s in zip(BOX_STATS_FIELDS, std, strict=True):
+        entry[f"{key}_std"] = round(float(s), SPEC_DECIMALS)
+    entry["n"] = len(rows)
+    entry["unit"] = "landmark-box size (sqrt of area); measured on 300-W faces"
+    entry["measured_by"] = f"training/detector_box_stats.py on {faces}"
+    return entry
+
+
+def write_box_stats(detector: Path, entry: dict) -> Path:
+    """Put ``entry`` into the detector's sidecar spec (NAME.json beside NAME.onnx; made
+    from the spec in the ONNX metadata when there is none), the other keys kept."""
+    sidecar = detector.with_suffix(".json")
+    spec = read_spec(detector).to_dict()
+    spec["extra"][BOX_STATS_KEY] = entry
+    partial = sidecar.with_name(sidecar.name + ".partial")
+    partial.write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
+    os.replace(partial, sidecar)  # a reader never sees half a spec
+    return sidecar
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the 300w folder")
     parser.add_argument("--num-train", type=int, default=NUM_TRAIN)
     parser.add_argument("--skip-misses", action="store_true", help="only the box statistics")
-    parser.add_argument("--out", type=Path, default=OUT_PATH)
+    parser.add_argument(
+        "--detector", type=Path, default=default_detector_path(), help="BlazeFace ONNX file"
+    )
+    parser.add_argument("--out", type=Path, default=OUT_PATH, help="the report (JSON)")
     args = parser.parse_args(argv)
     val = samples(args.data / "val")
     train = samples(args.data / "train", args.num_train)
     if not val or not train:
         raise SystemExit(f"no images with .pts files under {args.data}/val and /train")
 
+    name = args.detector.name
     result: dict = {
-        "detector": DEFAULT_DETECTOR_MODEL,
+        "detector": name,
         "retry_canvas": RETRY_CANVAS,
         "definition": (
-            "top-level numbers pool val and train; lm_box = min/max box of the 68 points, "
-            "size = sqrt(w*h); centre_d* = (det_centre - lm_centre) / lm_size, "
-            "size_ratio = det_size / lm_size; pixel-centre coordinates"
+            "lm_box = min/max box of the 68 points, size = sqrt(w*h); centre_d* = "
+            "(det_centre - lm_centre) / lm_size, size_ratio = det_size / lm_size; "
+            "pixel-centre coordinates. The pooled val + train numbers are in the "
+            f"detector's spec ({args.detector.with_suffix('.json').name}, {BOX_STATS_KEY})"
         ),
     }
+    previous = json.loads(args.out.read_text(encoding="utf-8")) if args.out.is_file() else {}
     if not args.skip_misses:
         result["misses"] = miss_counts(val, train)
+    elif "misses" in previous:
+        result["misses"] = previous["misses"]  # kept from the last full run
 
-    detector = FaceDetector(MODELS_DIR / DEFAULT_DETECTOR_MODEL, threads=1)
+    detector = FaceDetector(args.detector, threads=1)
     result["keypoint0_is_right_eye_on_val"] = eye_order(detector, val)
     rows_val, miss_val = collect(detector, val)
     rows_train, miss_train = collect(detector, train)
-    for name, rows, misses, total in (
+    for split, rows, misses, total in (
         ("val", rows_val, miss_val, len(val)),
         ("train", rows_train, miss_train, len(train)),
     ):
-        result[name] = {**summary(rows), "images": total, "misses": misses}
-        print(f"{DEFAULT_DETECTOR_MODEL} on {name}: {result[name]}")
-    result.update(summary(np.concatenate([rows_val, rows_train])))
-    print(f"pooled: { {k: result[k] for k in summary(rows_val)} }")
+        result[split] = {**summary(rows), "images": total, "misses": misses}
+        print(f"{name} on {split}: {result[split]}")
+    faces = f"300w/val ({len(val)}) and {len(train)} 300w/train faces"
+    entry = spec_entry(np.concatenate([rows_val, rows_train]), faces)
+    print(f"pooled: {entry}")
+    print(f"wrote {write_box_stats(args.detector, entry)} ({BOX_STATS_KEY})")
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")
     return 0

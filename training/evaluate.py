@@ -33,10 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
+from training.paths import VAL_300W
 from util.detect import box_iou
 from util.landmarks import box_size, inter_ocular, nme, read_pts
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "300w" / "val"
+DEFAULT_DATA = VAL_300W
 FAILURE_THRESHOLD = 0.08
 
 

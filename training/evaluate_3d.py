@@ -29,11 +29,11 @@ import numpy as np
 
 from training.evaluate import DEFAULT_DATA, load_annotated, match_annotated
 from training.labels_3d import fit_yaw, lift_to_3d
+from training.paths import MODELS_DIR
 from training.synthesis import face_depths, turn_face
 from util.landmarks import box_size
 from util.shape_prior import ShapePrior, fit_to_2d
 
-REPO = Path(__file__).resolve().parents[1]
 BINS = ((0.0, 30.0), (30.0, 60.0), (60.0, 90.0))
 # The synthesis smears past this turn (training never sees more).
 MOST_TURN = 80.0
@@ -80,7 +80,7 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--limit", type=int, default=None, help="first N faces only")
     parser.add_argument("--model-3d", default=None, help="3D-convention model (default: shipped)")
-    parser.add_argument("--model-depth", default=str(REPO / "models" / "depth_compact.onnx"))
+    parser.add_argument("--model-depth", default=str(MODELS_DIR / "depth_compact.onnx"))
     parser.add_argument("--precision", choices=["int8", "fp32"], default="int8")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
@@ -107,7 +107,7 @@ def main() -> int:
     if configs["3D model + shape fit"].landmark_model_3d is None:
         print("no 3D-convention model: give --model-3d", file=sys.stderr)
         return 2
-    prior = ShapePrior.load(REPO / "models" / "shape_prior.npz")
+    prior = ShapePrior.load(MODELS_DIR / "shape_prior.npz")
     samples = load_annotated(args.data)[: args.limit]
     all_points = np.stack([s.points for s in samples]).astype(np.float64)
     truth_all = lift_to_3d(prior, all_points)

@@ -47,18 +47,18 @@ from pathlib import Path
 import numpy as np
 
 from training.data import (
-    DATA_ROOT,
     CropSettings,
     Face,
     load_box_stats,
     validation_crop,
 )
+from training.paths import DATA_300W
 from util.crop import transform_points
-from util.heatmaps import ORIGINAL_FAN_SPEC
+from util.landmark_stage import ORIGINAL_FAN_SPEC
 from util.landmarks import read_pts
 from util.runtime import ModelSpec, int8_path, read_spec
 
-DEFAULT_DATA = DATA_ROOT / "300w" / "train"
+DEFAULT_DATA = DATA_300W / "train"
 DEFAULT_FACES = 200  # calibration crops
 DEFAULT_OFFSET_FACES = 400  # faces to measure the int8 - fp32 landmark bias on
 # Kept in fp32: the fully connected layers (the depth model's head). Measured on the
@@ -242,7 +242,7 @@ def correct_offsets(fp32: Path, int8: Path, faces: list[Face]) -> np.ndarray:
     and int8 stay comparable. Returns the new (68, 2) offsets, written into ``int8``."""
     from training.calibrate import measure_offsets
     from training.export import write_spec
-    from util.heatmaps import LandmarkModel
+    from util.landmark_stage import LandmarkModel
     from util.runtime import load_model
 
     models = [LandmarkModel(load_model(p, default_spec=ORIGINAL_FAN_SPEC)) for p in (fp32, int8)]
@@ -291,10 +291,11 @@ def compare_outputs(fp32: Path, int8: Path, spec: ModelSpec, inputs: list[np.nda
     """How far the int8 model's result is from fp32's on ``inputs``: for a 2D model the
     decoded landmarks (mean distance in % of the inter-ocular distance, and the worst
     face), for others the largest output difference relative to the output's range."""
-    from util.decode import decode
+    from util.heatmap_codec import HeatmapCodec
 
     a, b = session(fp32, 0), session(int8, 0)
     name = a.get_inputs()[0].name
+    codec = HeatmapCodec.from_spec(spec)
     per_face = []
     for x in inputs:
         out_a = a.run(None, {name: x})[0][0]  # heatmaps first, presence after
@@ -303,11 +304,8 @@ def compare_outputs(fp32: Path, int8: Path, spec: ModelSpec, inputs: list[np.nda
             span = float(np.ptp(out_a)) or 1.0
             per_face.append(float(np.abs(out_a - out_b).max()) / span)
             continue
-        method = str(spec.extra.get("decode", "dark"))
-        radius = spec.extra.get("centroid_radius")
-        radius = None if radius is None else float(radius)
-        pa, _ = decode(out_a, method, radius)
-        pb, _ = decode(out_b, method, radius)
+        pa, _ = codec.peaks(out_a)
+        pb, _ = codec.peaks(out_b)
         eyes = np.linalg.norm(pa[36] - pa[45]) or 1.0
         per_face.append(float(np.linalg.norm(pa - pb, axis=1).mean() / eyes))
     key = "max_output_diff_over_range" if spec.kind == "depth" else "landmark_shift_io"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -33,29 +32,48 @@ from training.data import (
 )
 from training.export import export_onnx
 from training.labels_3d import lift_to_3d
+from training.loop import TrainLoop
 from training.losses import adaptive_wing, foreground_weight, integral_loss, weighted_mse
 from training.model import FAN, LastStack, count_macs, widen_to_3d
 from training.negatives import NegativeCrops
-from training.runlog import RunLog, StopFlag
+from training.runlog import RunLog
 from training.synthesis import face_depths, random_yaw, turn_face
 from util.crop import invert_matrix, transform_points
-from util.decode import crop_to_heatmap, decode, gaussian_maps, heatmap_to_crop
+from util.heatmap_codec import DECODINGS, HeatmapCodec
 from util.landmarks import inter_ocular, nme
 from util.runtime import ModelSpec
 from util.shape_prior import ShapePrior
 
 SHAPE_PRIOR = Path(__file__).resolve().parents[1] / "models" / "shape_prior.npz"
 
-HEATMAP_SIZE = 64
+HEATMAP_SIZE = 64  # the network's output: a quarter of the crop
 # The centroid decoding keeps the mass within this many heatmap px of each map's
 # maximum: chosen on 300w/val among none, 32, 24, 16 and 10 for the shipped model (none
 # let stray blobs drag 6 faces past 8 % NME; 32 left 4 and the lowest failure rate).
 CENTROID_RADIUS = 32
 
 
+def landmark_spec(crop: CropSettings, sigma: float) -> ModelSpec:
+    """The spec the 2D model is trained for and exported with (the results of the run
+    are added at export): its crop, its heatmaps, their Gaussian (``sigma`` heatmap px)
+    and the input convention, ModelSpec's default (RGB, 0-1, NCHW) as FAN's."""
+    return ModelSpec(
+        kind="fan2d",
+        input_size=(crop.size, crop.size),
+        extra={
+            "heatmap_size": HEATMAP_SIZE,
+            "crop_scale": crop.scale,
+            "crop_shift_y": crop.shift_y,
+            "heatmap_sigma": sigma,
+            "centroid_radius": CENTROID_RADIUS,
+        },
+    )
+
+
 class TrainSet(torch.utils.data.Dataset):
     """Augmented face crops, then ``negative_share`` as many non-face crops (label 0,
-    zero maps: they train only the presence output).
+    zero maps: they train only the presence output). Crops are normalised and targets
+    made as ``spec`` says (``ModelSpec.to_tensor``, ``HeatmapCodec.encode``).
 
     With ``labels_3d`` each face also has its 3D-convention landmarks (maps 68-135),
     and half of the turned faces turn up to ``most_3d`` degrees; the 2D maps of faces
@@ -67,7 +85,7 @@ class TrainSet(torch.utils.data.Dataset):
         faces: list[Face],
         crop: CropSettings,
         stats: dict,
-        sigma: float,
+        spec: ModelSpec,
         seed: int,
         negative_share: float = 0.0,
         turn_share: float = 0.0,
@@ -76,7 +94,8 @@ class TrainSet(torch.utils.data.Dataset):
         most_2d: float = 45.0,
         most_3d: float = 75.0,
     ) -> None:
-        self.faces, self.crop, self.stats, self.sigma, self.seed = faces, crop, stats, sigma, seed
+        self.faces, self.crop, self.stats, self.seed = faces, crop, stats, seed
+        self.spec, self.codec = spec, HeatmapCodec.from_spec(spec)
         self.negatives = (
             NegativeCrops(faces, crop.size).with_turned_faces(turned_negatives)
             if negative_share > 0
@@ -104,7 +123,8 @@ class TrainSet(torch.utils.data.Dataset):
         if index >= len(self.faces):
             image = self.negatives(rng)
             image = photometric(image, rng)
-            target = np.zeros((self.maps, HEATMAP_SIZE, HEATMAP_SIZE), np.float32)
+            size = self.codec.heatmap_size
+            target = np.zeros((self.maps, size, size), np.float32)
             hm_points, is_face = np.zeros((self.maps, 2), np.float32), 0.0
         else:
             face = self.faces[index]
@@ -123,11 +143,10 @@ class TrainSet(torch.utils.data.Dataset):
             )  # fmt: skip
             if points_3d is not None:
                 points = np.concatenate([points, points_3d])
-            hm_points = crop_to_heatmap(points, self.crop.size, HEATMAP_SIZE)
-            target, is_face = gaussian_maps(hm_points, HEATMAP_SIZE, self.sigma), 1.0
-        x = torch.from_numpy(image.transpose(2, 0, 1).astype(np.float32) / 255.0)
+            hm_points = self.codec.to_heatmap(points)
+            target, is_face = self.codec.encode(points), 1.0
         return (
-            x,
+            torch.from_numpy(self.spec.to_tensor(image)[0]),
             torch.from_numpy(target),
             torch.from_numpy(hm_points.astype(np.float32)),
             torch.tensor(is_face),
@@ -135,18 +154,17 @@ class TrainSet(torch.utils.data.Dataset):
         )
 
 
-def validation_crops(faces: list[Face], crop: CropSettings, stats: dict):
-    """Detector-like crops without jitter, with the matrices to map results back."""
+def validation_crops(
+    faces: list[Face], crop: CropSettings, stats: dict, spec: ModelSpec
+) -> tuple[torch.Tensor, list[np.ndarray]]:
+    """Detector-like crops without jitter (normalised as ``spec`` says), with the
+    matrices to map results back."""
     images, inverses = [], []
     for face in faces:
         image, matrix = validation_crop(face, crop, stats)
         images.append(image)
         inverses.append(invert_matrix(matrix))
-    x = torch.from_numpy(np.stack(images).transpose(0, 3, 1, 2).astype(np.float32) / 255.0)
-    return x, inverses
-
-
-DECODINGS = ("dark", "centroid")
+    return torch.from_numpy(spec.to_batch(images)), inverses
 
 
 def evaluate(
@@ -154,7 +172,7 @@ def evaluate(
     x: torch.Tensor,
     inverses: list,
     faces: list[Face],
-    crop_size: int,
+    codec: HeatmapCodec,
     points_3d: np.ndarray | None = None,
 ) -> dict:
     """Validation NME (inter-ocular) with each decoding the tool offers: the refined
@@ -163,22 +181,24 @@ def evaluate(
     net.eval()
     errors: dict[str, list[float]] = {method: [] for method in DECODINGS}
     errors_3d = []
+    # Each decoding on the whole map (no centroid radius), as every run has logged it.
+    decoders = {
+        method: dataclasses.replace(codec, method=method, centroid_radius=None)
+        for method in DECODINGS
+    }
     with torch.no_grad():
         for start in range(0, len(faces), 16):
             heat = net(x[start : start + 16].contiguous(memory_format=torch.channels_last))[-1]
             for k, maps in enumerate(heat.numpy()):
                 i = start + k
                 iod = inter_ocular(faces[i].points)
-                for method in DECODINGS:
-                    peaks, _ = decode(maps[:68], method)
-                    in_crop = heatmap_to_crop(peaks, crop_size, HEATMAP_SIZE)
-                    pts = transform_points(in_crop, inverses[i])
+                for method, decoder in decoders.items():
+                    pts = transform_points(decoder.decode(maps[:68])[0], inverses[i])
                     errors[method].append(nme(pts, faces[i].points, iod))
                 if points_3d is not None:
-                    peaks, _ = decode(maps[68:], "centroid")
-                    pts = transform_points(heatmap_to_crop(peaks, crop_size, HEATMAP_SIZE),
-                                           inverses[i])  # fmt: skip
-                    errors_3d.append(nme(pts, points_3d[i, :, :2], iod))
+                    in_crop, _ = decoders["centroid"].decode(maps[68:])
+                    errors_3d.append(nme(transform_points(in_crop, inverses[i]),
+                                         points_3d[i, :, :2], iod))  # fmt: skip
     net.train()
     result = {}
     for method, values in errors.items():
@@ -281,11 +301,13 @@ def main() -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     log = RunLog(args.workdir / "log.jsonl")
     crop, stats = CropSettings(), load_box_stats()
+    spec = landmark_spec(crop, args.sigma)
+    codec = HeatmapCodec.from_spec(spec)
 
     train_faces = load_folder(args.data / "train", args.limit)
     val_faces = load_folder(args.data / "val", args.limit)
     print(f"train {len(train_faces)} faces, val {len(val_faces)} faces", flush=True)
-    val_x, val_inv = validation_crops(val_faces, crop, stats)
+    val_x, val_inv = validation_crops(val_faces, crop, stats, spec)
     with_3d = args.out_3d is not None
     val_3d = (
         lift_to_3d(ShapePrior.load(SHAPE_PRIOR), np.stack([f.points for f in val_faces]))
@@ -314,7 +336,7 @@ def main() -> None:
         train_faces,
         crop,
         stats,
-        args.sigma,
+        spec,
         args.seed,
         args.negatives,
         args.turn,
@@ -327,7 +349,6 @@ def main() -> None:
         "shuffle": True,
         "drop_last": len(dataset) > args.batch,
         "num_workers": args.workers,
-        "generator": torch.Generator().manual_seed(args.seed),
     }
     steps_per_epoch = max(1, len(dataset) // args.batch)
     # Two cosine cycles: the first from scratch, then a warm restart at a lower peak
@@ -348,33 +369,60 @@ def main() -> None:
             peak = args.lr * args.restart_lr
         return args.lr * 0.01 + (peak - args.lr * 0.01) * 0.5 * (1 + math.cos(math.pi * progress))
 
-    start_epoch, step = 0, 0
-    checkpoint = args.workdir / "last.pt"
-    if (args.resume or args.export_only) and checkpoint.is_file():
-        state = torch.load(checkpoint, weights_only=False)
-        net.load_state_dict(state["net"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch, step = state["epoch"], state["step"]
-        loader_args["generator"].set_state(state["generator"])
-        print(f"resumed at epoch {start_epoch}", flush=True)
+    loop = TrainLoop(
+        net,
+        optimizer,
+        lr_at,
+        log,
+        args,
+        saved_with={
+            "config": net.config,
+            "args": vars(args)
+            | {"data": str(args.data), "out": str(args.out), "workdir": str(args.workdir)},
+        },
+    )
+    if args.resume or args.export_only:
+        loop.resume()
 
-    stop = StopFlag()
-
-    def save(epoch: int) -> None:
-        torch.save(
-            {
-                "net": net.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "epoch": epoch,
-                "step": step,
-                "generator": loader_args["generator"].get_state(),
-                "config": net.config,
-                "args": vars(args)
-                | {"data": str(args.data), "out": str(args.out), "workdir": str(args.workdir)},
-            },
-            checkpoint.with_suffix(".tmp"),
+    def train_step(batch: list[torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        x, target, points, is_face, train_2d = batch
+        x = x.contiguous(memory_format=torch.channels_last)
+        outputs, logit = net.forward_all(x)
+        # Heatmap losses on the faces only; non-faces train the presence output.
+        faces = is_face > 0.5
+        outputs, target, points = [o[faces] for o in outputs], target[faces], points[faces]
+        weight = foreground_weight(target)
+        # The 2D maps of faces turned past --most-3d's 2D limit are not trained.
+        keep = train_2d[faces] > 0.5
+        parts = [(keep, slice(0, 68))] + ([(slice(None), slice(68, None))] if with_3d else [])
+        heat_loss = sum(
+            (adaptive_wing if args.loss == "awing" else weighted_mse)(
+                o[rows, maps], target[rows, maps], weight[rows, maps]
+            )
+            for o in outputs
+            for rows, maps in parts
         )
-        checkpoint.with_suffix(".tmp").replace(checkpoint)
+        coord_loss = (
+            sum(integral_loss(outputs[-1][rows, maps], points[rows, maps])
+                for rows, maps in parts)  # fmt: skip
+            if args.integral_weight > 0
+            else torch.zeros(())
+        )
+        presence_loss = (
+            torch.nn.functional.binary_cross_entropy_with_logits(logit, is_face)
+            if logit is not None
+            else torch.zeros(())
+        )
+        loss = heat_loss + args.integral_weight * coord_loss + args.presence_weight * presence_loss
+        return loss, {
+            "loss": round(float(loss), 5),
+            "heat": round(float(heat_loss), 5),
+            "coord": round(float(coord_loss), 4),
+            "presence": round(float(presence_loss), 4),
+        }
+
+    def validate() -> dict:
+        return evaluate(net, val_x, val_inv, val_faces, codec, val_3d)
 
     log(
         {
@@ -385,102 +433,18 @@ def main() -> None:
             "box_stats": stats,
         }
     )
-    t0 = last_val = time.time()
-    seen = 0
-    for epoch in range(start_epoch, 0 if args.export_only else args.epochs):
-        dataset.epoch = epoch
-        loader = torch.utils.data.DataLoader(dataset, **loader_args)
-        for x, target, points, is_face, train_2d in loader:
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step)
-            x = x.contiguous(memory_format=torch.channels_last)
-            outputs, logit = net.forward_all(x)
-            # Heatmap losses on the faces only; non-faces train the presence output.
-            faces = is_face > 0.5
-            outputs, target, points = [o[faces] for o in outputs], target[faces], points[faces]
-            weight = foreground_weight(target)
-            # The 2D maps of faces turned past --most-3d's 2D limit are not trained.
-            keep = train_2d[faces] > 0.5
-            parts = [(keep, slice(0, 68))] + ([(slice(None), slice(68, None))] if with_3d else [])
-            heat_loss = sum(
-                (adaptive_wing if args.loss == "awing" else weighted_mse)(
-                    o[rows, maps], target[rows, maps], weight[rows, maps]
-                )
-                for o in outputs
-                for rows, maps in parts
-            )
-            coord_loss = (
-                sum(integral_loss(outputs[-1][rows, maps], points[rows, maps])
-                    for rows, maps in parts)  # fmt: skip
-                if args.integral_weight > 0
-                else torch.zeros(())
-            )
-            presence_loss = (
-                torch.nn.functional.binary_cross_entropy_with_logits(logit, is_face)
-                if logit is not None
-                else torch.zeros(())
-            )
-            loss = (
-                heat_loss + args.integral_weight * coord_loss + args.presence_weight * presence_loss
-            )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            seen += len(x)
-            if step % 20 == 0:
-                elapsed = time.time() - t0
-                log(
-                    {
-                        "step": step,
-                        "epoch": epoch,
-                        "loss": round(float(loss), 5),
-                        "heat": round(float(heat_loss), 5),
-                        "coord": round(float(coord_loss), 4),
-                        "presence": round(float(presence_loss), 4),
-                        "lr": round(lr_at(step), 7),
-                        "img_s": round(seen / elapsed, 2),
-                    }
-                )
-            if time.time() - last_val > args.val_every:
-                log(
-                    {
-                        "event": "val",
-                        "step": step,
-                        "epoch": epoch,
-                        "minutes": round((time.time() - t0) / 60, 1),
-                        **evaluate(net, val_x, val_inv, val_faces, crop.size, val_3d),
-                    }
-                )
-                save(epoch)
-                last_val = time.time()
-            if stop.now:
-                break
-        if stop.now:
-            save(epoch)
-            log({"event": "interrupted", "epoch": epoch, "step": step})
-            return
-        save(epoch + 1)
+    epochs = 0 if args.export_only else args.epochs
+    if not loop.run(dataset, epochs, train_step, validate, loader_args):
+        return
 
-    result = evaluate(net, val_x, val_inv, val_faces, crop.size, val_3d)
-    log({"event": "final", "step": step, "minutes": round((time.time() - t0) / 60, 1), **result})
-    spec = ModelSpec(
-        kind="fan2d",
-        input_size=(crop.size, crop.size),
-        channel_order="RGB",
-        layout="NCHW",
-        scale=1 / 255.0,
-        mean=(0.0, 0.0, 0.0),
-        std=(1.0, 1.0, 1.0),
-        extra={
-            "heatmap_size": HEATMAP_SIZE,
-            "crop_scale": crop.scale,
-            "crop_shift_y": crop.shift_y,
-            "heatmap_sigma": args.sigma,
+    result = validate()
+    log({"event": "final", "step": loop.step, "minutes": loop.minutes, **result})
+    spec = dataclasses.replace(
+        spec,
+        extra=spec.extra
+        | {
             # Chosen on the validation set between the two decodings (both logged).
             "decode": result["best_decode"],
-            "centroid_radius": CENTROID_RADIUS,
-            "landmarks": 68,
             "architecture": net.config,
             "gmacs": round(macs / 1e9, 3),
             "trained_by": "training/train_2d.py",

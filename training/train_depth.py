@@ -5,14 +5,14 @@
 z labels come from fitting the 3D shape prior (models/shape_prior.npz, built from
 AFLW2000-3D shapes) to each augmented face's annotated 2D points; the network sees
 those points jittered as a 2D model errs. z is in crop pixels, zero-mean, larger =
-closer. Writes models/depth_compact.onnx with its spec (sigma, z units) in metadata.
+closer. Writes models/depth_compact.onnx with its spec (sigma, z scale and sign) in metadata.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +29,11 @@ from training.data import (
 )
 from training.depth_labels import DEFAULT_PRIOR, depth_labels
 from training.export import export_onnx
+from training.loop import TrainLoop
 from training.model import DepthNet, count_macs
-from training.runlog import RunLog, StopFlag
+from training.runlog import RunLog
 from util.crop import transform_points
+from util.heatmap_codec import HeatmapCodec
 from util.landmarks import box_size
 from util.runtime import ModelSpec
 from util.shape_prior import ShapePrior
@@ -39,23 +41,26 @@ from util.shape_prior import ShapePrior
 POOL = 4  # the network's first layer; training builds the pooled input directly
 
 
-def pooled_gaussians(points: np.ndarray, size: int, sigma: float) -> np.ndarray:
-    """(68, size/4, size/4): exactly the 4x4 average pool of the 256x256 Gaussian maps,
-    computed separably (a Gaussian map is an outer product, and so is its pool)."""
-    grid = np.arange(size, dtype=np.float32)
-    gx = np.exp(-((grid[None] - points[:, :1]) ** 2) / (2 * sigma**2))
-    gy = np.exp(-((grid[None] - points[:, 1:2]) ** 2) / (2 * sigma**2))
-    gx = gx.reshape(len(points), -1, POOL).mean(-1)
-    gy = gy.reshape(len(points), -1, POOL).mean(-1)
-    return gy[:, :, None] * gx[:, None, :]
+def depth_spec(crop: CropSettings, sigma: float) -> ModelSpec:
+    """The spec the depth model is trained for and exported with: the 2D model's crop
+    size, Gaussian maps of ``sigma`` crop px, z as given in crop pixels; the input
+    convention is ModelSpec's default (RGB, 0-1, NCHW), as the 2D model's."""
+    return ModelSpec(
+        kind="depth",
+        input_size=(crop.size, crop.size),
+        extra={"heatmap_sigma": sigma, "z_scale": 1.0, "z_sign": 1.0},
+    )
 
 
-def pooled_input(crop: np.ndarray, points: np.ndarray, sigma: float) -> np.ndarray:
-    """(71, 64, 64) float32: pooled crop (0-1 RGB) + pooled Gaussian maps."""
-    size = crop.shape[0]
-    small = crop.reshape(size // POOL, POOL, size // POOL, POOL, 3).mean((1, 3)) / 255.0
-    maps = pooled_gaussians(points.astype(np.float32), size, sigma)
-    return np.concatenate([small.transpose(2, 0, 1), maps]).astype(np.float32)
+def pooled_input(crop: np.ndarray, points: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """(71, 64, 64) float32: what the network's first layer (a 4x4 average pool) makes
+    of the tool's input: the crop normalised as ``spec`` says, then its Gaussian maps
+    (the spec's HeatmapCodec), both pooled."""
+    image = spec.to_tensor(crop)[0]
+    channels, size = image.shape[:2]
+    small = image.reshape(channels, size // POOL, POOL, size // POOL, POOL).mean((2, 4))
+    maps = HeatmapCodec.from_spec(spec).encode(points, pool=POOL)
+    return np.concatenate([small, maps]).astype(np.float32)
 
 
 def jitter_points(points: np.ndarray, rng: np.random.Generator, noise: float) -> np.ndarray:
@@ -72,12 +77,12 @@ class DepthSet(torch.utils.data.Dataset):
         prior: ShapePrior,
         crop: CropSettings,
         stats: dict,
-        sigma: float,
+        spec: ModelSpec,
         noise: float,
         seed: int,
     ) -> None:
         self.faces, self.prior, self.crop, self.stats = faces, prior, crop, stats
-        self.sigma, self.noise, self.seed, self.epoch = sigma, noise, seed, 0
+        self.spec, self.noise, self.seed, self.epoch = spec, noise, seed, 0
 
     def __len__(self) -> int:
         return len(self.faces)
@@ -87,7 +92,7 @@ class DepthSet(torch.utils.data.Dataset):
         image, points, _ = make_crop(self.faces[index], self.crop, self.stats, rng, augment=True)
         z = depth_labels(self.prior, points)
         seen = jitter_points(points, rng, self.noise)
-        x = pooled_input(image, seen, self.sigma)
+        x = pooled_input(image, seen, self.spec)
         return torch.from_numpy(x), torch.from_numpy(z)
 
 
@@ -96,10 +101,10 @@ def validation_set(
     prior: ShapePrior,
     crop: CropSettings,
     stats: dict,
-    sigma: float,
+    spec: ModelSpec,
     noise: float,
     seed: int,
-):
+) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
     """Detector-like crops without augmentation; 2D points jittered with a fixed seed."""
     rng = np.random.default_rng(seed + 1000)
     xs, zs, sizes = [], [], []
@@ -107,7 +112,7 @@ def validation_set(
         image, matrix = validation_crop(face, crop, stats)
         points = transform_points(face.points, matrix)
         zs.append(depth_labels(prior, points))
-        xs.append(pooled_input(image, jitter_points(points, rng, noise), sigma))
+        xs.append(pooled_input(image, jitter_points(points, rng, noise), spec))
         sizes.append(box_size(points))
     return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(zs)), np.array(sizes)
 
@@ -140,6 +145,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--limit", type=int, default=None, help="use only N faces (smoke tests)")
     parser.add_argument("--val-every", type=float, default=180.0, help="seconds")
+    parser.add_argument("--resume", action="store_true")
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)
@@ -147,15 +153,15 @@ def main() -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     log = RunLog(args.workdir / "log.jsonl")
     crop, stats, prior = CropSettings(), load_box_stats(), ShapePrior.load(args.prior)
+    spec = depth_spec(crop, args.sigma)
     train_faces = load_folder(args.data / "train", args.limit)
     val_faces = load_folder(args.data / "val", args.limit)
-    val = validation_set(val_faces, prior, crop, stats, args.sigma, args.noise, args.seed)
+    val = validation_set(val_faces, prior, crop, stats, spec, args.noise, args.seed)
 
     net = DepthNet(width=args.width)
     macs = count_macs(net, crop.size, 71)
     optimizer = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
-    dataset = DepthSet(train_faces, prior, crop, stats, args.sigma, args.noise, args.seed)
-    generator = torch.Generator().manual_seed(args.seed)
+    dataset = DepthSet(train_faces, prior, crop, stats, spec, args.noise, args.seed)
     steps_per_epoch = max(1, len(train_faces) // args.batch)
     total_steps = steps_per_epoch * args.epochs
 
@@ -164,7 +170,15 @@ def main() -> None:
             0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / total_steps)))
         )
 
-    stop = StopFlag()
+    loop = TrainLoop(net, optimizer, lr_at, log, args, saved_with={"config": net.config})
+    if args.resume:
+        loop.resume()
+
+    def train_step(batch: list[torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        x, z = batch
+        pred = net.forward_pooled(x)
+        loss = (pred - pred.mean(1, keepdim=True) - z).abs().mean()
+        return loss, {"loss": round(float(loss), 4)}
 
     log(
         {
@@ -174,56 +188,19 @@ def main() -> None:
             "args": {k: str(v) for k, v in vars(args).items()},
         }
     )
-    t0 = last_val = time.time()
-    step = 0
-    for epoch in range(args.epochs):
-        dataset.epoch = epoch
-        loader = torch.utils.data.DataLoader(
-            dataset,
-            batch_size=args.batch,
-            shuffle=True,
-            drop_last=len(train_faces) > args.batch,
-            generator=generator,
-        )
-        for x, z in loader:
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step)
-            pred = net.forward_pooled(x)
-            loss = (pred - pred.mean(1, keepdim=True) - z).abs().mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            if step % 20 == 0:
-                log({"step": step, "epoch": epoch, "loss": round(float(loss), 4)})
-            if time.time() - last_val > args.val_every:
-                log(
-                    {
-                        "event": "val",
-                        "step": step,
-                        "minutes": round((time.time() - t0) / 60, 1),
-                        **evaluate(net, *val),
-                    }
-                )
-                last_val = time.time()
-            if stop.now:
-                break
-        if stop.now:
-            log({"event": "interrupted", "epoch": epoch})
-            break
+    loader_args = {
+        "batch_size": args.batch,
+        "shuffle": True,
+        "drop_last": len(train_faces) > args.batch,
+    }
+    # Stopped early, the network is still exported: a shorter run is still a model.
+    loop.run(dataset, args.epochs, train_step, lambda: evaluate(net, *val), loader_args)
     result = evaluate(net, *val)
-    log({"event": "final", "step": step, "minutes": round((time.time() - t0) / 60, 1), **result})
-    spec = ModelSpec(
-        kind="depth",
-        input_size=(crop.size, crop.size),
-        channel_order="RGB",
-        layout="NCHW",
-        scale=1 / 255.0,
-        extra={
-            "heatmap_sigma": args.sigma,
-            "z_unit": "crop_pixels",
-            "z_scale": 1.0,
-            "z_sign": 1.0,
+    log({"event": "final", "step": loop.step, "minutes": loop.minutes, **result})
+    spec = dataclasses.replace(
+        spec,
+        extra=spec.extra
+        | {
             "gmacs": round(macs / 1e9, 3),
             "architecture": net.config,
             "z_convention": "zero-mean per face, larger z = closer to the camera",

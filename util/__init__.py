@@ -5,8 +5,9 @@ it is ``util``, and ``face_alignment.py`` forwards the same public names. Import
 loads no model: models load when a ``FaceAligner`` is made.
 """
 
-from .aligner import Face, FaceAligner, StageTimes
+from .aligner import FaceAligner
 from .draw import draw_faces, with_side_view
+from .face import Face, StageTimes
 from .fan_api import FaceAlignment, LandmarksType, NetworkSize
 from .io import InputError, read_image
 from .landmarks import NUM_LANDMARKS, read_pts, write_pts

@@ -27,7 +27,8 @@ from typing import TextIO
 import numpy as np
 
 from . import __version__
-from .aligner import Face, FaceAligner
+from .aligner import FaceAligner
+from .face import Face
 from .io import (
     MAX_PIXELS,
     InputError,

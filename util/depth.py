@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .decode import gaussian_maps
+from .heatmap_codec import HeatmapCodec
 from .landmarks import NUM_LANDMARKS
 from .runtime import Model, ModelError, ModelSpec, check_single_input, format_shape
 from .shape_prior import ShapePrior, fit_to_2d
@@ -24,16 +24,15 @@ ORIGINAL_DEPTH_SPEC = ModelSpec(
     channel_order="RGB",
     layout="NCHW",
     scale=1.0 / 255.0,
-    extra={"heatmap_sigma": 2.0, "z_unit": "crop_pixels", "z_scale": 1.0, "z_sign": 1.0},
+    extra={"heatmap_sigma": 2.0, "z_scale": 1.0, "z_sign": 1.0},
 )
 
 
 def depth_input(crop_rgb: np.ndarray, points_crop: np.ndarray, spec: ModelSpec) -> np.ndarray:
-    """(1, 71, S, S) float32: the crop as the 2D model takes it, then 68 Gaussian maps."""
-    size = int(spec.input_size[0])
-    sigma = float(spec.extra.get("heatmap_sigma", 2.0))
+    """(1, 71, S, S) float32: the crop as the 2D model takes it, then 68 Gaussian maps
+    (the spec's ``HeatmapCodec``: at the crop's size, sigma from its ``heatmap_sigma``)."""
     image = spec.to_tensor(crop_rgb)
-    maps = gaussian_maps(points_crop, size, sigma)[None]
+    maps = HeatmapCodec.from_spec(spec).encode(points_crop)[None]
     return np.concatenate([image, maps], axis=1).astype(np.float32)
 
 
@@ -41,7 +40,7 @@ def depth_to_image(z_model: np.ndarray, spec: ModelSpec, crop_side: float) -> np
     """Model z -> original-image pixels, zero-mean, larger = closer."""
     size = float(spec.input_size[0])
     z = np.asarray(z_model, dtype=np.float64).reshape(-1)
-    z = z * float(spec.extra.get("z_scale", 1.0)) * float(spec.extra.get("z_sign", 1.0))
+    z = z * float(spec.extra["z_scale"]) * float(spec.extra["z_sign"])
     z = z * crop_side / size  # crop pixels -> image pixels
     return z - z.mean()
 

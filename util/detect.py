@@ -40,6 +40,15 @@ DEFAULT_DETECTOR_MODEL = "blazeface_back.onnx"
 # images where the first pass finds a face are unaffected.
 RETRY_CANVAS = 1.5
 
+# Where the detector's boxes sit on the faces it finds, relative to the box of their 68
+# landmarks, in landmark-box sizes (sqrt of area): means ``centre_dx``, ``centre_dy``,
+# ``size_ratio`` and their spreads (``*_std``). Measured on 300-W by
+# training/detector_box_stats.py, which writes them into the detector's spec under this
+# key, the one place training (detector-like crops) and the tool (the box a face's
+# landmarks imply: video following, re-cropping) read them from.
+BOX_STATS_KEY = "box_vs_landmarks"
+BOX_STATS_FIELDS = ("centre_dx", "centre_dy", "size_ratio")
+
 # MediaPipe's keypoint order (the subject's right and left, as in the iBUG scheme).
 KEYPOINT_NAMES = (
     "right_eye",
@@ -360,6 +369,21 @@ def detect_in_outputs(
     return weighted_nms(boxes[keep], scores[keep], float(extra["nms_threshold"]))
 
 
+def box_stats(extra: dict[str, Any], path: str | os.PathLike) -> dict[str, float] | None:
+    """The box statistics in a detector spec's ``extra``: {field: mean} for
+    BOX_STATS_FIELDS, and {field_std: spread} where measured; None when it has none; a
+    ModelError naming ``path`` when a mean is missing or not a number."""
+    stats = extra.get(BOX_STATS_KEY)
+    if stats is None:
+        return None
+    # The spreads are for training's jittered boxes; the tool uses only the means.
+    spreads = [f"{key}_std" for key in BOX_STATS_FIELDS if f"{key}_std" in stats]
+    try:
+        return {key: float(stats[key]) for key in [*BOX_STATS_FIELDS, *spreads]}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"{path}: incomplete {BOX_STATS_KEY} in its spec ({exc!r})") from None
+
+
 class FaceDetector:
     """A BlazeFace model with its anchors: ``detect(image_rgb) -> list[Detection]``.
 
@@ -392,6 +416,9 @@ class FaceDetector:
             raise ModelError(f"{path}: incomplete BlazeFace spec ({exc!r})") from None
         self._check_shapes(num_coords)
         self.retry_canvas = retry_canvas
+        # None: the spec has no box statistics (a detector nobody measured); the tracker
+        # refuses it, since it cannot follow faces without them.
+        self.box_stats = box_stats(spec.extra, path)
 
     def _check_shapes(self, num_coords: int) -> None:
         """A ModelError unless the file takes the image and gives boxes and scores for

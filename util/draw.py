@@ -6,6 +6,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from .face import Face
 from .landmarks import GROUPS
 
 # One colour per group (RGB), chosen to stay distinct on skin tones.
@@ -55,7 +56,7 @@ def draw_contours(canvas: np.ndarray, points: np.ndarray, thickness: int, radius
             cv2.circle(canvas, (int(x), int(y)), radius * 16, colour, -1, cv2.LINE_AA, shift=4)
 
 
-def draw_faces(image_rgb: np.ndarray, faces: list, draw_boxes: bool = True) -> np.ndarray:
+def draw_faces(image_rgb: np.ndarray, faces: list[Face], draw_boxes: bool = True) -> np.ndarray:
     """A copy of the image with every face's box, points and contours; with several
     faces each is numbered (1, 2, ...) as in the 3D side view."""
     canvas = image_rgb.copy()
@@ -74,7 +75,7 @@ def draw_faces(image_rgb: np.ndarray, faces: list, draw_boxes: bool = True) -> n
 SIDE_VIEW_TITLE_HEIGHT = 28  # px above the faces for the panel's label
 
 
-def side_view(faces: list, height: int, yaw_deg: float = 70.0) -> np.ndarray:
+def side_view(faces: list[Face], height: int, yaw_deg: float = 70.0) -> np.ndarray:
     """A panel with each face's 3D points turned ``yaw_deg`` about the vertical axis.
 
     The panel has a fixed width (half the height, at least 160 px) however many faces
@@ -118,7 +119,7 @@ def side_view(faces: list, height: int, yaw_deg: float = 70.0) -> np.ndarray:
     return panel
 
 
-def with_side_view(image_rgb: np.ndarray, faces: list) -> np.ndarray:
+def with_side_view(image_rgb: np.ndarray, faces: list[Face]) -> np.ndarray:
     """The drawn image with the side-view panel to its right (one fixed-width panel
     for all the faces)."""
     return np.hstack([image_rgb, side_view(faces, image_rgb.shape[0])])

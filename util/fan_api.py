@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from .aligner import Face, FaceAligner
+from .aligner import FaceAligner
+from .face import Face
 from .io import expand_inputs
 
 Landmarks = list[np.ndarray] | None

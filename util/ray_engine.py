@@ -36,9 +36,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .io import InputError, expand_inputs, is_image_path, usual_mode
+from .paths import SAMPLES_DIR
 
+# The folder that holds this package (a clone's root), shipped to the actors as their
+# working directory.
 REPO = Path(__file__).resolve().parent.parent
-SAMPLE_IMAGE = REPO / "samples" / "astronaut.png"
+SAMPLE_IMAGE = SAMPLES_DIR / "astronaut.png"
 INSTALL_HINT = "pip install -r requirements-ray.txt"
 
 MAX_ROWS_PER_BLOCK = 128  # a block is a unit of work and of retry

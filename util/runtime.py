@@ -32,6 +32,21 @@ MODEL_KINDS = {
     "blazeface": "a BlazeFace detector",
 }
 
+# The spec keys (in ``extra``) each kind must carry, because its stage has no safe guess
+# for them: checked when a model loads, so a spec that lacks one is a one-line ModelError
+# naming the file instead of a stage quietly using some default. The family defaults for
+# files without any spec (the original FAN files) are whole specs, in heatmaps.py
+# (ORIGINAL_FAN_SPEC) and depth.py (ORIGINAL_DEPTH_SPEC), and carry every key here.
+REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
+    # The crop the model was trained on: the wrong one shifts every point.
+    "fan2d": ("crop_scale", "crop_shift_y"),
+    "fan3d": ("crop_scale", "crop_shift_y"),
+    # The Gaussians of its input, and its z units.
+    "depth": ("heatmap_sigma", "z_scale", "z_sign"),
+    # MediaPipe's anchors and decoding options.
+    "blazeface": ("anchors", "min_score", "box_scale", "raw_score_limit", "nms_threshold"),
+}
+
 # A tensor shape as the model file declares it; None is a dimension it leaves open.
 Shape = tuple[int | None, ...]
 
@@ -285,8 +300,9 @@ def load_model(
 ) -> Model:
     """Load a model file with its spec through the chosen runtime.
 
-    ``expected_kind``: the spec ``kind`` the caller needs; another kind is a ModelError
-    here, before a wrong file fails deep inside a stage.
+    ``expected_kind``: the spec ``kind`` the caller needs; another kind, or a spec
+    without the keys its kind requires, is a ModelError here, before a wrong file fails
+    deep inside a stage.
     """
     path = Path(path)
     if not path.is_file():
@@ -295,13 +311,25 @@ def load_model(
         model: Model = AiliaModel(path, read_spec(path, default_spec), env_id=env_id)
     else:
         model = OnnxModel(path, default_spec, threads=threads)
-    kind = model.spec.kind
+    check_spec(model.spec, path, expected_kind)
+    return model
+
+
+def check_spec(spec: ModelSpec, path: str | os.PathLike, expected_kind: str | None = None) -> None:
+    """A ModelError naming ``path`` unless the spec is of ``expected_kind`` (when given)
+    and has the keys its kind requires (REQUIRED_KEYS)."""
+    kind = spec.kind
     if expected_kind is not None and kind != expected_kind:
         raise ModelError(
             f"{path}: spec kind {kind!r} ({MODEL_KINDS.get(kind, 'unknown kind')}), "
             f"not {MODEL_KINDS.get(expected_kind, expected_kind)} (kind {expected_kind!r})"
         )
-    return model
+    missing = [key for key in REQUIRED_KEYS.get(kind, ()) if key not in spec.extra]
+    if missing:
+        raise ModelError(
+            f"{path}: spec of kind {kind!r} lacks {', '.join(missing)} "
+            f"(needed by {MODEL_KINDS[kind]})"
+        )
 
 
 def shape_fits(shape: Shape, wanted: Shape) -> bool:

@@ -13,12 +13,10 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from .aligner import Face
+from .face import Face
 
 # Chosen by `python benchmarks/tracking.py --tune` (see benchmarks/results/tracking.md).
 # Cutoffs in Hz; beta in Hz per face size per second (the face size: sqrt of box area).

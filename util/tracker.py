@@ -18,10 +18,12 @@ import time
 
 import numpy as np
 
-from .aligner import Face, FaceAligner
+from .aligner import FaceAligner
 from .crop import box_from_landmarks
-from .decode import face_roll
-from .detect import box_iou
+from .detect import BOX_STATS_KEY, box_iou
+from .face import Face
+from .face_frame import face_roll
+from .runtime import ModelError
 from .smooth import FaceSmoother
 
 DEFAULT_REDETECT = 10  # frames between detections: the command line's --redetect default
@@ -47,7 +49,17 @@ class FaceTracker:
         smoother: FaceSmoother | None = None,
     ) -> None:
         """``redetect`` = 1 detects on every frame. ``rate`` is the frame rate (Hz) the
-        smoother assumes; ``smoother`` replaces the default one (implies ``smooth``)."""
+        smoother assumes; ``smoother`` replaces the default one (implies ``smooth``).
+
+        A ModelError when the detector's spec lacks its box statistics: following a
+        face places the box the detector would give, and without them the tracker would
+        quietly detect on every frame instead."""
+        detector = aligner.detector
+        if detector.box_stats is None:
+            raise ModelError(
+                f"{detector.model.path}: no {BOX_STATS_KEY} in its spec, which video "
+                "following needs (python -m training.detector_box_stats --detector PATH)"
+            )
         self.aligner = aligner
         self.redetect = max(1, int(redetect))
         self.smoother = smoother or (FaceSmoother(rate=rate) if smooth else None)
@@ -104,9 +116,7 @@ class FaceTracker:
     def _box_on_points(self, face: Face) -> Face:
         """A followed face keeps the box the detector would give for its new landmarks,
         not the crop box made from the previous frame's, which trails a moving face."""
-        stats = self.aligner.detector.model.spec.extra.get("box_vs_landmarks")
-        if stats is None:
-            return face
+        stats = self.aligner.detector.box_stats
         box = box_from_landmarks(
             face.landmarks, stats["centre_dx"], stats["centre_dy"], stats["size_ratio"]
         )

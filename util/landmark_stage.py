@@ -1,4 +1,9 @@
-"""Heatmaps: the FAN model turns a 256x256 face crop into 68 heatmaps of 64x64."""
+"""The landmark stage: crop a face, run the FAN model on it, decode its heatmaps.
+
+The model turns a 256x256 face crop into 68 heatmaps of 64x64; the model's
+``HeatmapCodec`` (util/heatmap_codec.py) turns them into crop points, and the crop's
+affine maps those back to the image.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .crop import crop_box, crop_matrix, invert_matrix, transform_points, warp_crop
-from .decode import apply_offsets, decode, heatmap_to_crop
+from .heatmap_codec import HeatmapCodec
 from .landmarks import MIRROR_PERMUTATION, NUM_LANDMARKS
 from .runtime import (
     Model,
@@ -27,7 +32,7 @@ ORIGINAL_FAN_SPEC = ModelSpec(
     channel_order="RGB",
     layout="NCHW",
     scale=1.0 / 255.0,
-    extra={"heatmap_size": 64, "crop_scale": 2.0, "crop_shift_y": -0.05, "landmarks": 68},
+    extra={"heatmap_size": 64, "crop_scale": 2.0, "crop_shift_y": -0.05},
 )
 # 3DFAN-4.onnx: the same contract; its points are the 3D landmarks' projections.
 ORIGINAL_FAN3D_SPEC = replace(ORIGINAL_FAN_SPEC, kind="fan3d")
@@ -53,18 +58,10 @@ class LandmarkModel:
     def __init__(self, model: Model) -> None:
         self.model = model
         spec = model.spec
-        self.crop_size = int(spec.input_size[0])
-        self.heatmap_size = int(spec.extra.get("heatmap_size", self.crop_size // 4))
+        self.codec = HeatmapCodec.from_spec(spec)
         self._check_shapes()
-        self.crop_scale = float(spec.extra.get("crop_scale", 2.0))
-        self.crop_shift_y = float(spec.extra.get("crop_shift_y", 0.0))
-        self.decode_method = str(spec.extra.get("decode", "dark"))
-        radius = spec.extra.get("centroid_radius")
-        self.centroid_radius = None if radius is None else float(radius)
-        # Per-landmark corrections (heatmap px, face frame) measured on the training
-        # set by training/calibrate.py; None for models without them.
-        offsets = spec.extra.get("landmark_offsets")
-        self.landmark_offsets = None if offsets is None else np.asarray(offsets, np.float64)
+        self.crop_scale = float(spec.extra["crop_scale"])  # required: runtime.REQUIRED_KEYS
+        self.crop_shift_y = float(spec.extra["crop_shift_y"])
         # Which output is which: our models name them in the spec; the original FAN
         # files have heatmaps only (the last output).
         names = list(spec.extra.get("outputs", []))
@@ -84,7 +81,8 @@ class LandmarkModel:
         outputs = getattr(model, "output_shapes", None)
         if outputs is None:
             return
-        wanted = (None, NUM_LANDMARKS, self.heatmap_size, self.heatmap_size)
+        size = self.codec.heatmap_size
+        wanted = (None, NUM_LANDMARKS, size, size)
         heatmaps = [s for s in outputs if len(s) == 4]
         if len(outputs) > 2 or len(heatmaps) != 1 or not shape_fits(heatmaps[0], wanted):
             given = ", ".join(format_shape(s) for s in outputs)
@@ -99,12 +97,13 @@ class LandmarkModel:
         """The model's square crop around a detection box, turned by ``roll`` degrees
         (the face's in-plane angle) so that the face in it is upright. The crop's
         downward shift follows the face's own down."""
+        size = self.codec.crop_size
         centre, side = crop_box(bbox, self.crop_scale, 0.0)
         rad = np.deg2rad(roll)
         shift = self.crop_shift_y * side / self.crop_scale
         centre = centre + shift * np.array([-np.sin(rad), np.cos(rad)])
-        matrix = crop_matrix(centre, side, self.crop_size, roll)
-        return FaceCrop(warp_crop(image_rgb, matrix, self.crop_size), matrix, side, roll)
+        matrix = crop_matrix(centre, side, size, roll)
+        return FaceCrop(warp_crop(image_rgb, matrix, size), matrix, side, roll)
 
     def heatmaps(self, crop: FaceCrop, flip: bool = False) -> np.ndarray:
         """(V, 68, H, W) float32 heatmaps of one crop: V = 1, or 2 with ``flip``."""
@@ -170,25 +169,11 @@ class LandmarkModel:
         return np.concatenate(heat), (np.concatenate(presence) if presence else None)
 
     def peaks(self, views: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Heatmap views -> ((68, 2) heatmap coordinates, (68,) peak scores), uncorrected.
-
-        Each view is decoded on its own and the points averaged: averaging the maps
-        first would let one view's negative lobes eat into the other's peak (measured:
-        it spread the points 2 % too wide, 4.17 vs 3.98 % NME on 300w/val).
-        """
-        decoded = [
-            decode(maps, self.decode_method, self.centroid_radius) for maps in np.asarray(views)
-        ]
-        if len(decoded) == 1:  # video: one view, nothing to average
-            return decoded[0][0], decoded[0][1].astype(np.float32)
-        peaks = np.mean([points for points, _ in decoded], axis=0)
-        scores = np.mean([view_scores for _, view_scores in decoded], axis=0)
-        return peaks, scores.astype(np.float32)
+        """Heatmap views -> ((68, 2) heatmap coordinates, (68,) peak scores), uncorrected
+        (``HeatmapCodec.peaks``: each view decoded, the points averaged)."""
+        return self.codec.peaks(views)
 
     def landmarks(self, views: np.ndarray, crop: FaceCrop) -> tuple[np.ndarray, np.ndarray]:
         """Heatmap views -> ((68, 2) original-image points, (68,) peak scores)."""
-        peaks, scores = self.peaks(views)
-        if self.landmark_offsets is not None:
-            peaks = apply_offsets(peaks, self.landmark_offsets)
-        in_crop = heatmap_to_crop(peaks, self.crop_size, self.heatmap_size)
+        in_crop, scores = self.codec.decode(views)
         return transform_points(in_crop, crop.inverse), scores

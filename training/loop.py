@@ -1,0 +1,130 @@
+"""The training loop every network here shares: learning-rate schedule per step, the
+JSON-lines log, timed validation with a checkpoint, resume, and a clean stop on Ctrl-C.
+
+What differs between networks (the batch's loss, the validation) comes in as functions.
+The checkpoint (``WORKDIR/last.pt``) holds "net", "optimizer", "epoch" (the next one to
+run), "step", "generator" (the shuffling state) and what the script adds (e.g.
+"config", "args"); ``--init`` readers take its "net" alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from training.runlog import RunLog, StopFlag
+
+# One batch -> (loss to minimise, the fields to log for it, already rounded).
+StepFn = Callable[[Sequence[torch.Tensor]], tuple[torch.Tensor, dict[str, float]]]
+
+LOG_EVERY = 20  # steps between training log lines
+
+
+class TrainLoop:
+    """Runs epochs of ``step`` over a dataset, logging, validating every ``val_every``
+    seconds (and checkpointing then), checkpointing after each epoch, stopping cleanly
+    on SIGINT/SIGTERM."""
+
+    def __init__(
+        self,
+        net: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        lr_at: Callable[[int], float],
+        log: RunLog,
+        args: argparse.Namespace,
+        saved_with: dict[str, Any] | None = None,
+    ) -> None:
+        """``args``: the script's options ``workdir`` (where the checkpoint goes),
+        ``seed`` (of the shuffling) and ``val_every`` (seconds); ``saved_with``: more
+        entries for the checkpoint."""
+        self.net, self.optimizer, self.lr_at, self.log = net, optimizer, lr_at, log
+        self.checkpoint = args.workdir / "last.pt"
+        self.generator = torch.Generator().manual_seed(args.seed)
+        self.val_every = float(args.val_every)
+        self.saved_with = saved_with or {}
+        self.epoch = self.step = 0
+        self.t0 = time.time()
+
+    def resume(self) -> bool:
+        """Load the checkpoint of ``workdir`` when there is one: network, optimizer,
+        position and shuffling state. True when it was loaded."""
+        if not self.checkpoint.is_file():
+            return False
+        state = torch.load(self.checkpoint, weights_only=False)
+        self.net.load_state_dict(state["net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch, self.step = state["epoch"], state["step"]
+        self.generator.set_state(state["generator"])
+        print(f"resumed at epoch {self.epoch}", flush=True)
+        return True
+
+    def save(self, epoch: int) -> None:
+        """Write the checkpoint atomically; ``epoch`` is the one to run next on resume."""
+        state = {
+            "net": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": epoch,
+            "step": self.step,
+            "generator": self.generator.get_state(),
+        } | self.saved_with
+        tmp = self.checkpoint.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(self.checkpoint)
+
+    @property
+    def minutes(self) -> float:
+        """Minutes since ``run`` started, rounded for the log."""
+        return round((time.time() - self.t0) / 60, 1)
+
+    def run(
+        self,
+        dataset: torch.utils.data.Dataset,
+        epochs: int,
+        step: StepFn,
+        validate: Callable[[], dict],
+        loader_args: dict[str, Any],
+    ) -> bool:
+        """Train from the current epoch up to ``epochs``; False when stopped early (the
+        checkpoint is written and an "interrupted" entry logged). ``dataset.epoch`` is
+        set before each epoch, for its augmentation's random streams."""
+        stop = StopFlag()
+        self.t0 = last_val = time.time()
+        seen = 0
+        for epoch in range(self.epoch, epochs):
+            dataset.epoch = epoch
+            loader = torch.utils.data.DataLoader(dataset, generator=self.generator, **loader_args)
+            for batch in loader:
+                for group in self.optimizer.param_groups:
+                    group["lr"] = self.lr_at(self.step)
+                loss, fields = step(batch)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                self.step += 1
+                seen += len(batch[0])
+                if self.step % LOG_EVERY == 0:
+                    elapsed = time.time() - self.t0
+                    self.log(
+                        {"step": self.step, "epoch": epoch, **fields}
+                        | {"lr": round(self.lr_at(self.step), 7), "img_s": round(seen / elapsed, 2)}
+                    )
+                if time.time() - last_val > self.val_every:
+                    self.log(
+                        {"event": "val", "step": self.step, "epoch": epoch, "minutes": self.minutes}
+                        | validate()
+                    )
+                    self.save(epoch)
+                    last_val = time.time()
+                if stop.now:
+                    break
+            if stop.now:
+                self.save(epoch)
+                self.log({"event": "interrupted", "epoch": epoch, "step": self.step})
+                return False
+            self.epoch = epoch + 1
+            self.save(self.epoch)
+        return True
