@@ -252,10 +252,25 @@ class FaceAligner:
     def _align_detected(
         self, image_rgb: np.ndarray, first: list[tuple], keep_heatmaps: bool
     ) -> list[Face]:
-        """Faces from the first pass's detections ``first``, else from the next passes."""
+        """Faces from the first pass's detections ``first``, else from the next passes.
+
+        A face that an upright pass finds but that stands turned past UPRIGHT_DEGREES
+        sends the search on to the turned passes at the same zoom, and their faces join
+        the upright pass's (of two readings of one face, the one the model reads
+        better stays): BlazeFace's keypoints are unreliable that far from upright, so
+        the crop may be a quarter turn off, and a photo with one turned face may hold
+        more that the upright pass missed."""
+        turned_stages = {
+            canvas: turns for canvas, turns in self._detection_stages() if turns != (0,)
+        }
         for k, (canvas, turns) in enumerate(self._detection_stages()):
             found = first if k == 0 else self._detect(image_rgb, canvas, turns)
             faces = self._align_detections(image_rgb, found, keep_heatmaps)
+            if turns == (0,) and canvas in turned_stages and not all(map(_upright, faces)):
+                more = self._detect(image_rgb, canvas, turned_stages[canvas])
+                faces = _better_readings(
+                    faces, self._align_detections(image_rgb, more, keep_heatmaps)
+                )
             if faces:
                 return faces
         return []
@@ -498,6 +513,44 @@ ROLL_RECROP_DEGREES = 15.0
 
 def _angle_difference(a: float, b: float) -> float:
     return (a - b + 180.0) % 360.0 - 180.0
+
+
+# Roll (degrees) past which a face found by an upright detector pass stands outside
+# BlazeFace's range (it finds faces within about 45 deg of upright, util/detect.py) and
+# the model's (trained for a residual roll up to 45 deg): the turned passes look again.
+UPRIGHT_DEGREES = 45.0
+
+
+def _upright(face: Face) -> bool:
+    return abs(_angle_difference(face.roll, 0.0)) <= UPRIGHT_DEGREES
+
+
+def _reading_quality(face: Face) -> float:
+    """How well the model reads a crop: mean heatmap peak, times presence when the
+    model has it (the upside-down check's measure)."""
+    presence = 1.0 if face.presence is None else face.presence
+    return float(np.mean(face.landmark_scores)) * presence
+
+
+# Detector boxes overlapping by more than this are one face (as merge_detections has it).
+SAME_FACE_IOU = 0.3
+
+
+def _better_readings(faces: list[Face], others: list[Face]) -> list[Face]:
+    """``faces`` and ``others`` together, one face per overlapping pair (detector boxes
+    overlapping by SAME_FACE_IOU): the better read one; best detection score first."""
+    kept = list(faces)
+    for other in others:
+        same = [
+            i
+            for i, face in enumerate(kept)
+            if float(box_iou(face.bbox, other.bbox[None])[0]) > SAME_FACE_IOU
+        ]
+        if not same:
+            kept.append(other)
+        elif all(_reading_quality(other) > _reading_quality(kept[i]) for i in same):
+            kept = [face for i, face in enumerate(kept) if i not in same] + [other]
+    return sorted(kept, key=lambda face: -face.score)
 
 
 def upright_box(landmarks: np.ndarray, roll: float, stats: dict) -> np.ndarray:
