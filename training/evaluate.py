@@ -256,7 +256,7 @@ def calls_since(counter: CallCounter | None, before: tuple[int, int], images: in
 def score_faces(aligner, images_and_points, counter: CallCounter | None = None) -> dict:
     """Align each (image, truth) pair; the usual metrics table (and the model calls per
     image, with a ``counter``)."""
-    io_errors, box_errors, misses = [], [], 0
+    io_errors, box_errors, misses, found = [], [], 0, []
     before = counter.snapshot() if counter else (0, 0)
     for image, truth in images_and_points:
         faces = aligner.align(image)
@@ -266,8 +266,21 @@ def score_faces(aligner, images_and_points, counter: CallCounter | None = None) 
             continue
         io_errors.append(nme(faces[index].landmarks, truth, inter_ocular(truth)))
         box_errors.append(nme(faces[index].landmarks, truth, box_size(truth)))
+        found.append(face_record(faces[index]) | {"nme_io": io_errors[-1]})
     metrics = summarise(io_errors, box_errors, misses)
-    return metrics | calls_since(counter, before, metrics["faces"])
+    return metrics | calls_since(counter, before, metrics["faces"]) | {"found": found}
+
+
+def face_record(face) -> dict:
+    """What a rule for accepting faces can use (JSON output: choosing such a rule needs
+    the values of the faces found and of the non-faces)."""
+    presence = None if face.presence is None else round(float(face.presence), 4)
+    return {
+        "score": round(float(face.score), 4),
+        "presence": presence,
+        "peak": round(float(np.mean(face.landmark_scores)), 4),
+        "roll": round(float(face.roll), 1),
+    }
 
 
 # scikit-image's bundled sample pictures without a face in them (astronaut and camera
@@ -331,10 +344,10 @@ def evaluate_wild(
     if "non-faces" in parts:
         pictures = non_face_pictures()
         before = counter.snapshot()
-        with_face = [name for name, image in pictures if aligner.align(image)]
-        report["non_face"] = {"images": len(pictures), "with_face": with_face} | calls_since(
-            counter, before, len(pictures)
-        )
+        faces = {name: [face_record(f) for f in aligner.align(image)] for name, image in pictures}
+        with_face = [name for name, found in faces.items() if found]
+        report["non_face"] = {"images": len(pictures), "with_face": with_face, "faces": faces}
+        report["non_face"] |= calls_since(counter, before, len(pictures))
     return report
 
 
