@@ -252,39 +252,57 @@ def test_better_readings_keeps_one_face_each() -> None:
         _face([5, 5, 105, 105], 0.9, 0.5, 0.99, -130.0),
         _face([300, 0, 400, 100], 0.8, 0.5, 0.9, 180.0),
     ]
-    kept = _better_readings(upright_pass, turned_pass)
+    kept = _better_readings(upright_pass, [(f, f.bbox) for f in turned_pass])
     assert [f.roll for f in kept] == [-130.0, 180.0]
     # the upright pass's reading is better: it stays, with its own roll
-    kept = _better_readings([_face([0, 0, 100, 100], 0.7, 0.6, 0.99, 100.0)], turned_pass[:1])
+    better = _face([0, 0, 100, 100], 0.7, 0.6, 0.99, 100.0)
+    kept = _better_readings([better], [(turned_pass[0], turned_pass[0].bbox)])
     assert [f.roll for f in kept] == [100.0]
 
 
 def test_turned_face_sends_the_search_to_the_turned_passes(sample_aligner, monkeypatch) -> None:  # noqa: ANN001
     """An upright pass that finds a face standing past UPRIGHT_DEGREES runs the turned
     passes at the same zoom (a 180 deg photo: one face found upside down, the others
-    only in the half turn); one that finds upright faces does not."""
+    only in the half turn); a turned detection that agrees with a reading is not read
+    again. An upright pass that finds upright faces runs no more passes."""
     from util import aligner as module
 
-    passes = []
-    faces = {
-        (1.0, (0,)): [_face([0, 0, 100, 100], 0.7, 0.5, 0.9, 175.0)],
-        (1.0, (1, 2, 3)): [_face([300, 0, 400, 100], 0.9, 0.5, 0.9, 178.0)],
-    }
+    passes, aligned = [], []
+    upside_down = _face([0, 0, 100, 100], 0.7, 0.5, 0.9, 175.0)
+    other = _face([300, 0, 400, 100], 0.9, 0.5, 0.9, 178.0)
+    turned = [(np.array([2.0, 0, 100, 100]), 0.8, 170.0), (other.bbox, 0.9, 178.0)]
 
     def detect(image, canvas, turns):  # noqa: ANN001, ANN202
         passes.append((canvas, turns))
-        return [(canvas, turns)]
+        return list(turned)
 
     def align(image, found, keep_heatmaps):  # noqa: ANN001, ANN202
-        return list(faces.get(found[0], [])) if found else []
+        aligned.append([float(d[0][0]) for d in found])
+        by_x = {0.0: upside_down, 300.0: other}
+        return [by_x[float(d[0][0])] for d in found]
 
     monkeypatch.setattr(sample_aligner, "_detect", detect)
     monkeypatch.setattr(sample_aligner, "_align_detections", align)
     image = np.zeros((8, 8, 3), np.uint8)
-    found = sample_aligner._align_detected(image, [(1.0, (0,))], False)
+    first = [(upside_down.bbox, 0.7, 175.0)]
+    found = sample_aligner._align_detected(image, first, False)
     assert passes == [(1.0, (1, 2, 3))]
+    assert aligned == [[0.0], [300.0]]  # the agreeing turned detection is not read again
     assert [f.roll for f in found] == [178.0, 175.0]
     passes.clear()
-    faces[(1.0, (0,))][0].roll = module.UPRIGHT_DEGREES - 1
-    assert len(sample_aligner._align_detected(image, [(1.0, (0,))], False)) == 1
+    upside_down.roll = module.UPRIGHT_DEGREES - 1
+    assert len(sample_aligner._align_detected(image, first, False)) == 1
     assert passes == []
+
+
+def test_confirmed_reading_replaces_a_worse_one_on_the_same_face() -> None:
+    """The turned pass confirms a good reading: a worse-read false face on the same
+    spot goes, though the upright pass's two boxes overlap each other too little to
+    tell (the sample at 225 deg: boxes 0.26 IoU, the false one at presence 0.50)."""
+    from util.aligner import _better_readings
+
+    good = _face([445, 394, 509, 458], 0.7, 0.55, 0.99, 136.0)
+    false = _face([458, 430, 511, 483], 0.5, 0.11, 0.5, -72.0)
+    assert len(_better_readings([good, false], [(good, good.bbox)])) == 2
+    kept = _better_readings([good, false], [(good, np.array([441.0, 393, 527, 479]))])
+    assert len(kept) == 1 and kept[0] is good

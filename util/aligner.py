@@ -260,17 +260,31 @@ class FaceAligner:
         better stays): BlazeFace's keypoints are unreliable that far from upright, so
         the crop may be a quarter turn off, and a photo with one turned face may hold
         more that the upright pass missed."""
+        # Only for models with a presence output: the readings are compared by it, as
+        # measured; FAN files without it (and the tests' random models, whose rolls are
+        # noise) keep the previous search.
         turned_stages = {
-            canvas: turns for canvas, turns in self._detection_stages() if turns != (0,)
+            canvas: turns
+            for canvas, turns in self._detection_stages()
+            if turns != (0,) and self.landmark_model.has_presence
         }
         for k, (canvas, turns) in enumerate(self._detection_stages()):
             found = first if k == 0 else self._detect(image_rgb, canvas, turns)
             faces = self._align_detections(image_rgb, found, keep_heatmaps)
             if turns == (0,) and canvas in turned_stages and not all(map(_upright, faces)):
                 more = self._detect(image_rgb, canvas, turned_stages[canvas])
-                faces = _better_readings(
-                    faces, self._align_detections(image_rgb, more, keep_heatmaps)
-                )
+                # A turned pass that agrees with a reading we have would crop the same:
+                # it confirms that reading (which then replaces worse-read faces on
+                # the same spot), and only the others go through the model (faces
+                # near 45 deg paid twice).
+                # Same crop: the roll within ROLL_RECROP_DEGREES and the boxes as close
+                # as recrop_iou asks of a box and its landmarks (an upside-down face's
+                # upright-pass box can sit 100 px off while its roll agrees).
+                iou = max(self.recrop_iou, SAME_FACE_IOU)
+                confirmed = [(f, d[0]) for d in more for f in faces if _same_reading(d, f, iou)]
+                more = [d for d in more if not any(_same_reading(d, f, iou) for f in faces)]
+                read = self._align_detections(image_rgb, more, keep_heatmaps)
+                faces = _better_readings(faces, confirmed + [(f, f.bbox) for f in read])
             if faces:
                 return faces
         return []
@@ -545,20 +559,32 @@ def _reading_quality(face: Face) -> float:
 SAME_FACE_IOU = 0.3
 
 
-def _better_readings(faces: list[Face], others: list[Face]) -> list[Face]:
-    """``faces`` and ``others`` together, one face per overlapping pair (detector boxes
-    overlapping by SAME_FACE_IOU): the better read one; best detection score first."""
+def _same_reading(detection: tuple, face: Face, min_iou: float) -> bool:
+    """A (box, score, roll) detection of ``face`` in its box (IoU >= ``min_iou``), at
+    the roll it was read with."""
+    bbox, _, roll = detection
+    if float(box_iou(face.bbox, np.asarray(bbox, np.float64)[None])[0]) < min_iou:
+        return False
+    return abs(_angle_difference(roll, face.roll)) <= ROLL_RECROP_DEGREES
+
+
+def _better_readings(faces: list[Face], others: list[tuple[Face, np.ndarray]]) -> list[Face]:
+    """``faces`` and the (face, box) ``others`` together, one face per spot: a face
+    whose detector box overlaps an other's ``box`` by more than SAME_FACE_IOU is the
+    same face, and the better read one stays; best detection score first. An other
+    may be one of ``faces``, confirmed by a turned pass's box (which overlaps the
+    upright pass's boxes of the face that did not overlap each other)."""
     kept = list(faces)
-    for other in others:
+    for other, box in others:
+        box = np.asarray(box, np.float64)
         same = [
-            i
-            for i, face in enumerate(kept)
-            if float(box_iou(face.bbox, other.bbox[None])[0]) > SAME_FACE_IOU
+            face
+            for face in kept
+            if face is not other and float(box_iou(box, face.bbox[None])[0]) > SAME_FACE_IOU
         ]
-        if not same:
-            kept.append(other)
-        elif all(_reading_quality(other) > _reading_quality(kept[i]) for i in same):
-            kept = [face for i, face in enumerate(kept) if i not in same] + [other]
+        if all(_reading_quality(other) > _reading_quality(face) for face in same):
+            kept = [face for face in kept if not any(face is f for f in same)]
+            kept += [] if any(face is other for face in kept) else [other]
     return sorted(kept, key=lambda face: -face.score)
 
 
