@@ -19,6 +19,10 @@ NME hides (a model whose points all sit low).
   the whole photo;
 - non-faces: scikit-image's sample pictures that hold no face (animals, objects,
   textures, text, microscopy, astronomy): how many give a face.
+``--parts`` runs only some of these (the rotation sweep alone is the quick check of a
+change to the roll logic). Each part also reports the model calls per image, the time
+cost of the fallback passes: detector passes and landmark-model crop views (a face with
+flip is two views, the upside-down check adds one).
 Works for any FAN-format ONNX. The pair of train_2d.py, like dlib's
 train_shape_predictor / test_shape_predictor.
 """
@@ -218,9 +222,43 @@ def close_up(image: np.ndarray, points: np.ndarray, margin: float = 0.05):
     return np.ascontiguousarray(image[y1:y2, x1:x2]), points - [x1, y1]
 
 
-def score_faces(aligner, images_and_points) -> dict:
-    """Align each (image, truth) pair; the usual metrics table."""
-    io_errors, box_errors, misses = [], [], 0
+class CallCounter:
+    """Counts the detector passes and landmark-model crop views an aligner makes, by
+    wrapping its two models' ``run`` (the batch size of a landmark call is its views)."""
+
+    def __init__(self, aligner) -> None:
+        self.detector_passes = 0
+        self.crop_views = 0
+        detector, landmarks = aligner.detector.model, aligner.landmark_model.model
+        detector_run, landmark_run = detector.run, landmarks.run
+
+        def count_detector(*inputs: np.ndarray) -> list[np.ndarray]:
+            self.detector_passes += 1
+            return detector_run(*inputs)
+
+        def count_landmarks(*inputs: np.ndarray) -> list[np.ndarray]:
+            self.crop_views += int(np.shape(inputs[0])[0])
+            return landmark_run(*inputs)
+
+        detector.run, landmarks.run = count_detector, count_landmarks
+
+    def snapshot(self) -> tuple[int, int]:
+        return self.detector_passes, self.crop_views
+
+
+def calls_since(counter: CallCounter | None, before: tuple[int, int], images: int) -> dict:
+    """Mean detector passes and crop views per image since ``before``."""
+    if counter is None or images == 0:
+        return {}
+    passes, views = np.subtract(counter.snapshot(), before)
+    return {"detector_passes": float(passes / images), "crop_views": float(views / images)}
+
+
+def score_faces(aligner, images_and_points, counter: CallCounter | None = None) -> dict:
+    """Align each (image, truth) pair; the usual metrics table (and the model calls per
+    image, with a ``counter``)."""
+    io_errors, box_errors, misses, found = [], [], 0, []
+    before = counter.snapshot() if counter else (0, 0)
     for image, truth in images_and_points:
         faces = aligner.align(image)
         index = match_annotated([f.bbox for f in faces], truth)
@@ -229,7 +267,21 @@ def score_faces(aligner, images_and_points) -> dict:
             continue
         io_errors.append(nme(faces[index].landmarks, truth, inter_ocular(truth)))
         box_errors.append(nme(faces[index].landmarks, truth, box_size(truth)))
-    return summarise(io_errors, box_errors, misses)
+        found.append(face_record(faces[index]) | {"nme_io": io_errors[-1]})
+    metrics = summarise(io_errors, box_errors, misses)
+    return metrics | calls_since(counter, before, metrics["faces"]) | {"found": found}
+
+
+def face_record(face) -> dict:
+    """What a rule for accepting faces can use (JSON output: choosing such a rule needs
+    the values of the faces found and of the non-faces)."""
+    presence = None if face.presence is None else round(float(face.presence), 4)
+    return {
+        "score": round(float(face.score), 4),
+        "presence": presence,
+        "peak": round(float(np.mean(face.landmark_scores)), 4),
+        "roll": round(float(face.roll), 1),
+    }
 
 
 # scikit-image's bundled sample pictures without a face in them (astronaut and camera
@@ -259,50 +311,78 @@ def non_face_pictures() -> list[tuple[str, np.ndarray]]:
     return pictures
 
 
+WILD_PARTS = ("rotation", "close-ups", "non-faces")
+
+
 def evaluate_wild(
-    aligner, samples: list[Sample], angles: list[float], count: int, everything: bool = True
+    aligner,
+    samples: list[Sample],
+    angles: list[float],
+    count: int,
+    parts: tuple[str, ...] = WILD_PARTS,
 ) -> dict:
-    """Rotation sweep, close-ups and non-faces (see the module docstring); without
-    ``everything`` only the close-ups and whole photos."""
+    """Rotation sweep, close-ups (with the same whole photos) and non-faces (see the
+    module docstring), those of them named in ``parts``."""
     from tqdm import tqdm
 
     from util.io import read_image
 
-    chosen = samples[:: max(1, len(samples) // count)][:count]
-    images = [(read_image(s.image), s.points) for s in chosen]
+    counter = CallCounter(aligner)
     report: dict = {"rotation": {}}
-    for angle in tqdm([0.0, *angles] if everything else [], desc="rotations", unit="angle"):
-        turned = [turn_image(image, points, angle) for image, points in images]
-        report["rotation"][str(angle)] = score_faces(aligner, turned)
-    whole = [(read_image(s.image), s.points) for s in samples]
-    report["whole"] = score_faces(aligner, tqdm(whole, desc="whole photos", unit="img"))
-    cut = [close_up(image, points) for image, points in whole]
-    report["close_up"] = score_faces(aligner, tqdm(cut, desc="close-ups", unit="img"))
-    pictures = non_face_pictures() if everything else []
-    with_face = [name for name, image in pictures if aligner.align(image)]
-    report["non_face"] = {"images": len(pictures), "with_face": with_face}
+    if "rotation" in parts:
+        chosen = samples[:: max(1, len(samples) // count)][:count]
+        images = [(read_image(s.image), s.points) for s in chosen]
+        for angle in tqdm([0.0, *angles], desc="rotations", unit="angle"):
+            turned = [turn_image(image, points, angle) for image, points in images]
+            report["rotation"][str(angle)] = score_faces(aligner, turned, counter)
+    if "close-ups" in parts:
+        whole = [(read_image(s.image), s.points) for s in samples]
+        report["whole"] = score_faces(
+            aligner, tqdm(whole, desc="whole photos", unit="img"), counter
+        )
+        cut = [close_up(image, points) for image, points in whole]
+        report["close_up"] = score_faces(aligner, tqdm(cut, desc="close-ups", unit="img"), counter)
+    if "non-faces" in parts:
+        pictures = non_face_pictures()
+        before = counter.snapshot()
+        faces = {name: [face_record(f) for f in aligner.align(image)] for name, image in pictures}
+        with_face = [name for name, found in faces.items() if found]
+        report["non_face"] = {"images": len(pictures), "with_face": with_face, "faces": faces}
+        report["non_face"] |= calls_since(counter, before, len(pictures))
     return report
 
 
+def format_calls(m: dict) -> str:
+    """Model calls per image, when counted."""
+    if "detector_passes" not in m:
+        return ""
+    return f"  {m['detector_passes']:.2f} detector passes, {m['crop_views']:.2f} crop views / image"
+
+
 def print_wild(report: dict) -> None:
-    print("\nrotation (degrees): faces, misses, NME io %, ratio to upright")
+    if report["rotation"]:
+        print("\nrotation (degrees): faces, misses, NME io %, ratio to upright")
     for angle, m in report["rotation"].items():
         upright = report["rotation"]["0.0"]["nme_io_mean"]
         print(
             f"  {float(angle):>6.0f}  {m['faces']:>4} {m['misses']:>4} "
             f"{100 * m['nme_io_mean']:>7.2f}  {m['nme_io_mean'] / upright:>5.2f}x"
+            f"{format_calls(m)}"
         )
-    whole, cut = report["whole"], report["close_up"]
-    print(
-        f"close-ups: {cut['faces']} faces, {cut['misses']} misses, NME io "
-        f"{100 * cut['nme_io_mean']:.2f} % against {100 * whole['nme_io_mean']:.2f} % in the "
-        f"whole photos ({cut['nme_io_mean'] / whole['nme_io_mean']:.2f}x)"
-    )
-    nf = report["non_face"]
-    print(
-        f"non-faces: {len(nf['with_face'])} of {nf['images']} pictures give a face "
-        f"{nf['with_face']}"
-    )
+    if "close_up" in report:
+        whole, cut = report["whole"], report["close_up"]
+        print(
+            f"close-ups: {cut['faces']} faces, {cut['misses']} misses, NME io "
+            f"{100 * cut['nme_io_mean']:.2f} % against {100 * whole['nme_io_mean']:.2f} % in "
+            f"the whole photos ({cut['nme_io_mean'] / whole['nme_io_mean']:.2f}x)"
+        )
+        print(f"  whole photos:{format_calls(whole)}\n  close-ups:{format_calls(cut)}")
+    if "non_face" in report:
+        nf = report["non_face"]
+        print(
+            f"non-faces: {len(nf['with_face'])} of {nf['images']} pictures give a face "
+            f"{nf['with_face']}{format_calls(nf)}"
+        )
 
 
 def main() -> int:
@@ -339,6 +419,19 @@ def main() -> int:
     parser.add_argument(
         "--close-ups-only", action="store_true", help="with --wild: only close-ups and whole"
     )
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        choices=WILD_PARTS,
+        default=list(WILD_PARTS),
+        help="with --wild: the parts to run (default all)",
+    )
+    parser.add_argument(
+        "--no-folder",
+        dest="folder",
+        action="store_false",
+        help="with --wild: skip the plain evaluation of the folder (the whole-val table)",
+    )
     args = parser.parse_args()
 
     from util.aligner import FaceAligner
@@ -360,24 +453,26 @@ def main() -> int:
         if not samples:
             print(f"{folder}: no images with .pts files", file=sys.stderr)
             return 2
-        metrics, records = evaluate_folder(aligner, samples)
-        label = f"{name} / {folder.name}"
-        print(format_row(label, metrics))
-        offsets = summarise_offsets(samples, records)
-        for source, o in offsets.items():
-            print(
-                f"  {source:<10} {o['faces']:>4} faces: mean offset x {100 * o['dx_io']:+.2f} %, "
-                f"y {100 * o['dy_io']:+.2f} % of inter-ocular (+ = right, down)"
-            )
-        curves[label] = np.array([r["nme_io"] for r in records if "nme_io" in r])
-        report[str(folder)] = {"metrics": metrics, "offsets": offsets, "images": records}
+        report[str(folder)] = {}
+        if args.folder or not args.wild:
+            metrics, records = evaluate_folder(aligner, samples)
+            label = f"{name} / {folder.name}"
+            print(format_row(label, metrics))
+            offsets = summarise_offsets(samples, records)
+            for source, o in offsets.items():
+                print(
+                    f"  {source:<10} {o['faces']:>4} faces: mean offset x "
+                    f"{100 * o['dx_io']:+.2f} %, y {100 * o['dy_io']:+.2f} % of inter-ocular "
+                    "(+ = right, down)"
+                )
+            curves[label] = np.array([r["nme_io"] for r in records if "nme_io" in r])
+            report[str(folder)] = {"metrics": metrics, "offsets": offsets, "images": records}
         if args.wild:
-            wild = evaluate_wild(
-                aligner, samples, args.angles, args.rotation_faces, not args.close_ups_only
-            )
+            parts = ("close-ups",) if args.close_ups_only else tuple(args.parts)
+            wild = evaluate_wild(aligner, samples, args.angles, args.rotation_faces, parts)
             print_wild(wild)
             report[str(folder)]["wild"] = wild
-    if plot_ced(curves, args.ced, "Cumulative error distribution, end to end"):
+    if curves and plot_ced(curves, args.ced, "Cumulative error distribution, end to end"):
         print(f"CED plot: {args.ced}")
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
