@@ -398,7 +398,9 @@ def main() -> int:
         help="without --model-2d: the shipped model's int8 file when there (as the tool), or fp32",
     )
     parser.add_argument("--detector", default=None, help="BlazeFace ONNX (default: shipped)")
-    parser.add_argument("--ced", type=Path, default=Path("ced.png"), help="CED plot to write")
+    parser.add_argument(
+        "--ced", type=Path, default=None, help="write the CED plot here (none by default)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="per-image errors as JSON")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument(
@@ -472,7 +474,9 @@ def main() -> int:
             wild = evaluate_wild(aligner, samples, args.angles, args.rotation_faces, parts)
             print_wild(wild)
             report[str(folder)]["wild"] = wild
-    if curves and plot_ced(curves, args.ced, "Cumulative error distribution, end to end"):
+    # Only when asked: a stray ced.png in whatever folder it ran from helps no one.
+    title = "Cumulative error distribution, end to end"
+    if args.ced and curves and plot_ced(curves, args.ced, title):
         print(f"CED plot: {args.ced}")
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
