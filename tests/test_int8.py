@@ -145,6 +145,25 @@ def test_quantize_keeps_the_contract_and_spec(tmp_path: Path, tiny_models, which
     assert all(np.isfinite(a).all() for a in int8)
 
 
+def test_nodes_after_an_fp32_node_stay_fp32() -> None:
+    """A head kept in fp32 stays fp32 to its output: its sigmoid quantized to uint8 on
+    face-only ranges gave every non-face a presence of 0.502, above the threshold."""
+    helper = pytest.importorskip("onnx").helper
+    from training.quantize import fp32_node_names
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+        helper.make_node("ReduceMax", ["c"], ["m"], name="pool"),
+        helper.make_node("Gemm", ["m", "g"], ["logit"], name="head"),
+        helper.make_node("Sigmoid", ["logit"], ["p"], name="sigmoid"),
+        helper.make_node("Relu", ["c"], ["maps"], name="maps"),
+    ]
+    graph = helper.make_graph(nodes, "g", [], [])
+    assert fp32_node_names(graph, ("Gemm",), ()) == ["head", "sigmoid"]
+    assert fp32_node_names(graph, (), ("pool",)) == ["pool", "head", "sigmoid"]
+    assert fp32_node_names(graph, (), ()) == []
+
+
 def test_quantize_refuses_an_int8_model(tmp_path: Path, tiny_models) -> None:
     pytest.importorskip("onnxruntime.quantization")
     from training import quantize
@@ -204,3 +223,31 @@ def test_shipped_int8_landmarks_stay_near_fp32() -> None:
         shift = np.linalg.norm(points["int8"] - points["fp32"], axis=1).mean()
         shifts.append(shift / inter_ocular(truth))
     assert max(shifts) < MAX_SHIFT_IO, shifts
+
+
+def test_shipped_int8_presence_stays_near_fp32() -> None:
+    """The int8 file's presence says what the fp32 one says, on the sample face and on
+    crops that hold no face (a uniform grey, noise, the sample's sky corner): the check
+    the tool runs by default is the one chosen on fp32."""
+    fp32, int8 = PAIRS[0]
+    if not int8.is_file():
+        pytest.skip(f"no {int8.name} (python -m training.quantize {fp32})")
+    from training.paths import SAMPLES_DIR
+    from util.io import read_image
+    from util.landmark_stage import LandmarkModel
+    from util.runtime import load_model
+
+    models = [LandmarkModel(load_model(p, threads=1)) for p in (fp32, int8)]
+    if not models[0].has_presence:
+        pytest.skip(f"{fp32.name} has no presence output")
+    sample = read_image(SAMPLES_DIR / "astronaut.png")
+    noise = np.random.default_rng(0).integers(0, 256, sample.shape, dtype=np.uint8)
+    grey = np.full_like(sample, 128)
+    boxes = [(sample, [172.0, 74, 276, 178]), (noise, [100.0, 100, 300, 300]),
+             (grey, [100.0, 100, 300, 300]), (sample, [400.0, 0, 500, 100])]  # fmt: skip
+    presence = [
+        [m.run_crops([m.crop(image, np.array(box))])[0][1] for image, box in boxes]
+        for m in models
+    ]
+    assert presence[0][0] > 0.9 and presence[1][0] > 0.9
+    np.testing.assert_allclose(presence[1], presence[0], atol=0.1)

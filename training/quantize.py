@@ -159,6 +159,26 @@ def activation_ranges(prepared: Path, inputs: list[np.ndarray], quantile: float,
     return TensorsData(CalibrationMethod.MinMax, ranges)
 
 
+def fp32_node_names(
+    graph: object, fp32_ops: tuple[str, ...], fp32_nodes: tuple[str, ...]
+) -> list[str]:
+    """Nodes kept in fp32: of a type in ``fp32_ops``, or named with one of
+    ``fp32_nodes``, and every node after them. A small head's output quantized to uint8
+    is coarse, and its range comes from the face crops only: the presence logit's range
+    was [0, max] (faces only), so every non-face's negative logit became 0 and its
+    presence 0.502, above the 0.5 threshold (the upside-down sample's false face)."""
+    kept = {
+        n.name for n in graph.node
+        if n.op_type in fp32_ops or any(k in n.name for k in fp32_nodes)
+    }  # fmt: skip
+    tensors = {t for n in graph.node if n.name in kept for t in n.output}
+    for node in graph.node:  # topologically sorted: one pass reaches every consumer
+        if node.name not in kept and tensors.intersection(node.input):
+            kept.add(node.name)
+            tensors.update(node.output)
+    return [n.name for n in graph.node if n.name in kept]
+
+
 def quantize(
     model_path: Path,
     out: Path,
@@ -193,12 +213,7 @@ def quantize(
         # onnx shape inference is enough; the symbolic one fails on the dynamic batch axis
         quant_pre_process(str(model_path), str(prepared), skip_symbolic_shape=True)
         graph = onnx.load(str(prepared))
-        # Nodes kept in fp32: of a type in ``fp32_ops``, or named with one of ``fp32_nodes``.
-        excluded = [
-            n.name
-            for n in graph.graph.node
-            if n.op_type in fp32_ops or any(k in n.name for k in fp32_nodes)
-        ]
+        excluded = fp32_node_names(graph.graph, fp32_ops, fp32_nodes)
         # The ranges go to onnxruntime as a calibration cache: it then skips its own.
         cache = Path(tmp) / "ranges.json"
         save_tensors_data(activation_ranges(prepared, inputs, range_quantile, Path(tmp)), cache)
