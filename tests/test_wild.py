@@ -233,6 +233,40 @@ def test_diagonal_face_found_at_its_roll(sample_aligner, angle: float) -> None: 
     assert abs((faces[0].roll - upright.roll + angle + 180.0) % 360.0 - 180.0) < 15.0
 
 
+@pytest.mark.parametrize("bar", [None, 0.0, 2.0])
+def test_upside_down_check_reads_the_twin_only_below_the_bar(sample_aligner, monkeypatch, bar) -> None:  # noqa: ANN001, E501
+    """A crop read better than the spec's upright_read_quality has no twin read (the
+    upright sample, bar 0); below the bar, or without one, the twin is read, and the
+    sample upside down is found at its roll with its points where the upright ones
+    went."""
+    from util.io import read_image
+
+    model = sample_aligner.landmark_model
+    monkeypatch.setitem(model.model.spec.extra, "upright_read_quality", bar)
+    assert model.upright_read_quality == bar
+    rolls: list[float] = []  # of the crops read in single view (the check's reads)
+    run_crops = model.run_crops
+
+    def recorded(crops, flip=False):  # noqa: ANN001, ANN202
+        rolls.extend([] if flip else [c.roll for c in crops])
+        return run_crops(crops, flip)
+
+    monkeypatch.setattr(model, "run_crops", recorded)
+    image = read_image(REPO / "samples" / "astronaut.png")
+    (upright,) = sample_aligner.align(image)
+    twins = [r for r in rolls if abs(r - upright.roll) > 90.0]
+    assert len(twins) == (0 if bar == 0.0 else 1)
+    if bar == 0.0:
+        return
+    (upside_down,) = sample_aligner.align(np.ascontiguousarray(image[::-1, ::-1]))
+    height, width = image.shape[:2]
+    expected = np.array([width - 1, height - 1]) - upright.landmarks
+    inter_ocular = np.linalg.norm(upright.landmarks[36] - upright.landmarks[45])
+    error = np.linalg.norm(upside_down.landmarks - expected, axis=1).mean() / inter_ocular
+    assert error < 0.03
+    assert abs((upside_down.roll - upright.roll) % 360.0 - 180.0) < 15.0
+
+
 def _face(bbox: list[float], score: float, peak: float, presence: float | None, roll: float):  # noqa: ANN202
     from util.aligner import Face
 

@@ -9,6 +9,11 @@ presence threshold is set below all but the lowest ``--face-loss`` share of thos
 (never above 0.5), so the check costs at most that share of true faces; the detector
 threshold is the lowest candidate that finds no more annotated faces than the next one
 up would (lower ones only add candidates for the check to reject, and time).
+
+The same images turned upside down choose the reading quality above which a crop is
+taken to be upright without reading its half-turned twin (``upright_read_quality``,
+util/aligner.py's upside-down check): BlazeFace fires on those faces as if upright, and
+the bar is UPRIGHT_MARGIN times the best quality any of them was read with upright.
 Non-face pictures are not used to choose anything: training/evaluate.py --wild reports
 how many of them still give a face.
 """
@@ -47,6 +52,32 @@ def presences(model: Path, samples: list, min_score: float, threads: int) -> lis
     return found
 
 
+# The upright-read bar over the best upside-down face's upright reading: a face read
+# upright though upside down costs its whole reading, a twin read in vain one crop.
+UPRIGHT_MARGIN = 1.2
+
+
+def upside_down_readings(
+    model: Path, samples: list, min_score: float, threads: int
+) -> list[float]:
+    """The reading quality of each face of the images turned by 180 deg that the
+    upright detector pass finds, read as if upright, when its half-turned twin reads
+    better (an upside-down face taken for upright)."""
+    from tqdm import tqdm
+
+    aligner = FaceAligner(model_2d=model, min_score=min_score, threads=threads, flip=False)
+    stage = aligner.landmark_model
+    found = []
+    for sample in tqdm(samples, desc="upside down", unit="img"):
+        image = np.ascontiguousarray(read_image(sample.image)[::-1, ::-1])
+        for bbox, _, roll in aligner.detect_first(image):
+            crops = [stage.crop(image, bbox, roll), stage.crop(image, bbox, roll + 180.0)]
+            upright, twin = (stage.reading_quality(*r) for r in stage.run_crops(crops))
+            if twin > upright:
+                found.append(upright)
+    return found
+
+
 def choose(
     model: Path, data: Path, face_loss: float = 0.005, threads: int = 0, limit: int | None = None
 ) -> dict | None:
@@ -69,8 +100,15 @@ def choose(
         f"1 % {np.quantile(values, 0.01):.3f}, median {np.median(values):.3f}; "
         f"threshold {threshold:.3f}, detector >= {chosen}"
     )
+    upside_down = upside_down_readings(model, samples, chosen, threads)
+    upright_bar = round(UPRIGHT_MARGIN * max(upside_down), 4) if upside_down else None
+    print(
+        f"{len(upside_down)} upside-down faces read as if upright: quality up to "
+        f"{max(upside_down, default=float('nan')):.3f}; upright_read_quality {upright_bar}"
+    )
     spec = read_spec(model)
     chosen_values = {
+        "upright_read_quality": upright_bar,
         "presence_threshold": round(threshold, 4),
         "detector_min_score": chosen,
         "presence_chosen_by": f"training/choose_presence.py on {len(samples)} images of "

@@ -168,6 +168,20 @@ class LandmarkModel:
                 presence.append(np.asarray(outputs[self.presence_output]).reshape(-1))
         return np.concatenate(heat), (np.concatenate(presence) if presence else None)
 
+    def reading_quality(self, views: np.ndarray, presence: float | None) -> float:
+        """How well the model reads a crop: the mean heatmap peak, times presence when
+        the model has it. The upside-down check and the choice between two readings of
+        one face compare crops by it."""
+        return float(self.codec.peaks(views)[1].mean()) * (1.0 if presence is None else presence)
+
+    @property
+    def upright_read_quality(self) -> float | None:
+        """Reading quality above which a crop is taken to be upright without reading
+        its half-turned twin (the spec's, chosen by training/choose_presence.py), or
+        None: always read the twin."""
+        value = self.model.spec.extra.get("upright_read_quality")
+        return None if value is None else float(value)
+
     def peaks(self, views: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Heatmap views -> ((68, 2) heatmap coordinates, (68,) peak scores), uncorrected
         (``HeatmapCodec.peaks``: each view decoded, the points averaged)."""
