@@ -102,6 +102,40 @@ def test_turned_face_carries_3d_points() -> None:
     assert carried[30, 0] > points[30, 0] + 5  # the nose moved right
 
 
+def test_shape_fit_regulariser_comes_from_the_3d_model_and_damps_noise(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001, E501
+    """The tool fits with the 3D model's own ``shape_fit_regulariser`` (1 without
+    one); a stronger one keeps noisy points' z nearer the true z (as measured by
+    training/evaluate_3d.py on the 3D model's points)."""
+    import dataclasses
+
+    from training.export import write_spec
+    from util.aligner import FaceAligner
+    from util.depth import ShapeFitDepth
+    from util.runtime import read_spec
+
+    spec = read_spec(tiny_models.fan3d)
+    assert "shape_fit_regulariser" not in spec.extra
+    common = {"model_2d": tiny_models.fan2d, "active_3d": True, "any_roll": False}
+    aligner = FaceAligner(model_3d=tiny_models.fan3d, **common)
+    assert aligner.depth_model.regulariser == 1.0
+    marked = tmp_path / "fan3d.onnx"
+    extra = dict(spec.extra) | {"shape_fit_regulariser": 10.0}
+    write_spec(tiny_models.fan3d, dataclasses.replace(spec, extra=extra), marked)
+    aligner = FaceAligner(model_3d=marked, **common)
+    assert aligner.depth_model.regulariser == 10.0
+    assert "regulariser 10" in aligner.sources()["depth"]
+
+    shape = _turned_shape(40.0, scale=3.0)
+    size = np.sqrt(np.prod(np.ptp(shape[:, :2], axis=0)))
+    noise = np.random.default_rng(0).normal(size=(20, 68, 2)) * 0.04 * size
+    errors = {
+        r: np.mean([np.abs(ShapeFitDepth(_prior(), r).depth(shape[:, :2] + n) - shape[:, 2]).mean()
+                    for n in noise])  # fmt: skip
+        for r in (1.0, 10.0)
+    }
+    assert errors[10.0] < errors[1.0]
+
+
 def test_3d_mode_splits_landmarks_and_landmarks_3d(tiny_models) -> None:  # noqa: ANN001
     """landmarks are the 2D model's, unchanged by -3; landmarks_3d x, y are the 3D
     model's own points on the same crop, z from the shape fit."""

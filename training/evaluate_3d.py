@@ -15,6 +15,10 @@ image goes through the whole tool, once per configuration:
   shape prior fitted to them);
 - "3D model + depth net": x, y from the 3D model, z from the depth network.
 
+Beside them, the shape fit's z again from the same x, y with other fit regularisers
+(``--regularisers``: no model runs again; the spec's ``shape_fit_regulariser`` is the
+one the tool uses), and from the true x, y (the floor of any fit).
+
 Errors: x, y NME over the box size (sqrt of the true points' box area), and mean |z
 error| over the same size, both sides' z zero-mean (AFLW2000-3D's way).
 """
@@ -65,9 +69,10 @@ def turned_views(image, points, depth, truth_3d, yaw_now, rng):
 
 
 def errors(face, truth: np.ndarray) -> tuple[float, float]:
-    """(x, y NME_box, |z error| / box) of one face's landmarks_3d."""
+    """(x, y NME_box, |z error| / box) of one face's landmarks_3d (or of (68, 3)
+    points)."""
     size = box_size(truth[:, :2])
-    pred = face.landmarks_3d
+    pred = face if isinstance(face, np.ndarray) else face.landmarks_3d
     xy = float(np.linalg.norm(pred[:, :2] - truth[:, :2], axis=1).mean() / size)
     z, zt = pred[:, 2] - pred[:, 2].mean(), truth[:, 2] - truth[:, 2].mean()
     return xy, float(np.abs(z - zt).mean() / size)
@@ -86,6 +91,13 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--save", type=Path, default=None, help="write each turned image here (to look at)"
+    )
+    parser.add_argument(
+        "--regularisers",
+        type=float,
+        nargs="*",
+        default=[1.0, 3.0, 10.0, 30.0],
+        help="shape-fit regularisers to compare on the 3D model's x, y",
     )
     args = parser.parse_args()
 
@@ -113,8 +125,10 @@ def main() -> int:
     truth_all = lift_to_3d(prior, all_points)
     depth_all = face_depths(prior, all_points)
     yaw_all = fit_yaw(fit_to_2d(prior, all_points).rotation)
-    results = {name: {b: [] for b in BINS} for name in configs}
-    misses = {name: {b: 0 for b in BINS} for name in configs}
+    refits = [f"3D model + shape fit r={r:g}" for r in args.regularisers]
+    rows = [*configs, *refits, "true x, y + shape fit"]
+    results = {name: {b: [] for b in BINS} for name in rows}
+    misses = {name: {b: 0 for b in BINS} for name in rows}
     counts = {b: 0 for b in BINS}
     if args.save:
         args.save.mkdir(parents=True, exist_ok=True)
@@ -142,13 +156,20 @@ def main() -> int:
                     misses[config][bin_] += 1
                     continue
                 results[config][bin_].append(errors(faces[index], truth_turned))
+                if config == "3D model + shape fit":
+                    xy = faces[index].landmarks_3d[:, :2]
+                    for name, r in zip(refits, args.regularisers, strict=True):
+                        z = fit_to_2d(prior, xy, regulariser=r).points[:, 2]
+                        results[name][bin_].append(errors(np.column_stack([xy, z]), truth_turned))
+            fit = fit_to_2d(prior, truth_turned[:, :2]).points
+            results["true x, y + shape fit"][bin_].append(errors(fit, truth_turned))
     print(f"{args.data}: {len(samples)} faces turned into each yaw bin (synthesized views)")
-    header = f"{'configuration':<24}" + "".join(
+    header = f"{'configuration':<28}" + "".join(
         f" {f'{int(lo)}-{int(hi)} xy / z %':>19}" for lo, hi in BINS
     )
     print(header + f" {'all xy / z %':>15} {'missed':>7}")
-    for config in configs:
-        row, every = f"{config:<24}", []
+    for config in rows:
+        row, every = f"{config:<28}", []
         for b in BINS:
             values = np.array(results[config][b]).reshape(-1, 2)
             every.append(values)

@@ -131,7 +131,10 @@ class FaceAligner:
                     )
                 )
             else:
-                self.depth_model = ShapeFitDepth(ShapePrior.load(SHAPE_PRIOR))
+                # The fit's regulariser suits the points' noise: a fact of the 3D model.
+                extra = self.landmark_model_3d.model.spec.extra if self.landmark_model_3d else {}
+                regulariser = float(extra.get("shape_fit_regulariser", 1.0))
+                self.depth_model = ShapeFitDepth(ShapePrior.load(SHAPE_PRIOR), regulariser)
         self.times = StageTimes()
         # Median heatmap peak below which a followed face counts as lost (video).
         self.follow_min_score = float(
@@ -150,7 +153,7 @@ class FaceAligner:
                 str(model_3d.model.path) if model_3d else "none (the 2D points are used)"
             )
             out["depth"] = (
-                "shape-prior fit"
+                f"shape-prior fit (regulariser {self.depth_model.regulariser:g})"
                 if isinstance(self.depth_model, ShapeFitDepth)
                 else str(self.depth_model.model.path)
             )

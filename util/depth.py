@@ -46,14 +46,19 @@ def depth_to_image(z_model: np.ndarray, spec: ModelSpec, crop_side: float) -> np
 
 
 class ShapeFitDepth:
-    """z of the shape prior fitted to the points (no network)."""
+    """z of the shape prior fitted to the points (no network). ``regulariser``: how
+    strongly the fit keeps to the prior (util.shape_prior.fit_to_2d; about the squared
+    noise of the points, in % of the face box): the 3D model's spec gives the one
+    chosen for its points (``shape_fit_regulariser``, training/evaluate_3d.py)."""
 
-    def __init__(self, prior: ShapePrior) -> None:
+    def __init__(self, prior: ShapePrior, regulariser: float = 1.0) -> None:
         self.prior = prior
+        self.regulariser = float(regulariser)
 
     def depth(self, points: np.ndarray) -> np.ndarray:
         """(68,) z in the points' pixels for (68, 2) image points."""
-        return fit_to_2d(self.prior, np.asarray(points, np.float64)).points[:, 2]
+        points = np.asarray(points, np.float64)
+        return fit_to_2d(self.prior, points, regulariser=self.regulariser).points[:, 2]
 
 
 class DepthModel:
