@@ -162,18 +162,18 @@ def activation_ranges(prepared: Path, inputs: list[np.ndarray], quantile: float,
 def fp32_node_names(
     graph: object, fp32_ops: tuple[str, ...], fp32_nodes: tuple[str, ...]
 ) -> list[str]:
-    """Nodes kept in fp32: of a type in ``fp32_ops``, or named with one of
-    ``fp32_nodes``, and every node after them. A small head's output quantized to uint8
-    is coarse, and its range comes from the face crops only: the presence logit's range
-    was [0, max] (faces only), so every non-face's negative logit became 0 and its
-    presence 0.502, above the 0.5 threshold (the upside-down sample's false face)."""
-    kept = {
-        n.name for n in graph.node
-        if n.op_type in fp32_ops or any(k in n.name for k in fp32_nodes)
-    }  # fmt: skip
-    tensors = {t for n in graph.node if n.name in kept for t in n.output}
+    """Nodes kept in fp32: those named with one of ``fp32_nodes``, and those of a type
+    in ``fp32_ops`` (the fully connected heads) with every node after them. A small
+    head's output quantized to uint8 is coarse, and its range comes from face crops
+    only: the presence logit's range was [0, max], so every non-face's negative logit
+    became 0 and its presence 0.502, above the 0.5 threshold (the upside-down sample's
+    false face). Only the heads' tails follow them: a name given for a node in the
+    trunk would otherwise take the rest of the network to fp32."""
+    heads = {n.name for n in graph.node if n.op_type in fp32_ops}
+    kept = heads | {n.name for n in graph.node if any(k in n.name for k in fp32_nodes)}
+    tensors = {t for n in graph.node if n.name in heads for t in n.output}
     for node in graph.node:  # topologically sorted: one pass reaches every consumer
-        if node.name not in kept and tensors.intersection(node.input):
+        if tensors.intersection(node.input):
             kept.add(node.name)
             tensors.update(node.output)
     return [n.name for n in graph.node if n.name in kept]
