@@ -54,7 +54,9 @@ def _spec(session) -> dict:
 
 @pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data/300w is not beside the repo")
 def test_train_2d_runs_and_exports_the_fan_contract(tmp_path: Path) -> None:
-    log = _run("train_2d.py", tmp_path, "--stacks", "1", "--channels", "16")
+    log = _run(
+        "train_2d.py", tmp_path, "--stacks", "1", "--channels", "16", "--average-decay", "0.9"
+    )
     events = [e.get("event") for e in log]
     assert events[0] == "start" and "final" in events
     assert events[-3:] == ["exported", "calibrated", "presence"]
@@ -73,11 +75,33 @@ def test_train_2d_runs_and_exports_the_fan_contract(tmp_path: Path) -> None:
     # Calibrated on the training faces: one finite (x, y) offset per landmark.
     offsets = np.asarray(spec["extra"]["landmark_offsets"])
     assert offsets.shape == (68, 2) and np.isfinite(offsets).all()
-    # The checkpoint resumes: a second call with --resume and more epochs continues.
+    # The checkpoint keeps the weight average beside the raw weights, and resumes: a
+    # second call with --resume and more epochs continues.
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert state["averaged"].keys() == state["net"].keys()
     log = _run(
-        "train_2d.py", tmp_path, "--stacks", "1", "--channels", "16", "--resume", "--epochs", "2"
-    )
+        "train_2d.py", tmp_path, "--stacks", "1", "--channels", "16", "--resume", "--epochs", "2",
+        "--average-decay", "0.9",
+    )  # fmt: skip
     assert any(e.get("event") == "final" for e in log)
+
+
+def test_weight_average_moves_by_one_minus_decay_and_copies_counters() -> None:
+    from training.loop import WeightAverage, initial_weights
+
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    average = WeightAverage(net, decay=0.75)
+    before = net[0].weight.detach().clone()
+    with torch.no_grad():
+        net[0].weight.add_(4.0)
+    net(torch.randn(4, 2))  # a training-mode step counts a batch in BatchNorm
+    average.update()
+    assert torch.allclose(average.average[0].weight, before + 1.0)  # a quarter of the way
+    assert int(average.average[1].num_batches_tracked) == 1
+    assert not average.average.training and not average.average[0].weight.requires_grad
+    # A run started from a checkpoint takes the average when it has one.
+    assert initial_weights({"net": 1, "averaged": 2}) == 2
+    assert initial_weights({"net": 1}) == 1
 
 
 @pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data/300w is not beside the repo")

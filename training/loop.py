@@ -3,13 +3,19 @@ JSON-lines log, timed validation with a checkpoint, resume, and a clean stop on 
 
 What differs between networks (the batch's loss, the validation) comes in as functions.
 The checkpoint (``WORKDIR/last.pt``) holds "net", "optimizer", "epoch" (the next one to
-run), "step", "generator" (the shuffling state) and what the script adds (e.g.
-"config", "args"); ``--init`` readers take its "net" alone.
+run), "step", "generator" (the shuffling state), "averaged" (the weight average, when kept) and what
+the script adds (e.g. "config", "args"); ``--init`` readers take ``initial_weights``.
+
+The weight average: an exponential moving average of the weights and BatchNorm
+statistics, updated every step. Late in a run the validation error of the raw weights
+still swung by 0.1 points of NME between checkpoints (version 5's run: 3.78, 3.88,
+3.80 % in its last four epochs); the average is what is validated and exported.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -20,6 +26,31 @@ from training.runlog import RunLog, StopFlag
 
 # One batch -> (loss to minimise, the fields to log for it, already rounded).
 StepFn = Callable[[Sequence[torch.Tensor]], tuple[torch.Tensor, dict[str, float]]]
+
+
+def initial_weights(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The weights a run started from this checkpoint takes: the average when it has one."""
+    return checkpoint.get("averaged") or checkpoint["net"]
+
+
+class WeightAverage:
+    """Exponential moving average of a network's parameters and buffers (BatchNorm
+    statistics): ``decay`` per step, so it spans about 1 / (1 - decay) steps."""
+
+    def __init__(self, net: torch.nn.Module, decay: float) -> None:
+        self.net, self.decay = net, decay
+        self.average = copy.deepcopy(net).eval()
+        for p in self.average.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self) -> None:
+        pairs = zip(self.average.state_dict().values(), self.net.state_dict().values(), strict=True)
+        for mean, value in pairs:
+            if mean.is_floating_point():
+                mean.lerp_(value, 1.0 - self.decay)
+            else:
+                mean.copy_(value)  # counters such as num_batches_tracked
 
 LOG_EVERY = 20  # steps between training log lines
 
@@ -37,17 +68,24 @@ class TrainLoop:
         log: RunLog,
         args: argparse.Namespace,
         saved_with: dict[str, Any] | None = None,
+        average_decay: float = 0.0,
     ) -> None:
         """``args``: the script's options ``workdir`` (where the checkpoint goes),
         ``seed`` (of the shuffling) and ``val_every`` (seconds); ``saved_with``: more
-        entries for the checkpoint."""
+        entries for the checkpoint; ``average_decay`` > 0 keeps a weight average."""
         self.net, self.optimizer, self.lr_at, self.log = net, optimizer, lr_at, log
+        self.average = WeightAverage(net, average_decay) if average_decay > 0 else None
         self.checkpoint = args.workdir / "last.pt"
         self.generator = torch.Generator().manual_seed(args.seed)
         self.val_every = float(args.val_every)
         self.saved_with = saved_with or {}
         self.epoch = self.step = 0
         self.t0 = time.time()
+
+    @property
+    def trained(self) -> torch.nn.Module:
+        """The network to validate and export: the weight average when one is kept."""
+        return self.net if self.average is None else self.average.average
 
     def resume(self) -> bool:
         """Load the checkpoint of ``workdir`` when there is one: network, optimizer,
@@ -56,6 +94,8 @@ class TrainLoop:
             return False
         state = torch.load(self.checkpoint, weights_only=False)
         self.net.load_state_dict(state["net"])
+        if self.average is not None:
+            self.average.average.load_state_dict(state.get("averaged") or state["net"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch, self.step = state["epoch"], state["step"]
         self.generator.set_state(state["generator"])
@@ -71,6 +111,8 @@ class TrainLoop:
             "step": self.step,
             "generator": self.generator.get_state(),
         } | self.saved_with
+        if self.average is not None:
+            state["averaged"] = self.average.average.state_dict()
         tmp = self.checkpoint.with_suffix(".tmp")
         torch.save(state, tmp)
         tmp.replace(self.checkpoint)
@@ -104,6 +146,8 @@ class TrainLoop:
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
+                if self.average is not None:
+                    self.average.update()
                 self.step += 1
                 seen += len(batch[0])
                 if self.step % LOG_EVERY == 0:

@@ -32,7 +32,7 @@ from training.data import (
 )
 from training.export import export_onnx
 from training.labels_3d import lift_to_3d
-from training.loop import TrainLoop
+from training.loop import TrainLoop, initial_weights
 from training.losses import adaptive_wing, foreground_weight, integral_loss, weighted_mse
 from training.model import FAN, LastStack, count_macs, widen_to_3d
 from training.negatives import NegativeCrops
@@ -178,6 +178,7 @@ def evaluate(
     """Validation NME (inter-ocular) with each decoding the tool offers: the refined
     heatmap peak ("dark") and the positive centroid the integral loss trains; with
     ``points_3d``, also the 3D maps' centroid NME against those (lifted) labels."""
+    was_training = net.training
     net.eval()
     errors: dict[str, list[float]] = {method: [] for method in DECODINGS}
     errors_3d = []
@@ -199,7 +200,7 @@ def evaluate(
                     in_crop, _ = decoders["centroid"].decode(maps[68:])
                     errors_3d.append(nme(transform_points(in_crop, inverses[i]),
                                          points_3d[i, :, :2], iod))  # fmt: skip
-    net.train()
+    net.train(was_training)
     result = {}
     for method, values in errors.items():
         values = np.array(values)
@@ -283,6 +284,13 @@ def main() -> None:
     parser.add_argument("--sigma", type=float, default=1.5, help="heatmap Gaussian, heatmap px")
     parser.add_argument("--loss", choices=["awing", "mse"], default="awing")
     parser.add_argument("--integral-weight", type=float, default=0.05)
+    parser.add_argument(
+        "--average-decay",
+        type=float,
+        default=0.0,
+        help="validate and export an exponential moving average of the weights with this "
+        "decay per step (e.g. 0.998; 0 = the raw weights)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=0)
@@ -323,7 +331,7 @@ def main() -> None:
         landmarks_3d=68 if with_3d else 0,
     )
     if args.init is not None and not args.resume:
-        state = torch.load(args.init, weights_only=False)["net"]
+        state = initial_weights(torch.load(args.init, weights_only=False))
         if with_3d and state["heads.0.weight"].shape[0] == 68:
             widen_to_3d(state, net)
         else:
@@ -380,6 +388,7 @@ def main() -> None:
             "args": vars(args)
             | {"data": str(args.data), "out": str(args.out), "workdir": str(args.workdir)},
         },
+        average_decay=args.average_decay,
     )
     if args.resume or args.export_only:
         loop.resume()
@@ -422,7 +431,7 @@ def main() -> None:
         }
 
     def validate() -> dict:
-        return evaluate(net, val_x, val_inv, val_faces, codec, val_3d)
+        return evaluate(loop.trained, val_x, val_inv, val_faces, codec, val_3d)
 
     log(
         {
@@ -457,7 +466,7 @@ def main() -> None:
         },
     )
     export_onnx(
-        LastStack(net),
+        LastStack(loop.trained),
         args.out,
         spec,
         output_name=["heatmaps", "presence"] if net.presence is not None else "heatmaps",
@@ -467,7 +476,9 @@ def main() -> None:
     offsets = calibrate(args.out, train_faces, threads=args.threads, progress=False)
     log({"event": "calibrated", "mean_offset_xy": offsets.mean(0).round(4).tolist()})
     if with_3d:
-        export_3d(net, spec, args.out_3d, result, train_faces, dataset.points_3d, args.threads)
+        export_3d(
+            loop.trained, spec, args.out_3d, result, train_faces, dataset.points_3d, args.threads
+        )
         log({"event": "exported", "path": str(args.out_3d)})
     if net.presence is not None:
         # The presence and detector thresholds, chosen on the validation faces.
