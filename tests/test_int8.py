@@ -48,7 +48,8 @@ def _spec_without_precision(path: Path) -> dict:
     """The spec less what quantization adds or corrects (the landmark offsets get the
     int8 model's own bias added)."""
     data = read_spec(path).to_dict()
-    for key in ("precision", "quantization", "landmark_offsets", "landmark_offsets_from"):
+    for key in ("precision", "quantization", "landmark_offsets", "landmark_offsets_from",
+                "presence_referee"):  # fmt: skip
         data["extra"].pop(key, None)
     return data
 
@@ -251,3 +252,50 @@ def test_shipped_int8_presence_stays_near_fp32() -> None:
     ]
     assert presence[0][0] > 0.9 and presence[1][0] > 0.9
     np.testing.assert_allclose(presence[1], presence[0], atol=0.1)
+
+
+def test_shipped_int8_presence_is_refereed_by_fp32_inside_its_band() -> None:
+    """Inside the band quantize.py measured (the int8 presence of non-faces drifts), the
+    fp32 file decides a crop's presence; outside it the int8 reading stands."""
+    fp32, int8 = PAIRS[0]
+    if not int8.is_file():
+        pytest.skip(f"no {int8.name} (python -m training.quantize {fp32})")
+    from training.paths import SAMPLES_DIR
+    from util.io import read_image
+    from util.landmark_stage import ORIGINAL_FAN_SPEC, LandmarkModel, load_landmark_model
+    from util.runtime import load_model
+
+    band = read_spec(int8).extra.get("presence_referee")
+    if band is None:
+        pytest.skip(f"{int8.name} names no presence referee")
+    assert band["model"] == fp32.name
+    assert band["low"] < read_spec(int8).extra["presence_threshold"] < band["high"]
+    refereed = load_landmark_model(int8, ORIGINAL_FAN_SPEC, "fan2d", threads=1)
+    assert refereed.referee is not None and refereed.referee.model.path == fp32
+    alone, reference = (LandmarkModel(load_model(p, threads=1)) for p in (int8, fp32))
+    sample = read_image(SAMPLES_DIR / "astronaut.png")
+    # The face, the sky corner, the whole picture, a window on the face's middle.
+    boxes = [[172.0, 74, 276, 178], [400.0, 0, 500, 100], [0.0, 0, 512, 512],
+             [200.0, 100, 250, 150]]  # fmt: skip
+    inside = []
+    for box in boxes:
+        models = (alone, refereed, reference)
+        p = [m.run_crops([m.crop(sample, np.array(box))])[0][1] for m in models]
+        inside.append(band["low"] < p[0] < band["high"])
+        assert p[1] == pytest.approx(p[2] if inside[-1] else p[0], abs=1e-6), (box, p)
+    assert any(inside) and not all(inside)
+
+
+def test_int8_file_without_its_referee_warns_and_runs_alone(tmp_path: Path) -> None:
+    fp32, int8 = PAIRS[0]
+    if not int8.is_file() or "presence_referee" not in read_spec(int8).extra:
+        pytest.skip(f"no {int8.name} with a presence referee")
+    import shutil
+
+    from util.landmark_stage import ORIGINAL_FAN_SPEC, load_landmark_model
+
+    alone = tmp_path / int8.name
+    shutil.copy(int8, alone)
+    with pytest.warns(UserWarning, match=f"{fp32.name} is not beside it"):
+        model = load_landmark_model(alone, ORIGINAL_FAN_SPEC, "fan2d", threads=1)
+    assert model.referee is None and model.has_presence

@@ -28,7 +28,12 @@ from .detect import ALL_QUARTER_TURNS, FaceDetector, box_iou, default_detector_p
 from .face import Face, StageTimes
 from .face_frame import face_roll
 from .io import InputError, expand_inputs, read_image
-from .landmark_stage import ORIGINAL_FAN3D_SPEC, ORIGINAL_FAN_SPEC, LandmarkModel
+from .landmark_stage import (
+    ORIGINAL_FAN3D_SPEC,
+    ORIGINAL_FAN_SPEC,
+    LandmarkModel,
+    load_landmark_model,
+)
 from .paths import MODELS_DIR
 from .prefetch import prefetched
 from .runtime import load_model, model_for_precision, resolve_runtime
@@ -94,13 +99,8 @@ class FaceAligner:
         self.runtime = resolve_runtime(runtime)
         common = {"runtime": self.runtime, "env_id": env_id, "threads": threads}
         model_2d = model_2d or model_for_precision(DEFAULT_MODEL_2D, precision, self.runtime)
-        self.landmark_model = LandmarkModel(
-            load_model(
-                model_2d,
-                default_spec=ORIGINAL_FAN_SPEC,
-                expected_kind="fan2d",
-                **common,
-            )
+        self.landmark_model = load_landmark_model(
+            model_2d, default_spec=ORIGINAL_FAN_SPEC, expected_kind="fan2d", **common
         )
         if min_score is None and self.landmark_model.presence_threshold is not None:
             min_score = self.landmark_model.model.spec.extra.get("detector_min_score")

@@ -7,7 +7,10 @@ affine maps those back to the image.
 
 from __future__ import annotations
 
+import os
+import warnings
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -20,6 +23,7 @@ from .runtime import (
     ModelSpec,
     check_single_input,
     format_shape,
+    load_model,
     shape_fits,
 )
 
@@ -53,9 +57,15 @@ class FaceCrop:
 
 
 class LandmarkModel:
-    """A FAN-format model with the crop it was trained for (from its spec)."""
+    """A FAN-format model with the crop it was trained for (from its spec).
 
-    def __init__(self, model: Model) -> None:
+    ``referee``: for an int8 file whose spec has a ``presence_referee`` band, the fp32
+    model it was quantized from. Quantized features move the presence of non-faces
+    (training/quantize.py measured the drift), so a crop whose int8 presence falls
+    inside the band has its presence read by the referee; the heatmaps stay int8's.
+    Face crops read about 1.0 and never pay for it."""
+
+    def __init__(self, model: Model, referee: Model | None = None) -> None:
         self.model = model
         spec = model.spec
         self.codec = HeatmapCodec.from_spec(spec)
@@ -72,6 +82,14 @@ class LandmarkModel:
         self.presence_output = names.index("presence") if "presence" in names else None
         threshold = spec.extra.get("presence_threshold")
         self.presence_threshold = None if threshold is None else float(threshold)
+        band = spec.extra.get("presence_referee")
+        self.referee: LandmarkModel | None = None
+        self.referee_band = (1.0, 0.0)  # empty
+        if referee is not None and band is not None and self.presence_output is not None:
+            self.referee = LandmarkModel(referee)
+            if not self.referee.has_presence:
+                raise ModelError(f"{referee.path}: no presence output to referee {model.path}")
+            self.referee_band = (float(band["low"]), float(band["high"]))
 
     def _check_shapes(self) -> None:
         """A ModelError unless the file takes the crop and gives 68 heatmaps: one output
@@ -166,7 +184,15 @@ class LandmarkModel:
             heat.append(np.asarray(outputs[self.heatmap_output], dtype=np.float32))
             if self.presence_output is not None:
                 presence.append(np.asarray(outputs[self.presence_output]).reshape(-1))
-        return np.concatenate(heat), (np.concatenate(presence) if presence else None)
+        if not presence:
+            return np.concatenate(heat), None
+        faces = np.concatenate(presence).astype(np.float64)
+        if self.referee is not None:
+            low, high = self.referee_band
+            unsure = np.flatnonzero((faces > low) & (faces < high))
+            if unsure.size:
+                faces[unsure] = self.referee._run([images[i] for i in unsure])[1]
+        return np.concatenate(heat), faces
 
     def reading_quality(self, views: np.ndarray, presence: float | None) -> float:
         """How well the model reads a crop: the mean heatmap peak, times presence when
@@ -191,3 +217,30 @@ class LandmarkModel:
         """Heatmap views -> ((68, 2) original-image points, (68,) peak scores)."""
         in_crop, scores = self.codec.decode(views)
         return transform_points(in_crop, crop.inverse), scores
+
+
+def load_landmark_model(
+    path: str | os.PathLike,
+    default_spec: ModelSpec,
+    expected_kind: str,
+    **load_args: object,
+) -> LandmarkModel:
+    """A landmark model from its file, with the presence referee its spec names (the
+    fp32 file beside an int8 one) loaded through the same runtime. Without that file
+    the int8 presence decides alone, with a warning."""
+    model = load_model(path, default_spec=default_spec, expected_kind=expected_kind, **load_args)
+    band = model.spec.extra.get("presence_referee")
+    referee = None
+    if band is not None:
+        referee_path = Path(path).with_name(str(band["model"]))
+        if referee_path.is_file():
+            referee = load_model(
+                referee_path, default_spec=default_spec, expected_kind=expected_kind, **load_args
+            )
+        else:
+            warnings.warn(
+                f"{path}: {referee_path.name} is not beside it; the int8 presence decides "
+                "alone (it accepts more non-faces)",
+                stacklevel=2,
+            )
+    return LandmarkModel(model, referee)
