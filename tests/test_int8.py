@@ -299,3 +299,26 @@ def test_int8_file_without_its_referee_warns_and_runs_alone(tmp_path: Path) -> N
     with pytest.warns(UserWarning, match=f"{fp32.name} is not beside it"):
         model = load_landmark_model(alone, ORIGINAL_FAN_SPEC, "fan2d", threads=1)
     assert model.referee is None and model.has_presence
+
+
+def test_cli_says_in_one_line_that_an_int8_file_runs_without_its_referee(tmp_path: Path) -> None:
+    fp32, int8 = PAIRS[0]
+    if not int8.is_file() or "presence_referee" not in read_spec(int8).extra:
+        pytest.skip(f"no {int8.name} with a presence referee")
+    import shutil
+    import subprocess
+    import sys
+
+    from training.paths import REPO
+
+    alone = tmp_path / int8.name
+    shutil.copy(int8, alone)
+    cli = [sys.executable, str(REPO / "face_alignment.py"), "--threads", "1", "-q"]
+    done = subprocess.run(
+        [*cli, "--model-2d", str(alone), "-s", str(tmp_path / "out.png")],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("warning: "), done.stderr
+    assert fp32.name in lines[0] and "Traceback" not in done.stderr

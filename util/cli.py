@@ -21,6 +21,7 @@ import os
 import statistics
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import TextIO
 
@@ -282,10 +283,15 @@ def main(argv: list[str] | None = None) -> int:
         args.threads, None if args.benchmark else paths, resolve_runtime(args.runtime)
     )
     try:
-        aligner = FaceAligner(**aligner_options(args), threads=session_threads)
+        # What loading warns of (an int8 file without its presence referee) comes out
+        # as one "warning:" line, not Python's two-line warning with a source line.
+        with warnings.catch_warnings(record=True) as caught:
+            aligner = FaceAligner(**aligner_options(args), threads=session_threads)
     except (ModelError, InputError) as exc:
         log.error(str(exc))
         return 2
+    for warning in caught:
+        log.warn(str(warning.message))
     for message in ignored_options(args, _given_options(parser, argv), paths, aligner.runtime):
         log.warn(message)
     log.info(describe(aligner))
