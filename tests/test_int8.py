@@ -286,39 +286,40 @@ def test_shipped_int8_presence_is_refereed_by_fp32_inside_its_band() -> None:
     assert any(inside) and not all(inside)
 
 
-def test_int8_file_without_its_referee_warns_and_runs_alone(tmp_path: Path) -> None:
-    fp32, int8 = PAIRS[0]
-    if not int8.is_file() or "presence_referee" not in read_spec(int8).extra:
-        pytest.skip(f"no {int8.name} with a presence referee")
+@pytest.fixture
+def int8_alone(tmp_path: Path) -> Path:
+    """A copy of the shipped int8 2D file in a folder without its fp32 referee."""
     import shutil
 
+    int8 = PAIRS[0][1]
+    if not int8.is_file() or "presence_referee" not in read_spec(int8).extra:
+        pytest.skip(f"no {int8.name} with a presence referee")
+    (tmp_path / "alone").mkdir()
+    return Path(shutil.copy(int8, tmp_path / "alone" / int8.name))
+
+
+def test_int8_file_without_its_referee_warns_and_runs_alone(int8_alone: Path) -> None:
     from util.landmark_stage import ORIGINAL_FAN_SPEC, load_landmark_model
 
-    alone = tmp_path / int8.name
-    shutil.copy(int8, alone)
-    with pytest.warns(UserWarning, match=f"{fp32.name} is not beside it"):
-        model = load_landmark_model(alone, ORIGINAL_FAN_SPEC, "fan2d", threads=1)
+    with pytest.warns(UserWarning, match=f"{PAIRS[0][0].name} is not beside it"):
+        model = load_landmark_model(int8_alone, ORIGINAL_FAN_SPEC, "fan2d", threads=1)
     assert model.referee is None and model.has_presence
 
 
-def test_cli_says_in_one_line_that_an_int8_file_runs_without_its_referee(tmp_path: Path) -> None:
-    fp32, int8 = PAIRS[0]
-    if not int8.is_file() or "presence_referee" not in read_spec(int8).extra:
-        pytest.skip(f"no {int8.name} with a presence referee")
-    import shutil
+def test_cli_says_in_one_line_that_an_int8_file_runs_without_its_referee(
+    int8_alone: Path, tmp_path: Path
+) -> None:
     import subprocess
     import sys
 
     from training.paths import REPO
 
-    alone = tmp_path / int8.name
-    shutil.copy(int8, alone)
     cli = [sys.executable, str(REPO / "face_alignment.py"), "--threads", "1", "-q"]
     done = subprocess.run(
-        [*cli, "--model-2d", str(alone), "-s", str(tmp_path / "out.png")],
+        [*cli, "--model-2d", str(int8_alone), "-s", str(tmp_path / "out.png")],
         capture_output=True, text=True, timeout=120, cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("warning: "), done.stderr
-    assert fp32.name in lines[0] and "Traceback" not in done.stderr
+    assert PAIRS[0][0].name in lines[0] and "Traceback" not in done.stderr
