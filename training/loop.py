@@ -3,8 +3,9 @@ JSON-lines log, timed validation with a checkpoint, resume, and a clean stop on 
 
 What differs between networks (the batch's loss, the validation) comes in as functions.
 The checkpoint (``WORKDIR/last.pt``) holds "net", "optimizer", "epoch" (the next one to
-run), "step", "generator" (the shuffling state), "averaged" (the weight average, when kept) and what
-the script adds (e.g. "config", "args"); ``--init`` readers take ``initial_weights``.
+run), "step", "generator" (the shuffling state), "averaged" (the weight average, when
+kept) and what the script adds (e.g. "config", "args"); ``--init`` readers take
+``initial_weights``.
 
 The weight average: an exponential moving average of the weights and BatchNorm
 statistics, updated every step. Late in a run the validation error of the raw weights
@@ -38,19 +39,23 @@ class WeightAverage:
     statistics): ``decay`` per step, so it spans about 1 / (1 - decay) steps."""
 
     def __init__(self, net: torch.nn.Module, decay: float) -> None:
-        self.net, self.decay = net, decay
+        self.decay = decay
         self.average = copy.deepcopy(net).eval()
         for p in self.average.parameters():
             p.requires_grad_(False)
+        # The tensors themselves: the optimizer and load_state_dict change them in place.
+        self._pairs = list(
+            zip(self.average.state_dict().values(), net.state_dict().values(), strict=True)
+        )
 
     @torch.no_grad()
     def update(self) -> None:
-        pairs = zip(self.average.state_dict().values(), self.net.state_dict().values(), strict=True)
-        for mean, value in pairs:
+        for mean, value in self._pairs:
             if mean.is_floating_point():
                 mean.lerp_(value, 1.0 - self.decay)
             else:
                 mean.copy_(value)  # counters such as num_batches_tracked
+
 
 LOG_EVERY = 20  # steps between training log lines
 
@@ -95,7 +100,7 @@ class TrainLoop:
         state = torch.load(self.checkpoint, weights_only=False)
         self.net.load_state_dict(state["net"])
         if self.average is not None:
-            self.average.average.load_state_dict(state.get("averaged") or state["net"])
+            self.average.average.load_state_dict(initial_weights(state))
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch, self.step = state["epoch"], state["step"]
         self.generator.set_state(state["generator"])

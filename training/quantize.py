@@ -470,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{moved.mean():.3f} heatmap px on average"
         )
     if "presence" in spec.extra.get("outputs", []) and "presence_threshold" in spec.extra:
-        band = referee_band(args.model, out, pick_faces(args.data, args.faces))
+        band = referee_band(args.model, out, faces)
         print(f"presence referee band: {json.dumps(band)}")
     if args.check > 0:
         check(args.model, out, spec, args.data, args.check, faces)
