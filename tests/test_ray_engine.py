@@ -131,6 +131,7 @@ def test_inputs_expand_like_the_local_engine(folder: Path, tmp_path: Path) -> No
     ]
 
 
+@needs_ray
 def test_actor_class_gives_the_local_records(
     folder: Path, models: list[str], local_records: list[dict], tmp_path: Path
 ) -> None:
