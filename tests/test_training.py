@@ -84,6 +84,43 @@ def test_train_2d_runs_and_exports_the_fan_contract(tmp_path: Path) -> None:
         "--average-decay", "0.9",
     )  # fmt: skip
     assert any(e.get("event") == "final" for e in log)
+    # --init from a narrower network widens it to --channels.
+    log = _run(
+        "train_2d.py", tmp_path / "wider", "--stacks", "1", "--channels", "24",
+        "--init", str(tmp_path / "run" / "last.pt"),
+    )  # fmt: skip
+    start = next(e for e in log if e.get("event") == "start")
+    assert start["args"]["channels"] == "24" and "final" in [e.get("event") for e in log]
+
+
+def test_widened_channels_compute_the_same_and_can_learn_apart() -> None:
+    from training.model import FAN, count_macs, widen_channels
+
+    torch.manual_seed(0)
+    narrow = FAN(stacks=2, channels=16, depth=2, block="post", presence=True, landmarks_3d=68)
+    narrow.train()
+    narrow(torch.rand(4, 3, 256, 256))  # BatchNorm statistics that are not the defaults
+    narrow.eval()
+    wide = widen_channels(narrow, 24).eval()
+    assert wide.config == narrow.config | {"channels": 24}
+    assert count_macs(wide) > 1.5 * count_macs(narrow)
+    x = torch.rand(2, 3, 256, 256)
+    with torch.no_grad():
+        (*_, heat), logit = narrow.forward_all(x)
+        (*_, wide_heat), wide_logit = wide.forward_all(x)
+    torch.testing.assert_close(wide_heat, heat, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(wide_logit, logit, atol=1e-5, rtol=1e-4)
+    # A channel and its copy are read with different weights, so they get different
+    # gradients and can learn apart.
+    columns = wide.hourglasses[0].up.conv1[0].weight.transpose(0, 1).flatten(1)  # 24 inputs
+    unit = torch.nn.functional.normalize(columns, dim=1)
+    copies = [
+        (i, j) for i in range(24) for j in range(i + 1, 24) if float(unit[i] @ unit[j]) > 0.9999
+    ]
+    assert len(copies) == 8  # the 8 new channels, each a copy of an old one
+    assert all(not torch.allclose(columns[i], columns[j]) for i, j in copies)
+    with pytest.raises(ValueError):
+        widen_channels(narrow, 40)  # more than doubling
 
 
 def test_weight_average_moves_by_one_minus_decay_and_copies_counters() -> None:

@@ -310,3 +310,95 @@ class DepthNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_pooled(self.pool(x))
+
+
+def _grown(old: int, new: int, rng: torch.Generator) -> torch.Tensor:
+    """Which old channel each of ``new`` channels copies: all old ones in order, then a
+    random distinct ``new - old`` of them again."""
+    if not old <= new <= 2 * old:
+        raise ValueError(f"cannot grow {old} channels to {new} (at most doubling)")
+    return torch.cat([torch.arange(old), torch.randperm(old, generator=rng)[: new - old]])
+
+
+def _trunk_map(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, old: tuple) -> torch.Tensor:
+    """A block's output is cat(a, b, c): the old trunk channel of each new one."""
+    half, quarter = old[0], old[1]
+    return torch.cat([a, b + half, c + half + quarter])
+
+
+def widen_channels(net: FAN, channels: int, seed: int = 0) -> FAN:
+    """``net`` with ``channels`` trunk channels instead of its own, computing the same
+    function (Net2WiderNet, Chen et al. 2016): every new channel copies an old one; a
+    layer reading copies of one channel gets that channel's weights split between them
+    at random (shares summing to one), which keeps the output exact and lets the
+    copies learn apart. Post-activated blocks only (every BatchNorm follows a conv).
+    """
+    config = dict(net.config)
+    if config["block"] != "post":
+        raise ValueError("widening needs post-activated blocks")
+    old_c = config["channels"]
+    rng = torch.Generator().manual_seed(seed)
+    split = (old_c // 2, old_c // 4, old_c - old_c // 2 - old_c // 4)
+    new_split = (channels // 2, channels // 4, channels - channels // 2 - channels // 4)
+    a, b, c = (_grown(o, n, rng) for o, n in zip(split, new_split, strict=True))
+    trunk = _trunk_map(a, b, c, split)
+    stem = _grown(old_c // 2, channels // 2, rng)
+    stem_in = _grown(old_c // 4, channels // 4, rng)
+    maps = net.heads[0].out_channels
+    same = {n: torch.arange(n) for n in (3, maps, net.landmarks, 64)}
+
+    def maps_for(name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input map, output map) of the conv / linear layer called ``name``."""
+        block_in = stem if name.startswith("stem.6.") else trunk
+        table = {
+            "stem.0": (same[3], stem_in),
+            "stem.3": (stem_in, stem),
+            "conv1.0": (block_in, a),
+            "conv2.0": (a, b),
+            "conv3.0": (b, c),
+            "skip.0": (block_in, trunk),
+            "heads": (trunk, same[maps]),
+            "merge_features": (trunk, trunk),
+            "merge_heads": (same[maps], trunk),
+            "presence.0": (torch.cat([trunk, old_c + same[net.landmarks]]), same[64]),
+            "presence.2": (same[64], torch.arange(1)),
+        }
+        if name.startswith("features.") and name.endswith(".1"):
+            return trunk, trunk
+        for key, value in table.items():
+            if name == key or name.endswith("." + key) or name.startswith(key + "."):
+                return value
+        raise ValueError(f"no channel map for {name}")
+
+    wide = FAN(
+        config["stacks"],
+        channels,
+        config["depth"],
+        net.landmarks,
+        "post",
+        config["presence"],
+        config.get("landmarks_3d", 0),
+    )
+    old_modules = dict(net.named_modules())
+    last_out: torch.Tensor | None = None
+    with torch.no_grad():
+        for name, new in wide.named_modules():
+            old = old_modules[name]
+            if isinstance(new, nn.Conv2d | nn.Linear):
+                src, dst = maps_for(name)
+                weight = old.weight[dst][:, src].clone()
+                # Split each old input among its copies: random shares summing to one.
+                share = torch.rand(len(src), generator=rng) + 0.5
+                totals = torch.zeros(int(src.max()) + 1).index_add_(0, src, share)
+                shape = (1, -1) + (1,) * (weight.dim() - 2)
+                weight *= (share / totals[src]).view(shape)
+                new.weight.copy_(weight)
+                if new.bias is not None:
+                    new.bias.copy_(old.bias[dst])
+                last_out = dst
+            elif isinstance(new, nn.BatchNorm2d):
+                # The BatchNorm after a conv: the conv's output map (the skip's too).
+                for key in ("weight", "bias", "running_mean", "running_var"):
+                    getattr(new, key).copy_(getattr(old, key)[last_out])
+                new.num_batches_tracked.copy_(old.num_batches_tracked)
+    return wide

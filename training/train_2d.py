@@ -34,7 +34,7 @@ from training.export import export_onnx
 from training.labels_3d import lift_to_3d
 from training.loop import TrainLoop, initial_weights
 from training.losses import adaptive_wing, foreground_weight, integral_loss, weighted_mse
-from training.model import FAN, LastStack, count_macs, widen_to_3d
+from training.model import FAN, LastStack, count_macs, widen_channels, widen_to_3d
 from training.negatives import NegativeCrops
 from training.runlog import RunLog
 from training.synthesis import face_depths, random_yaw, turn_face
@@ -279,7 +279,8 @@ def main() -> None:
         "--init",
         type=Path,
         default=None,
-        help="start from this checkpoint's network (a 2D-only one is widened for --out-3d)",
+        help="start from this checkpoint's network (a 2D-only one is widened for --out-3d, "
+        "a narrower one to --channels)",
     )
     parser.add_argument("--sigma", type=float, default=1.5, help="heatmap Gaussian, heatmap px")
     parser.add_argument("--loss", choices=["awing", "mse"], default="awing")
@@ -331,9 +332,14 @@ def main() -> None:
         landmarks_3d=68 if with_3d else 0,
     )
     if args.init is not None and not args.resume:
-        state = initial_weights(torch.load(args.init, weights_only=False))
+        checkpoint = torch.load(args.init, weights_only=False)
+        state = initial_weights(checkpoint)
         if with_3d and state["heads.0.weight"].shape[0] == 68:
             widen_to_3d(state, net)
+        elif checkpoint["config"]["channels"] != args.channels:
+            narrow = FAN(**checkpoint["config"])
+            narrow.load_state_dict(state)
+            net = widen_channels(narrow, args.channels, args.seed)
         else:
             net.load_state_dict(state)
         print(f"initialised from {args.init}", flush=True)
