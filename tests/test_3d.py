@@ -260,3 +260,11 @@ def test_recrop_from_the_landmarks_box_rescues_a_shifted_box() -> None:
     with_recrop, without = error(0.85), error(0.0)
     assert with_recrop < 0.02
     assert with_recrop < 0.5 * without
+    # The unmirrored read decides the re-crop; the mirror view is read of the new crop
+    # only: 3 crop views in all, not 4.
+    aligner = FaceAligner(threads=1, any_roll=False)
+    model, views = aligner.landmark_model, []
+    run = model._run
+    model._run = lambda images: views.append(len(images)) or run(images)
+    aligner.align(image, bboxes=[box])
+    assert views == [1, 2]
