@@ -27,7 +27,7 @@ MAX_SHIFT_IO = 0.015
 
 PAIRS = [
     (MODELS / "fan2d_compact.onnx", MODELS / "fan2d_compact.int8.onnx"),
-    (MODELS / "fan2d_wide.onnx", MODELS / "fan2d_wide.int8.onnx"),
+    (MODELS / "fan2d_fast.onnx", MODELS / "fan2d_fast.int8.onnx"),
     (MODELS / "depth_compact.onnx", MODELS / "depth_compact.int8.onnx"),
 ]
 
@@ -180,7 +180,7 @@ def test_quantize_refuses_an_int8_model(tmp_path: Path, tiny_models) -> None:
 # --------------------------------------------------------------------------- shipped files
 
 
-@pytest.mark.parametrize("fp32, int8", PAIRS, ids=["fan2d", "fan2d_wide", "depth"])
+@pytest.mark.parametrize("fp32, int8", PAIRS, ids=["fan2d", "fan2d_fast", "depth"])
 def test_shipped_int8_contract_matches_fp32(fp32: Path, int8: Path) -> None:
     if not int8.is_file() or not fp32.is_file():
         pytest.skip(f"no {int8.name} beside {fp32.name} (python -m training.quantize {fp32})")
