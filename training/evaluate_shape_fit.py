@@ -1,0 +1,90 @@
+"""How well the shape fit gives z on real 3D faces: AFLW2000-3D's shapes, by yaw bin.
+
+    python -m training.evaluate_shape_fit
+
+``--active-3d`` takes z from the shape prior fitted to the 3D model's x, y (the spec's
+``shape_fit_regulariser``). evaluate_3d.py measures it on turned val faces, whose true z
+is itself a prior fit; here the truth is AFLW2000-3D's real shapes
+(``../shared/data/aflw2000_3d_shapes.npy``), two-fold: the prior is built on one half and
+fitted to the other half's x, y, as they are and with noise of the size the 3D model's
+x, y error has in each bin (evaluate_3d.py's NME box; isotropic, which real errors are
+not, so this is a floor for such errors, not a prediction). Error: mean |z error| over
+the box size, both sides' z zero-mean (AFLW2000-3D's way).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+from training.labels_3d import fit_yaw
+from training.paths import DATA_ROOT
+from util.landmarks import box_size
+from util.shape_prior import build_prior, fit_to_2d
+
+BINS = ((0.0, 30.0), (30.0, 60.0), (60.0, 91.0))
+
+
+def z_errors(z: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Per face: mean |z error| over the box size, both zero-mean."""
+    sizes = np.array([box_size(t[:, :2]) for t in truth])
+    z = z - z.mean(axis=1, keepdims=True)
+    true_z = truth[..., 2] - truth[..., 2].mean(axis=1, keepdims=True)
+    return np.abs(z - true_z).mean(axis=1) / sizes
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--shapes", default=str(DATA_ROOT / "aflw2000_3d_shapes.npy"))
+    parser.add_argument("--regularisers", type=float, nargs="+", default=[1, 3, 10, 30, 100])
+    parser.add_argument(
+        "--noise",
+        type=float,
+        nargs=3,
+        default=[0.024, 0.039, 0.096],
+        help="x, y error per bin, as NME over the box size (version 6's 3D model)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    shapes = np.load(args.shapes).astype(np.float64)
+    rng = np.random.default_rng(args.seed)
+    order = rng.permutation(len(shapes))
+    folds = (order[::2], order[1::2])
+    errors: dict[tuple[str, float, int], list[float]] = {}
+    counts = [0, 0, 0]
+    for k in range(2):
+        prior = build_prior(shapes[folds[1 - k]])
+        truth = shapes[folds[k]]
+        yaw = np.abs(fit_yaw(fit_to_2d(prior, truth[..., :2]).rotation))
+        for b, (lo, hi) in enumerate(BINS):
+            faces = truth[(yaw >= lo) & (yaw < hi)]
+            counts[b] += len(faces)
+            sizes = np.array([box_size(t[:, :2]) for t in faces])
+            # NME is a mean point distance: a 2D Gaussian with that mean distance has
+            # sigma = NME * size / sqrt(pi / 2) per axis.
+            sigma = args.noise[b] * sizes / np.sqrt(np.pi / 2)
+            noisy = faces[..., :2] + rng.normal(size=faces[..., :2].shape) * sigma[:, None, None]
+            for r in args.regularisers:
+                for name, xy in (("true x, y", faces[..., :2]), ("x, y + noise", noisy)):
+                    z = fit_to_2d(prior, xy, regulariser=r).points[..., 2]
+                    errors.setdefault((name, r, b), []).extend(z_errors(z, faces))
+    weights = np.array(counts) / sum(counts)
+    bins = zip(BINS, counts, strict=True)
+    per_bin = ", ".join(f"{int(lo)}-{int(hi)}: {n}" for (lo, hi), n in bins)
+    print(f"{args.shapes}: {len(shapes)} shapes, two-fold; faces per bin {per_bin}")
+    print(f"{'x, y':<14} {'regulariser':>11}  z % by yaw bin 0-30 / 30-60 / 60-90   weighted")
+    for name in ("true x, y", "x, y + noise"):
+        for r in args.regularisers:
+            per_bin = [100 * float(np.mean(errors[(name, r, b)])) for b in range(3)]
+            print(f"{name:<14} {r:>11g}  " + " / ".join(f"{v:5.2f}" for v in per_bin)
+                  + f"   {float(np.dot(weights, per_bin)):5.2f}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
