@@ -99,7 +99,12 @@ def test_tracker_picks_up_a_new_face_at_the_next_detection(aligner: FaceAligner)
     # followed face twice.
     assert counts == [1, 1, 1, 1, 1, 2, 2]
     left, right = sorted(tracker.raw, key=lambda f: f.bbox[0])
-    np.testing.assert_allclose(right.landmarks - [image.shape[1], 0], left.landmarks, atol=2.0)
+    # The same face read from two crops (followed, detected): about 1 % of the
+    # inter-ocular distance apart on average (the jaw's ends up to 5 %); a misplaced
+    # crop or another face would be far more.
+    apart = np.linalg.norm(right.landmarks - [image.shape[1], 0] - left.landmarks, axis=1)
+    apart /= inter_ocular(left.landmarks)
+    assert apart.mean() < 0.015 and apart.max() < 0.08, (apart.mean(), apart.max())
 
 
 @needs_2d
