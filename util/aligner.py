@@ -311,13 +311,14 @@ class FaceAligner:
             return presence is not None and threshold is not None and presence < threshold
 
         stats = self.detector.model.spec.extra.get("box_vs_landmarks")
-        # (detection, crop it ends with, box of that crop, probe of it or None: read anew)
+        # (detection, crop it ends with, box of that crop, the probe's reading of that
+        # crop decoded, or None when the face was cropped again)
         ends = []
         for detection, crop, probe in zip(detections, crops, probes, strict=True):
             if no_face(probe[1]):
                 continue
             bbox = detection[0]
-            points, _ = model.landmarks(probe[0], crop)
+            points, scores = model.landmarks(probe[0], crop)
             # A face more tilted than the keypoints said (they are coarse): crop again
             # with the landmarks' own roll, which the model was trained to correct; and
             # a detector box far from where the landmarks put it (close-ups, where the
@@ -331,29 +332,31 @@ class FaceAligner:
             if box is not bbox or abs(_angle_difference(roll, crop.roll)) > ROLL_RECROP_DEGREES:
                 ends.append((detection, model.crop(image_rgb, box, roll), box, None))
             else:
-                ends.append((detection, crop, box, probe))
-        kept = [i for i, end in enumerate(ends) if end[3] is not None]
+                ends.append((detection, crop, box, (probe, points, scores)))
+        # Read again: the new crops (with flip, both views), and with flip the mirror
+        # view of the others; without flip the others' probe is their reading.
         again = [i for i, end in enumerate(ends) if end[3] is None]
-        results: dict[int, tuple[np.ndarray, float | None]] = {}
-        if kept and self.flip:
-            mirrored = model.with_mirror_views(
-                [ends[i][1] for i in kept], [ends[i][3] for i in kept]
-            )
-            results |= dict(zip(kept, mirrored, strict=True))
-        else:
-            results |= {i: ends[i][3] for i in kept}
+        mirror = [i for i, end in enumerate(ends) if end[3] is not None] if self.flip else []
+        reads: dict[int, tuple[np.ndarray, float | None]] = {}
+        if mirror:
+            probed = [ends[i][3][0] for i in mirror]
+            mirrored = model.with_mirror_views([ends[i][1] for i in mirror], probed)
+            reads |= dict(zip(mirror, mirrored, strict=True))
         if again:
             read = model.run_crops([ends[i][1] for i in again], flip=self.flip)
-            results |= dict(zip(again, read, strict=True))
+            reads |= dict(zip(again, read, strict=True))
         faces, face_crops, crop_boxes = [], [], []
-        for i, ((bbox, score, _), crop, box, _) in enumerate(ends):
-            views, presence = results[i]
-            # The crop a face ends with has the last word: the threshold was chosen on
-            # the presence faces end with (training/choose_presence.py), and a face
-            # reported below it broke the contract (the coffee cup's 0.44).
-            if no_face(presence):
-                continue
-            points, scores = model.landmarks(views, crop)
+        for i, ((bbox, score, _), crop, box, first) in enumerate(ends):
+            if i in reads:
+                views, presence = reads[i]
+                # The crop a face ends with has the last word: the threshold was chosen
+                # on the presence faces end with (training/choose_presence.py), and a
+                # face reported below it broke the contract (the coffee cup's 0.44).
+                if no_face(presence):
+                    continue
+                points, scores = model.landmarks(views, crop)
+            else:  # the probe is the reading, judged and decoded above
+                (views, presence), points, scores = first
             faces.append(
                 Face(
                     np.asarray(bbox, dtype=np.float64),
