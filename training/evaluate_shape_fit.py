@@ -27,9 +27,8 @@ from util.shape_prior import build_prior, fit_to_2d
 BINS = ((0.0, 30.0), (30.0, 60.0), (60.0, 91.0))
 
 
-def z_errors(z: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Per face: mean |z error| over the box size, both zero-mean."""
-    sizes = np.array([box_size(t[:, :2]) for t in truth])
+def z_errors(z: np.ndarray, truth: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Per face: mean |z error| over its box size, both zero-mean."""
     z = z - z.mean(axis=1, keepdims=True)
     true_z = truth[..., 2] - truth[..., 2].mean(axis=1, keepdims=True)
     return np.abs(z - true_z).mean(axis=1) / sizes
@@ -72,7 +71,7 @@ def main() -> int:
             for r in args.regularisers:
                 for name, xy in (("true x, y", faces[..., :2]), ("x, y + noise", noisy)):
                     z = fit_to_2d(prior, xy, regulariser=r).points[..., 2]
-                    errors.setdefault((name, r, b), []).extend(z_errors(z, faces))
+                    errors.setdefault((name, r, b), []).extend(z_errors(z, faces, sizes))
     weights = np.array(counts) / sum(counts)
     bins = zip(BINS, counts, strict=True)
     per_bin = ", ".join(f"{int(lo)}-{int(hi)}: {n}" for (lo, hi), n in bins)

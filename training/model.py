@@ -345,7 +345,8 @@ def widen_channels(net: FAN, channels: int, seed: int = 0) -> FAN:
     stem = _grown(old_c // 2, channels // 2, rng)
     stem_in = _grown(old_c // 4, channels // 4, rng)
     maps = net.heads[0].out_channels
-    same = {n: torch.arange(n) for n in (3, maps, net.landmarks, 64)}
+    hidden = net.presence[0].out_features if net.presence is not None else 0
+    same = {n: torch.arange(n) for n in (3, maps, net.landmarks, hidden)}
 
     def maps_for(name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(input map, output map) of the conv / linear layer called ``name``."""
@@ -360,8 +361,8 @@ def widen_channels(net: FAN, channels: int, seed: int = 0) -> FAN:
             "heads": (trunk, same[maps]),
             "merge_features": (trunk, trunk),
             "merge_heads": (same[maps], trunk),
-            "presence.0": (torch.cat([trunk, old_c + same[net.landmarks]]), same[64]),
-            "presence.2": (same[64], torch.arange(1)),
+            "presence.0": (torch.cat([trunk, old_c + same[net.landmarks]]), same[hidden]),
+            "presence.2": (same[hidden], torch.arange(1)),
         }
         if name.startswith("features.") and name.endswith(".1"):
             return trunk, trunk
