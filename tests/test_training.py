@@ -68,6 +68,8 @@ def test_train_2d_runs_and_exports_the_fan_contract(tmp_path: Path) -> None:
     assert out[0].shape == (2, 68, 64, 64) and out[1].shape == (2, 1)
     spec = _spec(session)
     assert spec["extra"]["outputs"] == ["heatmaps", "presence"]
+    # calibrated on faces it did not train on: the training faces hide the bias
+    assert "val (held out)" in spec["extra"]["landmark_offsets_from"]
     assert 0.0 <= spec["extra"]["presence_threshold"] <= 0.5
     assert spec["extra"]["detector_min_score"] in (0.3, 0.4, 0.5)
     assert spec["kind"] == "fan2d" and spec["channel_order"] == "RGB"

@@ -24,6 +24,7 @@ from util.runtime import ModelError, read_spec
 # Crops are small; OpenCV threads would only fight torch for the two cores.
 cv2.setNumThreads(1)
 
+
 def load_box_stats(detector: Path | None = None) -> dict[str, float]:
     """How the detector's boxes sit on the landmarks (``{field}_mean``, ``{field}_std``,
     in landmark-box sizes), for detector-like crops: read from the detector's spec (the

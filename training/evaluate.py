@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from training.folds import in_fold, parse_fold, source_of
 from training.paths import VAL_300W
 from util.detect import box_iou
 from util.landmarks import box_size, inter_ocular, nme, read_pts
@@ -183,8 +184,8 @@ def summarise_offsets(samples: list[Sample], records: list[dict]) -> dict[str, d
         if "offset_io" in record:
             size = "large" if inter_ocular(sample.points) > LARGE_FACE_IO else "small"
             for key in (
-                sample.image.stem.split("_")[0],
-                f"{sample.image.stem.split('_')[0]}/{size}",
+                source_of(sample.image.stem),
+                f"{source_of(sample.image.stem)}/{size}",
             ):
                 by_source.setdefault(key, []).append(np.asarray(record["offset_io"]))
     return {
@@ -416,6 +417,13 @@ def main() -> int:
     parser.add_argument("--rotation-faces", type=int, default=40)
     parser.add_argument("--limit", type=int, default=None, help="first N images per folder")
     parser.add_argument(
+        "--fold",
+        type=parse_fold,
+        default=None,
+        help="K/N: only fold K of N of each folder (score a calibration fitted on another "
+        "fold: training/calibrate.py --fold)",
+    )
+    parser.add_argument(
         "--recrop-iou", type=float, default=None, help="FaceAligner's recrop_iou (default: its own)"
     )
     parser.add_argument(
@@ -452,6 +460,8 @@ def main() -> int:
     curves, report = {}, {}
     for folder in args.data:
         samples = load_annotated(folder)[: args.limit]
+        members = in_fold([sample.image.stem for sample in samples], args.fold)
+        samples = [sample for sample, keep in zip(samples, members, strict=True) if keep]
         if not samples:
             print(f"{folder}: no images with .pts files", file=sys.stderr)
             return 2

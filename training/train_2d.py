@@ -5,7 +5,7 @@
 
 Writes checkpoints and a JSON-lines log to --workdir (resumable with --resume), and
 the final network to --out as ONNX with its model spec in the metadata, calibrated on
-the training faces by training/calibrate.py.
+the validation faces by training/calibrate.py.
 """
 
 from __future__ import annotations
@@ -478,8 +478,10 @@ def main() -> None:
         output_name=["heatmaps", "presence"] if net.presence is not None else "heatmaps",
     )
     log({"event": "exported", "path": str(args.out)})
-    # The per-landmark bias on the training faces, stored in the model (calibrate.py).
-    offsets = calibrate(args.out, train_faces, threads=args.threads, progress=False)
+    # The per-landmark bias on faces it has not seen (calibrate.py: on its training faces
+    # the network hides it), stored in the model.
+    source = f"faces of {args.data.name}/val (held out)"
+    offsets = calibrate(args.out, val_faces, threads=args.threads, progress=False, source=source)
     log({"event": "calibrated", "mean_offset_xy": offsets.mean(0).round(4).tolist()})
     if with_3d:
         export_3d(
