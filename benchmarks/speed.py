@@ -265,7 +265,8 @@ def run_video_benchmark(
     from util.tracker import FaceTracker
     from util.video import READ_AHEAD_FRAMES, read_frames
 
-    precision, model_2d, model_depth = setup.shipped
+    precision, _, model_depth = setup.shipped
+    model_2d = setup.model_2d_video  # the video running mode's default, or --model-2d
     aligner = make_aligner(setup, model_2d, model_depth if with_depth else None, threads)
     capture = cv2.VideoCapture(str(video))
     ok, first = capture.read()
@@ -293,6 +294,7 @@ def run_video_benchmark(
         "threads": threads,
         "depth": with_depth,
         "precision": precision,
+        "model": model_2d.name,
         "frames": done,
         "faces": len(aligner.times.seconds.get("landmarks", [])),
         "seconds": elapsed,

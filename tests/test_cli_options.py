@@ -294,6 +294,27 @@ def test_api_defaults_match_the_cli(tmp_path: Path, tiny_models) -> None:  # noq
     np.testing.assert_allclose(record["faces"][0]["landmarks"], from_path[0].landmarks, atol=0.01)
 
 
+def test_running_modes_pick_the_default_model_and_flip(tiny_models) -> None:  # noqa: ANN001
+    """As MediaPipe's running modes: stills get the accurate model with the mirror view,
+    video the fast model without it; what is given explicitly wins; the CLI's -v is the
+    video mode."""
+    from util.aligner import FaceAligner
+    from util.cli import aligner_options, build_parser
+
+    image = FaceAligner(threads=1)
+    video = FaceAligner(running_mode="video", threads=1)
+    assert image.landmark_model.model.path.name == "fan2d_compact.int8.onnx" and image.flip
+    assert video.landmark_model.model.path.name == "fan2d_fast.int8.onnx" and not video.flip
+    given = FaceAligner(model_2d=tiny_models.fan2d, running_mode="video", flip=True, threads=1)
+    assert given.landmark_model.model.path == Path(tiny_models.fan2d) and given.flip
+    with pytest.raises(ValueError, match="unknown running mode 'live'"):
+        FaceAligner(running_mode="live")
+    parser = build_parser()
+    assert aligner_options(parser.parse_args(["-i", "a.jpg"]))["running_mode"] == "image"
+    options = aligner_options(parser.parse_args(["-v", "clip.mp4"]))
+    assert options["running_mode"] == "video" and not options["flip"]
+
+
 def test_api_pixel_limit(tiny_models) -> None:  # noqa: ANN001
     from util.aligner import FaceAligner
     from util.io import InputError

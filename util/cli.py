@@ -137,8 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--model-2d",
         default=None,
         metavar="ONNX",
-        help="FAN-format 2D model (default models/fan2d_compact; models/fan2d_fast.int8.onnx "
-        "is 1.5x faster and slightly less accurate; the original 2DFAN-4.onnx loads too)",
+        help="FAN-format 2D model (default: models/fan2d_compact for images, the 1.5x faster "
+        "and slightly less accurate models/fan2d_fast for video; the original 2DFAN-4.onnx "
+        "loads too)",
     )
     parser.add_argument(
         "--model-3d",
@@ -359,6 +360,7 @@ def aligner_options(args: argparse.Namespace) -> dict:
         "env_id": args.env_id,
         "min_score": args.min_score,
         "flip": args.flip == "on" or (args.flip == "auto" and args.video is None),
+        "running_mode": "image" if args.video is None else "video",
         "max_pixels": args.max_pixels,
         "precision": args.precision,
     }
