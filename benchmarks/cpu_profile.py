@@ -92,7 +92,7 @@ def profile_video(args: argparse.Namespace) -> tuple[cProfile.Profile, int, str]
     from util.tracker import FaceTracker
     from util.video import read_frames
 
-    aligner = FaceAligner(runtime="onnxruntime", threads=1, flip=False)  # as for video
+    aligner = FaceAligner(runtime="onnxruntime", threads=1, running_mode="video")  # as -v
     with tempfile.TemporaryDirectory(prefix="fa_profile_") as tmp:
         source = load_source(VIDEO_SOURCE)
         crop = MovingCrop(source, find_face(aligner.detector, source))

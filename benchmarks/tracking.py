@@ -355,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args(argv)
 
-    aligner = FaceAligner(runtime="onnxruntime", threads=args.threads, flip=False)
+    aligner = FaceAligner(runtime="onnxruntime", threads=args.threads, running_mode="video")
     kwargs = {
         k: v
         for k, v in (
