@@ -78,6 +78,13 @@ def errors(face, truth: np.ndarray) -> tuple[float, float]:
     return xy, float(np.abs(z - zt).mean() / size)
 
 
+def view_error(prior: ShapePrior, xy: np.ndarray, truth: np.ndarray) -> tuple[float, np.ndarray]:
+    """(signed yaw of the true points' fit, (68, 2) x, y error over the box size): a
+    view's error as evaluate_shape_fit.py --errors puts it on other faces."""
+    yaw = float(fit_yaw(fit_to_2d(prior, truth[:, :2]).rotation))
+    return yaw, (xy - truth[:, :2]) / box_size(truth[:, :2])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -91,6 +98,13 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--save", type=Path, default=None, help="write each turned image here (to look at)"
+    )
+    parser.add_argument(
+        "--save-errors",
+        type=Path,
+        default=None,
+        help="write the 3D model's x, y error of each view here (.npz: for "
+        "evaluate_shape_fit.py --errors, which puts them on real 3D shapes)",
     )
     parser.add_argument(
         "--regularisers",
@@ -130,6 +144,7 @@ def main() -> int:
     results = {name: {b: [] for b in BINS} for name in rows}
     misses = {name: {b: 0 for b in BINS} for name in rows}
     counts = {b: 0 for b in BINS}
+    saved: list[tuple[float, np.ndarray]] = []
     if args.save:
         args.save.mkdir(parents=True, exist_ok=True)
     for i, sample in enumerate(tqdm(samples, unit="face")):
@@ -158,6 +173,7 @@ def main() -> int:
                 results[config][bin_].append(errors(faces[index], truth_turned))
                 if config == "3D model + shape fit":
                     xy = faces[index].landmarks_3d[:, :2]
+                    saved.append(view_error(prior, xy, truth_turned))
                     for name, r in zip(refits, args.regularisers, strict=True):
                         z = fit_to_2d(prior, xy, regulariser=r).points[:, 2]
                         results[name][bin_].append(errors(np.column_stack([xy, z]), truth_turned))
@@ -180,6 +196,10 @@ def main() -> int:
         print(row + f" {missed:>3} / {sum(counts.values())}")
     print("faces per bin: " + ", ".join(f"{int(lo)}-{int(hi)}: {counts[(lo, hi)]}"
                                         for lo, hi in BINS))  # fmt: skip
+    if args.save_errors and saved:
+        yaws, errs = zip(*saved, strict=True)
+        np.savez(args.save_errors, yaw=np.array(yaws), errors=np.stack(errs))
+        print(f"x, y errors of {len(saved)} views: {args.save_errors}")
     return 0
 
 

@@ -1,6 +1,8 @@
 """How well the shape fit gives z on real 3D faces: AFLW2000-3D's shapes, by yaw bin.
 
     python -m training.evaluate_shape_fit
+    python -m training.evaluate_3d --limit 100 --save-errors /tmp/errors.npz
+    python -m training.evaluate_shape_fit --errors /tmp/errors.npz   # the model's own errors
 
 ``--active-3d`` takes z from the shape prior fitted to the 3D model's x, y (the spec's
 ``shape_fit_regulariser``). evaluate_3d.py measures it on turned val faces, whose true z
@@ -8,20 +10,26 @@ is itself a prior fit; here the truth is AFLW2000-3D's real shapes
 (``../shared/data/aflw2000_3d_shapes.npy``), two-fold: the prior is built on one half and
 fitted to the other half's x, y, as they are and with noise of the size the 3D model's
 x, y error has in each bin (evaluate_3d.py's NME box; isotropic, which real errors are
-not, so this is a floor for such errors, not a prediction). Error: mean |z error| over
-the box size, both sides' z zero-mean (AFLW2000-3D's way).
+not, so this is a floor for such errors, not a prediction). ``--errors`` adds the 3D
+model's own errors instead: each real shape gets the x, y error of one of
+evaluate_3d.py's turned val views in its yaw bin (mirrored to face the same way), so the
+errors keep their correlations (at a profile the far side's points move together) and
+the truth is a real 3D shape, not a prior fit (evaluate_3d.py's truth is one: its z from
+the true x, y is 2.2 % off). Error: mean |z error| over the box size, both sides' z
+zero-mean (AFLW2000-3D's way).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import numpy as np
 
 from training.labels_3d import fit_yaw
 from training.paths import DATA_ROOT
-from util.landmarks import box_size
+from util.landmarks import MIRROR_PERMUTATION, box_size
 from util.shape_prior import build_prior, fit_to_2d
 
 BINS = ((0.0, 30.0), (30.0, 60.0), (60.0, 91.0))
@@ -32,6 +40,34 @@ def z_errors(z: np.ndarray, truth: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     z = z - z.mean(axis=1, keepdims=True)
     true_z = truth[..., 2] - truth[..., 2].mean(axis=1, keepdims=True)
     return np.abs(z - true_z).mean(axis=1) / sizes
+
+
+def load_errors(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(signed yaw (V,), x, y errors over the box size (V, 68, 2)) of evaluate_3d.py's
+    views."""
+    data = np.load(path)
+    return data["yaw"], data["errors"]
+
+
+def model_errors(
+    measured: tuple[np.ndarray, np.ndarray],
+    yaw: np.ndarray,
+    bin_: tuple[float, float],
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """(N, 68, 2): for each face of signed ``yaw``, the error of a random view in the same
+    yaw bin, mirrored (points swapped left for right, x negated) when that view looked
+    the other way: the far side's errors stay on the far side."""
+    view_yaw, view_errors = measured
+    lo, hi = bin_
+    pool = np.flatnonzero((np.abs(view_yaw) >= lo) & (np.abs(view_yaw) < hi))
+    if len(pool) == 0:
+        raise SystemExit(f"no view with a yaw in {lo:g}-{hi:g} deg among the errors given")
+    picks = rng.choice(pool, size=len(yaw))
+    out = view_errors[picks].copy()
+    flip = np.sign(view_yaw[picks]) != np.sign(yaw)
+    out[flip] = out[flip][:, MIRROR_PERMUTATION] * np.array([-1.0, 1.0])
+    return out
 
 
 def main() -> int:
@@ -47,8 +83,16 @@ def main() -> int:
         default=[0.024, 0.039, 0.096],
         help="x, y error per bin, as NME over the box size (version 6's 3D model)",
     )
+    parser.add_argument(
+        "--errors",
+        type=Path,
+        default=None,
+        help="the 3D model's own x, y errors (evaluate_3d.py --save-errors): each shape "
+        "gets one of a view in its yaw bin, mirrored to face its way, instead of noise",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    measured = None if args.errors is None else load_errors(args.errors)
 
     shapes = np.load(args.shapes).astype(np.float64)
     rng = np.random.default_rng(args.seed)
@@ -59,17 +103,23 @@ def main() -> int:
     for k in range(2):
         prior = build_prior(shapes[folds[1 - k]])
         truth = shapes[folds[k]]
-        yaw = np.abs(fit_yaw(fit_to_2d(prior, truth[..., :2]).rotation))
+        signed_yaw = fit_yaw(fit_to_2d(prior, truth[..., :2]).rotation)
+        yaw = np.abs(signed_yaw)
         for b, (lo, hi) in enumerate(BINS):
-            faces = truth[(yaw >= lo) & (yaw < hi)]
+            chosen = (yaw >= lo) & (yaw < hi)
+            faces = truth[chosen]
             counts[b] += len(faces)
             sizes = np.array([box_size(t[:, :2]) for t in faces])
             # NME is a mean point distance: a 2D Gaussian with that mean distance has
             # sigma = NME * size / sqrt(pi / 2) per axis.
             sigma = args.noise[b] * sizes / np.sqrt(np.pi / 2)
             noisy = faces[..., :2] + rng.normal(size=faces[..., :2].shape) * sigma[:, None, None]
+            inputs = [("true x, y", faces[..., :2]), ("x, y + noise", noisy)]
+            if measured is not None:
+                errs = model_errors(measured, signed_yaw[chosen], (lo, hi), rng)
+                inputs.append(("x, y + model's", faces[..., :2] + errs * sizes[:, None, None]))
             for r in args.regularisers:
-                for name, xy in (("true x, y", faces[..., :2]), ("x, y + noise", noisy)):
+                for name, xy in inputs:
                     z = fit_to_2d(prior, xy, regulariser=r).points[..., 2]
                     errors.setdefault((name, r, b), []).extend(z_errors(z, faces, sizes))
     weights = np.array(counts) / sum(counts)
@@ -77,7 +127,8 @@ def main() -> int:
     per_bin = ", ".join(f"{int(lo)}-{int(hi)}: {n}" for (lo, hi), n in bins)
     print(f"{args.shapes}: {len(shapes)} shapes, two-fold; faces per bin {per_bin}")
     print(f"{'x, y':<14} {'regulariser':>11}  z % by yaw bin 0-30 / 30-60 / 60-90   weighted")
-    for name in ("true x, y", "x, y + noise"):
+    names = ["true x, y", "x, y + noise"] + ([] if measured is None else ["x, y + model's"])
+    for name in names:
         for r in args.regularisers:
             per_bin = [100 * float(np.mean(errors[(name, r, b)])) for b in range(3)]
             print(f"{name:<14} {r:>11g}  " + " / ".join(f"{v:5.2f}" for v in per_bin)
