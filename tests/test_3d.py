@@ -136,6 +136,37 @@ def test_shape_fit_regulariser_comes_from_the_3d_model_and_damps_noise(tmp_path:
     assert errors[10.0] < errors[1.0]
 
 
+def test_a_turned_face_is_fitted_again_with_the_specs_turned_regulariser(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001, E501
+    """``shape_fit_turned``: a face the fit finds turned by at least from_yaw degrees is
+    fitted again with that regulariser; a frontal one keeps the first fit."""
+    import dataclasses
+
+    from training.export import write_spec
+    from util.aligner import FaceAligner
+    from util.depth import ShapeFitDepth
+    from util.runtime import read_spec
+    from util.shape_prior import fit_to_2d
+
+    spec = read_spec(tiny_models.fan3d)
+    extra = dict(spec.extra) | {
+        "shape_fit_regulariser": 10.0,
+        "shape_fit_turned": {"from_yaw": 30.0, "regulariser": 100.0},
+    }
+    marked = tmp_path / "fan3d.onnx"
+    write_spec(tiny_models.fan3d, dataclasses.replace(spec, extra=extra), marked)
+    common = {"model_2d": tiny_models.fan2d, "active_3d": True, "any_roll": False}
+    aligner = FaceAligner(model_3d=marked, **common)
+    assert aligner.depth_model.turned == (30.0, 100.0)
+    assert "regulariser 10, 100 from 30 deg of yaw" in aligner.sources()["depth"]
+
+    prior, fit = _prior(), ShapeFitDepth(_prior(), 10.0, (30.0, 100.0))
+    noise = np.random.default_rng(1).normal(size=(68, 2)) * 2.0
+    for yaw, regulariser in ((10.0, 10.0), (50.0, 100.0)):
+        points = _turned_shape(yaw, scale=3.0)[:, :2] + noise
+        expected = fit_to_2d(prior, points, regulariser=regulariser).points[:, 2]
+        np.testing.assert_allclose(fit.depth(points), expected)
+
+
 def test_3d_mode_splits_landmarks_and_landmarks_3d(tiny_models) -> None:  # noqa: ANN001
     """landmarks are the 2D model's, unchanged by -3; landmarks_3d x, y are the 3D
     model's own points on the same crop, z from the shape fit."""

@@ -32,11 +32,12 @@ from pathlib import Path
 import numpy as np
 
 from training.evaluate import DEFAULT_DATA, load_annotated, match_annotated
-from training.labels_3d import fit_yaw, lift_to_3d
+from training.labels_3d import lift_to_3d
 from training.paths import MODELS_DIR
 from training.synthesis import face_depths, turn_face
+from util.depth import ShapeFitDepth
 from util.landmarks import box_size
-from util.shape_prior import ShapePrior, fit_to_2d
+from util.shape_prior import ShapePrior, fit_to_2d, fit_yaw
 
 BINS = ((0.0, 30.0), (30.0, 60.0), (60.0, 90.0))
 # The synthesis smears past this turn (training never sees more).
@@ -113,6 +114,15 @@ def main() -> int:
         default=[1.0, 3.0, 10.0, 30.0],
         help="shape-fit regularisers to compare on the 3D model's x, y",
     )
+    parser.add_argument(
+        "--turned",
+        type=float,
+        nargs=3,
+        default=[10.0, 30.0, 100.0],
+        metavar=("R", "FROM_YAW", "R_TURNED"),
+        help="and a fit with regulariser R, again with R_TURNED when it finds the face "
+        "turned FROM_YAW deg or more (the spec's shape_fit_turned)",
+    )
     args = parser.parse_args()
 
     from tqdm import tqdm
@@ -140,6 +150,9 @@ def main() -> int:
     depth_all = face_depths(prior, all_points)
     yaw_all = fit_yaw(fit_to_2d(prior, all_points).rotation)
     refits = [f"3D model + shape fit r={r:g}" for r in args.regularisers]
+    r, from_yaw, r_turned = args.turned
+    turned_fit = ShapeFitDepth(prior, r, (from_yaw, r_turned))
+    refits.append(f"r={r:g}, {r_turned:g} from {from_yaw:g} deg")
     rows = [*configs, *refits, "true x, y + shape fit"]
     results = {name: {b: [] for b in BINS} for name in rows}
     misses = {name: {b: 0 for b in BINS} for name in rows}
@@ -174,9 +187,11 @@ def main() -> int:
                 if config == "3D model + shape fit":
                     xy = faces[index].landmarks_3d[:, :2]
                     saved.append(view_error(prior, xy, truth_turned))
-                    for name, r in zip(refits, args.regularisers, strict=True):
+                    for name, r in zip(refits[:-1], args.regularisers, strict=True):
                         z = fit_to_2d(prior, xy, regulariser=r).points[:, 2]
                         results[name][bin_].append(errors(np.column_stack([xy, z]), truth_turned))
+                    z = turned_fit.depth(xy)
+                    results[refits[-1]][bin_].append(errors(np.column_stack([xy, z]), truth_turned))
             fit = fit_to_2d(prior, truth_turned[:, :2]).points
             results["true x, y + shape fit"][bin_].append(errors(fit, truth_turned))
     print(f"{args.data}: {len(samples)} faces turned into each yaw bin (synthesized views)")

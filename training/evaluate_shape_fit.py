@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from training.labels_3d import fit_yaw
 from training.paths import DATA_ROOT
+from util.depth import ShapeFitDepth
 from util.landmarks import MIRROR_PERMUTATION, box_size
-from util.shape_prior import build_prior, fit_to_2d
+from util.shape_prior import build_prior, fit_to_2d, fit_yaw
 
 BINS = ((0.0, 30.0), (30.0, 60.0), (60.0, 91.0))
 
@@ -90,8 +90,19 @@ def main() -> int:
         help="the 3D model's own x, y errors (evaluate_3d.py --save-errors): each shape "
         "gets one of a view in its yaw bin, mirrored to face its way, instead of noise",
     )
+    parser.add_argument(
+        "--turned",
+        type=float,
+        nargs=3,
+        default=[10.0, 30.0, 100.0],
+        metavar=("R", "FROM_YAW", "R_TURNED"),
+        help="and a fit with regulariser R, again with R_TURNED when it finds the face "
+        "turned FROM_YAW deg or more (the spec's shape_fit_turned)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    r, from_yaw, r_turned = args.turned
+    turned_row = f"{r:g}, {r_turned:g} from {from_yaw:g}"
     measured = None if args.errors is None else load_errors(args.errors)
 
     shapes = np.load(args.shapes).astype(np.float64)
@@ -118,10 +129,14 @@ def main() -> int:
             if measured is not None:
                 errs = model_errors(measured, signed_yaw[chosen], (lo, hi), rng)
                 inputs.append(("x, y + model's", faces[..., :2] + errs * sizes[:, None, None]))
-            for r in args.regularisers:
+            for reg in args.regularisers:
                 for name, xy in inputs:
-                    z = fit_to_2d(prior, xy, regulariser=r).points[..., 2]
-                    errors.setdefault((name, r, b), []).extend(z_errors(z, faces, sizes))
+                    z = fit_to_2d(prior, xy, regulariser=reg).points[..., 2]
+                    errors.setdefault((name, reg, b), []).extend(z_errors(z, faces, sizes))
+            turned_fit = ShapeFitDepth(prior, r, (from_yaw, r_turned))
+            for name, xy in inputs:
+                z = np.stack([turned_fit.depth(points) for points in xy]).reshape(-1, 68)
+                errors.setdefault((name, turned_row, b), []).extend(z_errors(z, faces, sizes))
     weights = np.array(counts) / sum(counts)
     bins = zip(BINS, counts, strict=True)
     per_bin = ", ".join(f"{int(lo)}-{int(hi)}: {n}" for (lo, hi), n in bins)
@@ -129,9 +144,10 @@ def main() -> int:
     print(f"{'x, y':<14} {'regulariser':>11}  z % by yaw bin 0-30 / 30-60 / 60-90   weighted")
     names = ["true x, y", "x, y + noise"] + ([] if measured is None else ["x, y + model's"])
     for name in names:
-        for r in args.regularisers:
-            per_bin = [100 * float(np.mean(errors[(name, r, b)])) for b in range(3)]
-            print(f"{name:<14} {r:>11g}  " + " / ".join(f"{v:5.2f}" for v in per_bin)
+        for reg in [*args.regularisers, turned_row]:
+            per_bin = [100 * float(np.mean(errors[(name, reg, b)])) for b in range(3)]
+            label = reg if isinstance(reg, str) else f"{reg:g}"
+            print(f"{name:<14} {label:>11}  " + " / ".join(f"{v:5.2f}" for v in per_bin)
                   + f"   {float(np.dot(weights, per_bin)):5.2f}")  # fmt: skip
     return 0
 

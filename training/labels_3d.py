@@ -11,19 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from util.shape_prior import ShapePrior, fit_to_2d
+from util.shape_prior import ShapePrior, fit_to_2d, fit_yaw
 
 JAW = np.arange(17)
 INNER = np.arange(17, 68)
 # Yaw (degrees) where the 2D labels' jaw starts to give way to the fitted one, and
 # where it is gone: 300-W's outline and the 3D jaw part within a few degrees of frontal.
 BLEND_FROM, BLEND_TO = 10.0, 25.0
-
-
-def fit_yaw(rotation: np.ndarray) -> np.ndarray:
-    """Yaw in degrees of fitted rotations (..., 3, 3); > 0: the nose toward the image's
-    right (the shape prior's convention)."""
-    return np.degrees(np.arctan2(rotation[..., 0, 2], rotation[..., 2, 2]))
 
 
 def lift_to_3d(prior: ShapePrior, points: np.ndarray) -> np.ndarray:

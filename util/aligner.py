@@ -159,8 +159,7 @@ class FaceAligner:
             else:
                 # The fit's regulariser suits the points' noise: a fact of the 3D model.
                 extra = self.landmark_model_3d.model.spec.extra if self.landmark_model_3d else {}
-                regulariser = float(extra.get("shape_fit_regulariser", 1.0))
-                self.depth_model = ShapeFitDepth(ShapePrior.load(SHAPE_PRIOR), regulariser)
+                self.depth_model = ShapeFitDepth.from_spec(ShapePrior.load(SHAPE_PRIOR), extra)
         self.times = StageTimes()
         # Median heatmap peak below which a followed face counts as lost (video).
         self.follow_min_score = float(
@@ -179,7 +178,7 @@ class FaceAligner:
                 str(model_3d.model.path) if model_3d else "none (the 2D points are used)"
             )
             out["depth"] = (
-                f"shape-prior fit (regulariser {self.depth_model.regulariser:g})"
+                self.depth_model.describe()
                 if isinstance(self.depth_model, ShapeFitDepth)
                 else str(self.depth_model.model.path)
             )

@@ -14,7 +14,7 @@ import numpy as np
 from .heatmap_codec import HeatmapCodec
 from .landmarks import NUM_LANDMARKS
 from .runtime import Model, ModelError, ModelSpec, check_single_input, format_shape
-from .shape_prior import ShapePrior, fit_to_2d
+from .shape_prior import ShapePrior, fit_to_2d, fit_yaw
 
 # The original depth_estimation.onnx (FAN's ResNet): RGB 0-1 crop, Gaussians of
 # sigma 2 crop pixels, z in crop pixels. Its sign is not verified here.
@@ -49,16 +49,46 @@ class ShapeFitDepth:
     """z of the shape prior fitted to the points (no network). ``regulariser``: how
     strongly the fit keeps to the prior (util.shape_prior.fit_to_2d; about the squared
     noise of the points, in % of the face box): the 3D model's spec gives the one
-    chosen for its points (``shape_fit_regulariser``, training/evaluate_3d.py)."""
+    chosen for its points (``shape_fit_regulariser``, training/evaluate_3d.py).
+    ``turned`` (from_yaw, regulariser): a face the fit finds turned by at least
+    from_yaw degrees is fitted again with that regulariser (spec: ``shape_fit_turned``),
+    because a turned face's points err together (the far side moves as one), which
+    only a stronger pull to the prior averages out."""
 
-    def __init__(self, prior: ShapePrior, regulariser: float = 1.0) -> None:
+    def __init__(
+        self,
+        prior: ShapePrior,
+        regulariser: float = 1.0,
+        turned: tuple[float, float] | None = None,
+    ) -> None:
         self.prior = prior
         self.regulariser = float(regulariser)
+        self.turned = None if turned is None else (float(turned[0]), float(turned[1]))
+
+    @classmethod
+    def from_spec(cls, prior: ShapePrior, extra: dict) -> ShapeFitDepth:
+        """The fit a 3D model's spec asks for (regulariser 1, no refit, without one)."""
+        turned = extra.get("shape_fit_turned")
+        return cls(
+            prior,
+            float(extra.get("shape_fit_regulariser", 1.0)),
+            None if turned is None else (turned["from_yaw"], turned["regulariser"]),
+        )
+
+    def describe(self) -> str:
+        """What the info line says of this stage."""
+        turned = "" if self.turned is None else (
+            f", {self.turned[1]:g} from {self.turned[0]:g} deg of yaw"
+        )
+        return f"shape-prior fit (regulariser {self.regulariser:g}{turned})"
 
     def depth(self, points: np.ndarray) -> np.ndarray:
         """(68,) z in the points' pixels for (68, 2) image points."""
         points = np.asarray(points, np.float64)
-        return fit_to_2d(self.prior, points, regulariser=self.regulariser).points[:, 2]
+        fit = fit_to_2d(self.prior, points, regulariser=self.regulariser)
+        if self.turned is not None and abs(float(fit_yaw(fit.rotation))) >= self.turned[0]:
+            fit = fit_to_2d(self.prior, points, regulariser=self.turned[1])
+        return fit.points[:, 2]
 
 
 class DepthModel:

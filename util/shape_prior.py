@@ -240,6 +240,12 @@ def _scaled_rotation_from_affine(affine: np.ndarray) -> tuple[np.ndarray, np.nda
     return rot, sing.mean(axis=-1)
 
 
+def fit_yaw(rotation: np.ndarray) -> np.ndarray:
+    """Yaw in degrees of fitted rotations (..., 3, 3); > 0: the nose toward the image's
+    right (the shape prior's convention)."""
+    return np.degrees(np.arctan2(rotation[..., 0, 2], rotation[..., 2, 2]))
+
+
 def fit_to_2d(
     prior: ShapePrior,
     points_2d: np.ndarray,
