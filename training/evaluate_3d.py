@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from training.evaluate import DEFAULT_DATA, load_annotated, match_annotated
+from training.evaluate_shape_fit import add_turned_option
 from training.labels_3d import lift_to_3d
 from training.paths import MODELS_DIR
 from training.synthesis import face_depths, turn_face
@@ -114,15 +115,7 @@ def main() -> int:
         default=[1.0, 3.0, 10.0, 30.0],
         help="shape-fit regularisers to compare on the 3D model's x, y",
     )
-    parser.add_argument(
-        "--turned",
-        type=float,
-        nargs=3,
-        default=[10.0, 30.0, 100.0],
-        metavar=("R", "FROM_YAW", "R_TURNED"),
-        help="and a fit with regulariser R, again with R_TURNED when it finds the face "
-        "turned FROM_YAW deg or more (the spec's shape_fit_turned)",
-    )
+    add_turned_option(parser)
     args = parser.parse_args()
 
     from tqdm import tqdm

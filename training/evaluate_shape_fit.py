@@ -42,6 +42,20 @@ def z_errors(z: np.ndarray, truth: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     return np.abs(z - true_z).mean(axis=1) / sizes
 
 
+def add_turned_option(parser: argparse.ArgumentParser) -> None:
+    """``--turned R FROM_YAW R_TURNED``: the shape fit with a refit of turned faces
+    (util.depth.ShapeFitDepth; the shipped 3D model's spec has 10, 30, 100)."""
+    parser.add_argument(
+        "--turned",
+        type=float,
+        nargs=3,
+        default=[10.0, 30.0, 100.0],
+        metavar=("R", "FROM_YAW", "R_TURNED"),
+        help="and a fit with regulariser R, again with R_TURNED when it finds the face "
+        "turned FROM_YAW deg or more (the spec's shape_fit_turned)",
+    )
+
+
 def load_errors(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(signed yaw (V,), x, y errors over the box size (V, 68, 2)) of evaluate_3d.py's
     views."""
@@ -90,15 +104,7 @@ def main() -> int:
         help="the 3D model's own x, y errors (evaluate_3d.py --save-errors): each shape "
         "gets one of a view in its yaw bin, mirrored to face its way, instead of noise",
     )
-    parser.add_argument(
-        "--turned",
-        type=float,
-        nargs=3,
-        default=[10.0, 30.0, 100.0],
-        metavar=("R", "FROM_YAW", "R_TURNED"),
-        help="and a fit with regulariser R, again with R_TURNED when it finds the face "
-        "turned FROM_YAW deg or more (the spec's shape_fit_turned)",
-    )
+    add_turned_option(parser)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     r, from_yaw, r_turned = args.turned
