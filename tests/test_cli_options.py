@@ -315,6 +315,15 @@ def test_running_modes_pick_the_default_model_and_flip(tiny_models) -> None:  # 
     assert options["running_mode"] == "video" and not options["flip"]
 
 
+def test_video_mode_falls_back_to_the_image_model(monkeypatch, tmp_path: Path) -> None:  # noqa: ANN001
+    """A trimmed install without fan2d_fast still runs video, on the image model."""
+    from util import aligner
+
+    monkeypatch.setitem(aligner.DEFAULT_MODELS_2D, "video", tmp_path / "gone.onnx")
+    assert aligner.default_model_2d("video") == aligner.DEFAULT_MODEL_2D
+    assert aligner.default_model_2d("image") == aligner.DEFAULT_MODEL_2D
+
+
 def test_api_pixel_limit(tiny_models) -> None:  # noqa: ANN001
     from util.aligner import FaceAligner
     from util.io import InputError
