@@ -144,7 +144,7 @@ def test_a_turned_face_is_fitted_again_with_the_specs_turned_regulariser(tmp_pat
     from training.export import write_spec
     from util.aligner import FaceAligner
     from util.depth import ShapeFitDepth
-    from util.runtime import read_spec
+    from util.runtime import ModelError, read_spec
     from util.shape_prior import fit_to_2d
 
     spec = read_spec(tiny_models.fan3d)
@@ -158,6 +158,12 @@ def test_a_turned_face_is_fitted_again_with_the_specs_turned_regulariser(tmp_pat
     aligner = FaceAligner(model_3d=marked, **common)
     assert aligner.depth_model.turned == (30.0, 100.0)
     assert "regulariser 10, 100 from 30 deg of yaw" in aligner.sources()["depth"]
+
+    broken = tmp_path / "broken.onnx"
+    extra["shape_fit_turned"] = {"from_yaw": 30.0}
+    write_spec(tiny_models.fan3d, dataclasses.replace(spec, extra=extra), broken)
+    with pytest.raises(ModelError, match="broken.onnx: .*shape_fit_turned"):
+        FaceAligner(model_3d=broken, **common)
 
     prior, fit = _prior(), ShapeFitDepth(_prior(), 10.0, (30.0, 100.0))
     noise = np.random.default_rng(1).normal(size=(68, 2)) * 2.0

@@ -41,8 +41,8 @@ from .shape_prior import ShapePrior
 
 # Running modes, as MediaPipe's: the default 2D model of each. Stills take the most
 # accurate one; video the faster one, whose frames must keep up with a camera
-# (measured: 70.7 against 81.8 to 102.9 fps for the fast one, 3.44 against 3.48 % NME on
-# 300w/val; see models/README.md).
+# (measured: 70.7 fps for the image model against 81.8 to 102.9 for the fast one, 3.38
+# against 3.44 % NME on 300w/val, cross-validated; see models/README.md).
 DEFAULT_MODELS_2D = {
     "image": MODELS_DIR / "fan2d_compact.onnx",
     "video": MODELS_DIR / "fan2d_fast.onnx",
@@ -158,8 +158,12 @@ class FaceAligner:
                 )
             else:
                 # The fit's regulariser suits the points' noise: a fact of the 3D model.
-                extra = self.landmark_model_3d.model.spec.extra if self.landmark_model_3d else {}
-                self.depth_model = ShapeFitDepth.from_spec(ShapePrior.load(SHAPE_PRIOR), extra)
+                model_3d = self.landmark_model_3d.model if self.landmark_model_3d else None
+                self.depth_model = ShapeFitDepth.from_spec(
+                    ShapePrior.load(SHAPE_PRIOR),
+                    model_3d.spec.extra if model_3d else {},
+                    str(model_3d.path) if model_3d else "spec",
+                )
         self.times = StageTimes()
         # Median heatmap peak below which a followed face counts as lost (video).
         self.follow_min_score = float(

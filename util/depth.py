@@ -66,14 +66,21 @@ class ShapeFitDepth:
         self.turned = None if turned is None else (float(turned[0]), float(turned[1]))
 
     @classmethod
-    def from_spec(cls, prior: ShapePrior, extra: dict) -> ShapeFitDepth:
-        """The fit a 3D model's spec asks for (regulariser 1, no refit, without one)."""
+    def from_spec(cls, prior: ShapePrior, extra: dict, source: str = "spec") -> ShapeFitDepth:
+        """The fit a 3D model's spec asks for (regulariser 1, no refit, without one); a
+        ModelError naming ``source`` when its values are not numbers."""
         turned = extra.get("shape_fit_turned")
-        return cls(
-            prior,
-            float(extra.get("shape_fit_regulariser", 1.0)),
-            None if turned is None else (turned["from_yaw"], turned["regulariser"]),
-        )
+        try:
+            return cls(
+                prior,
+                float(extra.get("shape_fit_regulariser", 1.0)),
+                None if turned is None else (turned["from_yaw"], turned["regulariser"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            raise ModelError(
+                f"{source}: shape_fit_regulariser must be a number and shape_fit_turned "
+                f'{{"from_yaw": deg, "regulariser": r}}, not {turned!r}'
+            ) from None
 
     def describe(self) -> str:
         """What the info line says of this stage."""
