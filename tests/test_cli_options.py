@@ -295,16 +295,16 @@ def test_api_defaults_match_the_cli(tmp_path: Path, tiny_models) -> None:  # noq
 
 
 def test_running_modes_pick_the_default_model_and_flip(tiny_models) -> None:  # noqa: ANN001
-    """As MediaPipe's running modes: stills get the accurate model with the mirror view,
-    video the fast model without it; what is given explicitly wins; the CLI's -v is the
-    video mode."""
+    """As MediaPipe's running modes: stills get the mirror view, video does not (the
+    accurate model for both, as measured); what is given explicitly wins; the CLI's -v
+    is the video mode."""
     from util.aligner import FaceAligner
     from util.cli import aligner_options, build_parser
 
     image = FaceAligner(threads=1)
     video = FaceAligner(running_mode="video", threads=1)
     assert image.landmark_model.model.path.name == "fan2d_compact.int8.onnx" and image.flip
-    assert video.landmark_model.model.path.name == "fan2d_fast.int8.onnx" and not video.flip
+    assert video.landmark_model.model.path.name == "fan2d_compact.int8.onnx" and not video.flip
     given = FaceAligner(model_2d=tiny_models.fan2d, running_mode="video", flip=True, threads=1)
     assert given.landmark_model.model.path == Path(tiny_models.fan2d) and given.flip
     with pytest.raises(ValueError, match="unknown running mode 'live'"):
@@ -316,7 +316,7 @@ def test_running_modes_pick_the_default_model_and_flip(tiny_models) -> None:  # 
 
 
 def test_video_mode_falls_back_to_the_image_model(monkeypatch, tmp_path: Path) -> None:  # noqa: ANN001
-    """A trimmed install without fan2d_fast still runs video, on the image model."""
+    """A running mode whose model is not installed runs on the image model."""
     from util import aligner
 
     monkeypatch.setitem(aligner.DEFAULT_MODELS_2D, "video", tmp_path / "gone.onnx")

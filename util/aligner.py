@@ -39,13 +39,14 @@ from .prefetch import prefetched
 from .runtime import load_model, model_for_precision, resolve_runtime
 from .shape_prior import ShapePrior
 
-# Running modes, as MediaPipe's: the default 2D model of each. Stills take the most
-# accurate one; video the faster one, whose frames must keep up with a camera
-# (measured: 70.7 fps for the image model against 81.8 to 102.9 for the fast one, 3.38
-# against 3.44 % NME on 300w/val, cross-validated; see models/README.md).
+# Running modes, as MediaPipe's: the default 2D model of each. Video takes the accurate
+# one too: fan2d_fast runs 90 fps against its 70 on 2 threads (both over twice a
+# camera's rate), but on 20 tracked clips (benchmarks/tracking.py --faces 20) it erred
+# more (4.33 against 4.17 % NME moving, 4.23 against 4.08 still) and jittered more
+# (0.366 against 0.337 %). --model-2d models/fan2d_fast.int8.onnx picks it.
 DEFAULT_MODELS_2D = {
     "image": MODELS_DIR / "fan2d_compact.onnx",
-    "video": MODELS_DIR / "fan2d_fast.onnx",
+    "video": MODELS_DIR / "fan2d_compact.onnx",
 }
 RUNNING_MODES = tuple(DEFAULT_MODELS_2D)
 DEFAULT_MODEL_2D = DEFAULT_MODELS_2D["image"]
@@ -89,8 +90,9 @@ class FaceAligner:
     ) -> None:
         """``running_mode`` "image" (stills) or "video" (frames of one stream, with
         util.tracker.FaceTracker) picks the defaults: the 2D model when ``model_2d`` is
-        not given (DEFAULT_MODELS_2D: the accurate one for images, the fast one for
-        video) and ``flip`` when it is None (on for images, off for video).
+        not given (DEFAULT_MODELS_2D: the accurate one for both, as measured) and
+        ``flip`` when it is None (on for images, off for video, where it would halve
+        the frame rate).
 
         ``flip`` averages each face with its mirror image: more accurate, twice the
         landmark cost. ``any_roll`` looks for faces in the image turned by each

@@ -137,9 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--model-2d",
         default=None,
         metavar="ONNX",
-        help="FAN-format 2D model (default: models/fan2d_compact for images, the 1.5x faster "
-        "and slightly less accurate models/fan2d_fast for video; the original 2DFAN-4.onnx "
-        "loads too)",
+        help="FAN-format 2D model (default models/fan2d_compact; models/fan2d_fast.int8.onnx "
+        "is 1.5x faster and slightly less accurate, e.g. for video on a slow machine; the "
+        "original 2DFAN-4.onnx loads too)",
     )
     parser.add_argument(
         "--model-3d",
