@@ -353,9 +353,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--beta", type=float, default=None)
     parser.add_argument("--d-cutoff", type=float, default=None)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument(
+        "--model-2d", default=None, help="2D model (default: what face_alignment.py -v loads)"
+    )
     args = parser.parse_args(argv)
 
-    aligner = FaceAligner(runtime="onnxruntime", threads=args.threads, running_mode="video")
+    aligner = FaceAligner(
+        model_2d=args.model_2d, runtime="onnxruntime", threads=args.threads, running_mode="video"
+    )
     kwargs = {
         k: v
         for k, v in (
