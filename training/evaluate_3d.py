@@ -143,10 +143,10 @@ def main() -> int:
     depth_all = face_depths(prior, all_points)
     yaw_all = fit_yaw(fit_to_2d(prior, all_points).rotation)
     refits = [f"3D model + shape fit r={r:g}" for r in args.regularisers]
-    r, from_yaw, r_turned = args.turned
-    turned_fit = ShapeFitDepth(prior, r, (from_yaw, r_turned))
-    refits.append(f"r={r:g}, {r_turned:g} from {from_yaw:g} deg")
-    rows = [*configs, *refits, "true x, y + shape fit"]
+    first, from_yaw, again = args.turned
+    turned_fit = ShapeFitDepth(prior, first, (from_yaw, again))
+    turned_row = f"r={first:g}, {again:g} from {from_yaw:g} deg"
+    rows = [*configs, *refits, turned_row, "true x, y + shape fit"]
     results = {name: {b: [] for b in BINS} for name in rows}
     misses = {name: {b: 0 for b in BINS} for name in rows}
     counts = {b: 0 for b in BINS}
@@ -180,11 +180,11 @@ def main() -> int:
                 if config == "3D model + shape fit":
                     xy = faces[index].landmarks_3d[:, :2]
                     saved.append(view_error(prior, xy, truth_turned))
-                    for name, r in zip(refits[:-1], args.regularisers, strict=True):
+                    for name, r in zip(refits, args.regularisers, strict=True):
                         z = fit_to_2d(prior, xy, regulariser=r).points[:, 2]
                         results[name][bin_].append(errors(np.column_stack([xy, z]), truth_turned))
                     z = turned_fit.depth(xy)
-                    results[refits[-1]][bin_].append(errors(np.column_stack([xy, z]), truth_turned))
+                    results[turned_row][bin_].append(errors(np.column_stack([xy, z]), truth_turned))
             fit = fit_to_2d(prior, truth_turned[:, :2]).points
             results["true x, y + shape fit"][bin_].append(errors(fit, truth_turned))
     print(f"{args.data}: {len(samples)} faces turned into each yaw bin (synthesized views)")

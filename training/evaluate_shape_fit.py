@@ -107,8 +107,8 @@ def main() -> int:
     add_turned_option(parser)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    r, from_yaw, r_turned = args.turned
-    turned_row = f"{r:g}, {r_turned:g} from {from_yaw:g}"
+    first, from_yaw, again = args.turned
+    turned_row = f"{first:g}, {again:g} from {from_yaw:g}"
     measured = None if args.errors is None else load_errors(args.errors)
 
     shapes = np.load(args.shapes).astype(np.float64)
@@ -139,7 +139,7 @@ def main() -> int:
                 for name, xy in inputs:
                     z = fit_to_2d(prior, xy, regulariser=reg).points[..., 2]
                     errors.setdefault((name, reg, b), []).extend(z_errors(z, faces, sizes))
-            turned_fit = ShapeFitDepth(prior, r, (from_yaw, r_turned))
+            turned_fit = ShapeFitDepth(prior, first, (from_yaw, again))
             for name, xy in inputs:
                 z = np.stack([turned_fit.depth(points) for points in xy]).reshape(-1, 68)
                 errors.setdefault((name, turned_row, b), []).extend(z_errors(z, faces, sizes))
