@@ -217,8 +217,8 @@ class Setup:
     notes: Notes
     model_2d_int8: Path | None = None  # NAME.int8.onnx beside each, when there
     model_depth_int8: Path | None = None
-    # What the tool loads for video (its "video" running mode) unless --model-2d is given.
-    model_2d_video: Path | None = None
+    # --model-2d was given: video runs it too, else what the video running mode loads.
+    model_2d_given: bool = False
 
     def ours(self) -> list[tuple[str, Path, Path | None]]:
         """(precision, 2D model, depth model) of each of our versions; int8 when there."""
@@ -244,8 +244,8 @@ class Setup:
 
 
 def resolve_setup(args: argparse.Namespace) -> Setup:
-    from util.aligner import DEFAULT_MODEL_2D, DEFAULT_MODEL_DEPTH, default_model_2d
-    from util.runtime import int8_path, model_for_precision
+    from util.aligner import DEFAULT_MODEL_2D, DEFAULT_MODEL_DEPTH
+    from util.runtime import int8_path
 
     notes = Notes()
 
@@ -272,12 +272,6 @@ def resolve_setup(args: argparse.Namespace) -> Setup:
 
     model_2d = existing(args.model_2d, "our 2D model", DEFAULT_MODEL_2D)
     model_depth = existing(args.model_depth, "our depth model", DEFAULT_MODEL_DEPTH)
-    model_2d_int8 = int8_beside(model_2d, "our 2D model")
-    model_2d_video = model_2d_int8 or model_2d
-    if not args.model_2d:
-        precision = "int8" if model_2d_int8 else "fp32"
-        video = model_for_precision(default_model_2d("video"), precision, "onnxruntime")
-        model_2d_video = existing(video, "our 2D model for video")
     return Setup(
         model_2d=model_2d,
         model_depth=model_depth,
@@ -285,13 +279,21 @@ def resolve_setup(args: argparse.Namespace) -> Setup:
         fan2d=existing(args.fan2d, "original FAN 2D model (--fan2d)"),
         fan_depth=existing(args.fan_depth, "original FAN depth model (--fan-depth)"),
         notes=notes,
-        model_2d_int8=model_2d_int8,
+        model_2d_int8=int8_beside(model_2d, "our 2D model"),
         model_depth_int8=int8_beside(model_depth, "our depth model"),
-        model_2d_video=model_2d_video,
+        model_2d_given=bool(args.model_2d),
     )
 
 
-def make_aligner(setup: Setup, model_2d, model_depth=None, threads: int = 0, flip: bool = False):
+def make_aligner(
+    setup: Setup,
+    model_2d,
+    model_depth=None,
+    threads: int = 0,
+    flip: bool = False,
+    running_mode: str = "image",
+):
+    """``model_2d`` None: the running mode's default model, as the tool loads it."""
     from util.aligner import FaceAligner
 
     return FaceAligner(
@@ -302,6 +304,7 @@ def make_aligner(setup: Setup, model_2d, model_depth=None, threads: int = 0, fli
         runtime="onnxruntime",
         threads=threads,
         flip=flip,
+        running_mode=running_mode,
     )
 
 

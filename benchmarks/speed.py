@@ -265,9 +265,14 @@ def run_video_benchmark(
     from util.tracker import FaceTracker
     from util.video import READ_AHEAD_FRAMES, read_frames
 
-    precision, _, model_depth = setup.shipped
-    model_2d = setup.model_2d_video  # the video running mode's default, or --model-2d
-    aligner = make_aligner(setup, model_2d, model_depth if with_depth else None, threads)
+    precision, model_2d, model_depth = setup.shipped
+    aligner = make_aligner(
+        setup,
+        model_2d if setup.model_2d_given else None,  # else what -v loads
+        model_depth if with_depth else None,
+        threads,
+        running_mode="video",
+    )
     capture = cv2.VideoCapture(str(video))
     ok, first = capture.read()
     capture.release()
@@ -294,7 +299,7 @@ def run_video_benchmark(
         "threads": threads,
         "depth": with_depth,
         "precision": precision,
-        "model": model_2d.name,
+        "model": aligner.landmark_model.model.path.name,
         "frames": done,
         "faces": len(aligner.times.seconds.get("landmarks", [])),
         "seconds": elapsed,
