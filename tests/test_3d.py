@@ -102,6 +102,37 @@ def test_turned_face_carries_3d_points() -> None:
     assert carried[30, 0] > points[30, 0] + 5  # the nose moved right
 
 
+def test_turns_to_a_total_yaw_continue_the_way_a_face_looks() -> None:
+    """``random_total_turn`` brings a face to a total yaw in [least, most] the way it
+    already looks, never turning it back; the carried 3D points, fitted again, show
+    that total (the sign convention of ``fit_yaw`` and ``turn_face`` agree)."""
+    from training.synthesis import face_depths, random_total_turn, turn_face, turn_to
+    from util.shape_prior import fit_to_2d, fit_yaw
+
+    assert turn_to(20.0, 60.0, 1.0) == 40.0
+    assert turn_to(-20.0, 60.0, -1.0) == -40.0
+    assert turn_to(-70.0, 60.0, -1.0) == 0.0  # already past the total: kept
+    rng = np.random.default_rng(0)
+    for yaw_now in (-25.0, 25.0):
+        turns = np.array([random_total_turn(yaw_now, rng, 30.0, 85.0) for _ in range(200)])
+        totals = yaw_now + turns
+        assert np.all(np.sign(totals) == np.sign(yaw_now))
+        assert np.abs(totals).min() >= 30.0 - 1e-9 and np.abs(totals).max() <= 85.0
+        assert np.abs(totals).max() > 80.0  # profiles are drawn, not only half turns
+    sides = {np.sign(random_total_turn(0.0, rng)) for _ in range(20)}
+    assert sides == {-1.0, 1.0}  # a frontal face turns either way
+
+    prior = _prior()
+    shape = _turned_shape(20.0)
+    points = shape[:, :2]
+    yaw_now = float(fit_yaw(fit_to_2d(prior, points).rotation))
+    assert abs(yaw_now - 20.0) < 3.0
+    z = face_depths(prior, points[None])[0]
+    image = np.random.default_rng(1).integers(0, 255, (400, 400, 3), dtype=np.uint8)
+    _, _, carried = turn_face(image, points, z, turn_to(yaw_now, 70.0, 1.0), shape)
+    assert abs(float(fit_yaw(fit_to_2d(prior, carried[:, :2]).rotation)) - 70.0) < 4.0
+
+
 def test_shape_fit_regulariser_comes_from_the_3d_model_and_damps_noise(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001, E501
     """The tool fits with the 3D model's own ``shape_fit_regulariser`` (1 without
     one); a stronger one keeps noisy points' z nearer the true z (as measured by

@@ -95,6 +95,22 @@ def test_train_2d_runs_and_exports_the_fan_contract(tmp_path: Path) -> None:
     assert start["args"]["channels"] == "24" and "final" in [e.get("event") for e in log]
 
 
+def test_train_2d_with_3d_maps_and_turns_to_a_total_yaw_exports_both(tmp_path: Path) -> None:
+    """The joint run that made the shipped 3D file: every face turned, to a total yaw
+    (--wide-total), and the 3D-convention maps exported with the fan3d contract."""
+    out_3d = tmp_path / "fan3d.onnx"
+    log = _run(
+        "train_2d.py", tmp_path, "--stacks", "1", "--channels", "16", "--out-3d", str(out_3d),
+        "--turn", "1", "--wide-share", "1", "--wide-total", "--most-3d", "85",
+    )  # fmt: skip
+    start = next(e for e in log if e.get("event") == "start")
+    assert start["args"]["wide_total"] == "True" and "final" in [e.get("event") for e in log]
+    session = _session(out_3d)
+    out = session.run(None, {session.get_inputs()[0].name: np.zeros((1, 3, 256, 256), np.float32)})
+    assert out[0].shape == (1, 68, 64, 64)
+    assert _spec(session)["kind"] == "fan3d"
+
+
 def test_widened_channels_compute_the_same_and_can_learn_apart() -> None:
     from training.model import FAN, count_macs, widen_channels
 

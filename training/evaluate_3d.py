@@ -35,7 +35,7 @@ from training.evaluate import DEFAULT_DATA, load_annotated, match_annotated
 from training.evaluate_shape_fit import add_turned_option
 from training.labels_3d import lift_to_3d
 from training.paths import MODELS_DIR
-from training.synthesis import face_depths, turn_face
+from training.synthesis import face_depths, look_side, turn_face, turn_to
 from util.depth import ShapeFitDepth
 from util.landmarks import box_size
 from util.shape_prior import ShapePrior, fit_to_2d, fit_yaw
@@ -57,11 +57,11 @@ def face_region(image: np.ndarray, points: np.ndarray, margin: float = 1.2):
 
 def turned_views(image, points, depth, truth_3d, yaw_now, rng):
     """Per yaw bin: (bin, turned image, 2D labels, 3D truth (68, 3), total yaw) or None."""
-    look = np.sign(yaw_now) if abs(yaw_now) > 5 else (1.0 if rng.random() < 0.5 else -1.0)
+    look = look_side(yaw_now, rng)
     views = []
     for lo, hi in BINS:
         total = max(float(rng.uniform(lo, hi)), abs(yaw_now))  # never turn a face back
-        turn = look * total - yaw_now
+        turn = turn_to(yaw_now, total, look)
         if total >= hi or abs(turn) > MOST_TURN:
             views.append(None)
             continue

@@ -37,12 +37,12 @@ from training.losses import adaptive_wing, foreground_weight, integral_loss, wei
 from training.model import FAN, LastStack, count_macs, widen_channels, widen_to_3d
 from training.negatives import NegativeCrops
 from training.runlog import RunLog
-from training.synthesis import face_depths, random_yaw, turn_face
+from training.synthesis import face_depths, random_total_turn, random_yaw, turn_face
 from util.crop import invert_matrix, transform_points
 from util.heatmap_codec import DECODINGS, HeatmapCodec
 from util.landmarks import inter_ocular, nme
 from util.runtime import ModelSpec
-from util.shape_prior import ShapePrior
+from util.shape_prior import ShapePrior, fit_to_2d, fit_yaw
 
 SHAPE_PRIOR = Path(__file__).resolve().parents[1] / "models" / "shape_prior.npz"
 
@@ -76,9 +76,10 @@ class TrainSet(torch.utils.data.Dataset):
     made as ``spec`` says (``ModelSpec.to_tensor``, ``HeatmapCodec.encode``).
 
     With ``labels_3d`` each face also has its 3D-convention landmarks (maps 68-135),
-    and half of the turned faces turn up to ``most_3d`` degrees; the 2D maps of faces
-    turned more than ``most_2d`` are not trained (the re-rendering smears there, and
-    the 2D convention's outline with it)."""
+    and ``wide_share`` of the turned faces turn up to ``most_3d`` degrees (with
+    ``wide_total``: to a total yaw drawn uniformly from 30 to ``most_3d`` degrees,
+    ``random_total_turn``); the 2D maps of faces turned more than ``most_2d`` are not
+    trained (the re-rendering smears there, and the 2D convention's outline with it)."""
 
     def __init__(
         self,
@@ -93,6 +94,8 @@ class TrainSet(torch.utils.data.Dataset):
         labels_3d: bool = False,
         most_2d: float = 45.0,
         most_3d: float = 75.0,
+        wide_share: float = 0.5,
+        wide_total: bool = False,
     ) -> None:
         self.faces, self.crop, self.stats, self.seed = faces, crop, stats, seed
         self.spec, self.codec = spec, HeatmapCodec.from_spec(spec)
@@ -103,10 +106,13 @@ class TrainSet(torch.utils.data.Dataset):
         )
         # Depth of every face from the shape prior, for the out-of-plane turns.
         self.turn_share, self.most_2d, self.most_3d = turn_share, most_2d, most_3d
+        self.wide_share = wide_share
         prior = ShapePrior.load(SHAPE_PRIOR)
         points = np.stack([f.points for f in faces])
         self.depths = face_depths(prior, points) if turn_share > 0 else None
         self.points_3d = lift_to_3d(prior, points) if labels_3d else None
+        # Each face's own yaw, for turns to a total yaw.
+        self.yaws = fit_yaw(fit_to_2d(prior, points).rotation) if wide_total else None
         self.maps = 136 if labels_3d else 68
         self.n_negatives = round(negative_share * len(faces)) if self.negatives else 0
         self.epoch = 0
@@ -130,8 +136,11 @@ class TrainSet(torch.utils.data.Dataset):
             face = self.faces[index]
             carry = None if self.points_3d is None else self.points_3d[index]
             if self.depths is not None and rng.random() < self.turn_share:
-                wide = self.points_3d is not None and rng.random() < 0.5
-                yaw = random_yaw(face.points, rng, self.most_3d if wide else self.most_2d)
+                wide = self.points_3d is not None and rng.random() < self.wide_share
+                if wide and self.yaws is not None:
+                    yaw = random_total_turn(float(self.yaws[index]), rng, most=self.most_3d)
+                else:
+                    yaw = random_yaw(face.points, rng, self.most_3d if wide else self.most_2d)
                 turned, labels, carry = turn_face(
                     face.image, face.points, self.depths[index], yaw, carry
                 )
@@ -276,6 +285,18 @@ def main() -> None:
         "--most-3d", type=float, default=75.0, help="largest synthesized turn for the 3D maps"
     )
     parser.add_argument(
+        "--wide-share",
+        type=float,
+        default=0.5,
+        help="share of the turned faces turned for the 3D maps (up to --most-3d)",
+    )
+    parser.add_argument(
+        "--wide-total",
+        action="store_true",
+        help="turn those to a total yaw drawn uniformly from 30 deg to --most-3d "
+        "(default: a turn as for the 2D maps, fewer past 60 deg in total)",
+    )
+    parser.add_argument(
         "--init",
         type=Path,
         default=None,
@@ -357,6 +378,8 @@ def main() -> None:
         turned_negatives=args.turned_negatives,
         labels_3d=with_3d,
         most_3d=args.most_3d,
+        wide_share=args.wide_share,
+        wide_total=args.wide_total,
     )
     loader_args = {
         "batch_size": args.batch,
