@@ -204,6 +204,61 @@ def test_a_turned_face_is_fitted_again_with_the_specs_turned_regulariser(tmp_pat
         np.testing.assert_allclose(fit.depth(points), expected)
 
 
+def test_far_half_of_a_profile_comes_from_the_near_halfs_fit(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001, E501
+    """The 3D model's fault on profiles, made by hand: the hidden half drawn as on a
+    less turned face (far jaw pushed out). From the spec's ``shape_fit_far_side`` yaw
+    on, the far half's x, y and all z come from the fit to the near half and midline,
+    which puts them back; the near half is kept as measured, and a face turned less is
+    left as the model gave it."""
+    import dataclasses
+
+    from training.export import write_spec
+    from util.aligner import FaceAligner
+    from util.depth import ShapeFitDepth
+    from util.runtime import ModelError, read_spec
+    from util.shape_prior import fit_to_2d, near_side
+
+    prior = _prior()
+    shape = _turned_shape(70.0, scale=3.0)
+    size = np.sqrt(np.prod(np.ptp(shape[:, :2], axis=0)))
+    near = near_side(prior, fit_to_2d(prior, shape[:, :2]).rotation)
+    far = np.setdiff1d(np.arange(68), near)
+    # turned right: the image-left jaw is the near one, the nose on the midline is seen
+    assert {0, 1, 2, 8, 27, 30, 33, 36, 48}.issubset(near) and {14, 15, 16, 45}.issubset(far)
+    drawn = shape[:, :2].copy()
+    drawn[far, 0] += 0.25 * size * np.linspace(0.3, 1.0, len(far))  # pushed out, as the model
+    plain = ShapeFitDepth(prior, 10.0, (30.0, 100.0))
+    fixed = ShapeFitDepth(prior, 10.0, (30.0, 100.0), far_side=(40.0, 30.0))
+
+    def xy_error(points: np.ndarray) -> float:
+        return float(np.linalg.norm(points[:, :2] - shape[:, :2], axis=1).mean() / size)
+
+    def z_error(points: np.ndarray) -> float:
+        return float(np.abs(points[:, 2] - shape[:, 2]).mean() / size)
+
+    before = np.column_stack([drawn, plain.depth(drawn)])
+    after = fixed.points_3d(drawn)
+    np.testing.assert_array_equal(after[near, :2], drawn[near])
+    assert xy_error(after) < 0.3 * xy_error(before) and xy_error(after) < 0.02
+    assert z_error(after) < 0.5 * z_error(before)
+    frontal = _turned_shape(15.0, scale=3.0)[:, :2]
+    np.testing.assert_array_equal(fixed.points_3d(frontal), plain.points_3d(frontal))
+
+    spec = read_spec(tiny_models.fan3d)
+    extra = dict(spec.extra) | {"shape_fit_far_side": {"from_yaw": 40.0, "regulariser": 30.0}}
+    marked = tmp_path / "fan3d.onnx"
+    write_spec(tiny_models.fan3d, dataclasses.replace(spec, extra=extra), marked)
+    common = {"model_2d": tiny_models.fan2d, "active_3d": True, "any_roll": False}
+    aligner = FaceAligner(model_3d=marked, **common)
+    assert aligner.depth_model.far_side == (40.0, 30.0)
+    assert "far half from the near half's fit" in aligner.sources()["depth"]
+    broken = tmp_path / "broken.onnx"
+    extra["shape_fit_far_side"] = {"from_yaw": "forty"}
+    write_spec(tiny_models.fan3d, dataclasses.replace(spec, extra=extra), broken)
+    with pytest.raises(ModelError, match="broken.onnx: .*shape_fit_far_side"):
+        FaceAligner(model_3d=broken, **common)
+
+
 def test_3d_mode_splits_landmarks_and_landmarks_3d(tiny_models) -> None:  # noqa: ANN001
     """landmarks are the 2D model's, unchanged by -3; landmarks_3d x, y are the 3D
     model's own points on the same crop, z from the shape fit."""

@@ -12,12 +12,15 @@ image goes through the whole tool, once per configuration:
 - "2D points + depth net": landmarks_3d as before fan3d_compact (the 2D model's
   points, z from models/depth_compact.onnx);
 - "3D model + shape fit": the default (x, y from models/fan3d_compact.onnx, z from the
-  shape prior fitted to them);
-- "3D model + depth net": x, y from the 3D model, z from the depth network.
+  shape prior fitted to them, and on a face turned past the spec's
+  ``shape_fit_far_side`` the far half's x, y too);
+- "3D model + depth net": x, y from the 3D model as they are, z from the depth network.
 
-Beside them, the shape fit's z again from the same x, y with other fit regularisers
-(``--regularisers``: no model runs again; the spec's ``shape_fit_regulariser`` is the
-one the tool uses), and from the true x, y (the floor of any fit).
+Beside them, from the 3D model's own x, y (the depth-net row's; no model runs again):
+the shape fit's z with other fit regularisers (``--regularisers``; the spec's
+``shape_fit_regulariser`` is the one the tool uses), with the refit of turned faces
+(``--turned``), and with the far half from the near half's fit (``--far-side``); and
+the fit to the true x, y (the floor of any fit).
 
 Errors: x, y NME over the box size (sqrt of the true points' box area), and mean |z
 error| over the same size, both sides' z zero-mean (AFLW2000-3D's way).
@@ -32,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from training.evaluate import DEFAULT_DATA, load_annotated, match_annotated
-from training.evaluate_shape_fit import add_turned_option
+from training.evaluate_shape_fit import add_far_side_option, add_turned_option
 from training.labels_3d import lift_to_3d
 from training.paths import MODELS_DIR
 from training.synthesis import face_depths, look_side, turn_face, turn_to
@@ -82,7 +85,8 @@ def errors(face, truth: np.ndarray) -> tuple[float, float]:
 
 def view_error(prior: ShapePrior, xy: np.ndarray, truth: np.ndarray) -> tuple[float, np.ndarray]:
     """(signed yaw of the true points' fit, (68, 2) x, y error over the box size): a
-    view's error as evaluate_shape_fit.py --errors puts it on other faces."""
+    view's error as evaluate_shape_fit.py --errors puts it on other faces (there, the
+    fits the tool makes run on it again)."""
     yaw = float(fit_yaw(fit_to_2d(prior, truth[:, :2]).rotation))
     return yaw, (xy - truth[:, :2]) / box_size(truth[:, :2])
 
@@ -105,7 +109,7 @@ def main() -> int:
         "--save-errors",
         type=Path,
         default=None,
-        help="write the 3D model's x, y error of each view here (.npz: for "
+        help="write the 3D model's own x, y error of each view here (.npz: for "
         "evaluate_shape_fit.py --errors, which puts them on real 3D shapes)",
     )
     parser.add_argument(
@@ -116,6 +120,7 @@ def main() -> int:
         help="shape-fit regularisers to compare on the 3D model's x, y",
     )
     add_turned_option(parser)
+    add_far_side_option(parser)
     args = parser.parse_args()
 
     from tqdm import tqdm
@@ -146,7 +151,9 @@ def main() -> int:
     first, from_yaw, again = args.turned
     turned_fit = ShapeFitDepth(prior, first, (from_yaw, again))
     turned_row = f"r={first:g}, {again:g} from {from_yaw:g} deg"
-    rows = [*configs, *refits, turned_row, "true x, y + shape fit"]
+    far_fit = ShapeFitDepth(prior, first, (from_yaw, again), args.far_side)
+    far_row = f"  + far half from {args.far_side[0]:g} deg"
+    rows = [*configs, *refits, turned_row, far_row, "true x, y + shape fit"]
     results = {name: {b: [] for b in BINS} for name in rows}
     misses = {name: {b: 0 for b in BINS} for name in rows}
     counts = {b: 0 for b in BINS}
@@ -177,7 +184,7 @@ def main() -> int:
                     misses[config][bin_] += 1
                     continue
                 results[config][bin_].append(errors(faces[index], truth_turned))
-                if config == "3D model + shape fit":
+                if config == "3D model + depth net":  # the 3D model's x, y as they are
                     xy = faces[index].landmarks_3d[:, :2]
                     saved.append(view_error(prior, xy, truth_turned))
                     for name, r in zip(refits, args.regularisers, strict=True):
@@ -185,6 +192,7 @@ def main() -> int:
                         results[name][bin_].append(errors(np.column_stack([xy, z]), truth_turned))
                     z = turned_fit.depth(xy)
                     results[turned_row][bin_].append(errors(np.column_stack([xy, z]), truth_turned))
+                    results[far_row][bin_].append(errors(far_fit.points_3d(xy), truth_turned))
             fit = fit_to_2d(prior, truth_turned[:, :2]).points
             results["true x, y + shape fit"][bin_].append(errors(fit, truth_turned))
     print(f"{args.data}: {len(samples)} faces turned into each yaw bin (synthesized views)")

@@ -56,6 +56,21 @@ def add_turned_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_far_side_option(parser: argparse.ArgumentParser) -> None:
+    """``--far-side FROM_YAW R``: that fit, and from FROM_YAW deg the far half's x, y and
+    z from the prior fitted to the near half with regulariser R (util.depth.ShapeFitDepth;
+    the spec's shape_fit_far_side)."""
+    parser.add_argument(
+        "--far-side",
+        type=float,
+        nargs=2,
+        default=[40.0, 30.0],
+        metavar=("FROM_YAW", "R"),
+        help="and the --turned fit with the far half of faces turned FROM_YAW deg or "
+        "more taken from the near half's fit, regulariser R (the spec's shape_fit_far_side)",
+    )
+
+
 def load_errors(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(signed yaw (V,), x, y errors over the box size (V, 68, 2)) of evaluate_3d.py's
     views."""
@@ -105,17 +120,20 @@ def main() -> int:
         "gets one of a view in its yaw bin, mirrored to face its way, instead of noise",
     )
     add_turned_option(parser)
+    add_far_side_option(parser)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     first, from_yaw, again = args.turned
     turned_row = f"{first:g}, {again:g} from {from_yaw:g}"
+    far_row = f"+ far half from {args.far_side[0]:g}"
     measured = None if args.errors is None else load_errors(args.errors)
 
     shapes = np.load(args.shapes).astype(np.float64)
     rng = np.random.default_rng(args.seed)
     order = rng.permutation(len(shapes))
     folds = (order[::2], order[1::2])
-    errors: dict[tuple[str, float, int], list[float]] = {}
+    errors: dict[tuple[str, float | str, int], list[float]] = {}
+    xy_errors: dict[tuple[str, str, int], list[float]] = {}
     counts = [0, 0, 0]
     for k in range(2):
         prior = build_prior(shapes[folds[1 - k]])
@@ -140,9 +158,19 @@ def main() -> int:
                     z = fit_to_2d(prior, xy, regulariser=reg).points[..., 2]
                     errors.setdefault((name, reg, b), []).extend(z_errors(z, faces, sizes))
             turned_fit = ShapeFitDepth(prior, first, (from_yaw, again))
+            far_fit = ShapeFitDepth(prior, first, (from_yaw, again), args.far_side)
             for name, xy in inputs:
                 z = np.stack([turned_fit.depth(points) for points in xy]).reshape(-1, 68)
                 errors.setdefault((name, turned_row, b), []).extend(z_errors(z, faces, sizes))
+                fitted = np.stack([far_fit.points_3d(points) for points in xy]).reshape(-1, 68, 3)
+                errors.setdefault((name, far_row, b), []).extend(
+                    z_errors(fitted[..., 2], faces, sizes)
+                )
+                # The far half's x, y change too: their error against the real shape.
+                for row, points in ((turned_row, xy), (far_row, fitted[..., :2])):
+                    xy_errors.setdefault((name, row, b), []).extend(
+                        np.linalg.norm(points - faces[..., :2], axis=-1).mean(-1) / sizes
+                    )
     weights = np.array(counts) / sum(counts)
     bins = zip(BINS, counts, strict=True)
     per_bin = ", ".join(f"{int(lo)}-{int(hi)}: {n}" for (lo, hi), n in bins)
@@ -150,10 +178,16 @@ def main() -> int:
     print(f"{'x, y':<14} {'regulariser':>11}  z % by yaw bin 0-30 / 30-60 / 60-90   weighted")
     names = ["true x, y", "x, y + noise"] + ([] if measured is None else ["x, y + model's"])
     for name in names:
-        for reg in [*args.regularisers, turned_row]:
+        for reg in [*args.regularisers, turned_row, far_row]:
             per_bin = [100 * float(np.mean(errors[(name, reg, b)])) for b in range(3)]
             label = reg if isinstance(reg, str) else f"{reg:g}"
             print(f"{name:<14} {label:>11}  " + " / ".join(f"{v:5.2f}" for v in per_bin)
+                  + f"   {float(np.dot(weights, per_bin)):5.2f}")  # fmt: skip
+    print(f"\n{'x, y':<14} {'fit':>11}  x, y NME box % by yaw bin            weighted")
+    for name in names[1:]:
+        for row in (turned_row, far_row):
+            per_bin = [100 * float(np.mean(xy_errors[(name, row, b)])) for b in range(3)]
+            print(f"{name:<14} {row:>11}  " + " / ".join(f"{v:5.2f}" for v in per_bin)
                   + f"   {float(np.dot(weights, per_bin)):5.2f}")  # fmt: skip
     return 0
 

@@ -534,6 +534,12 @@ SHAPE_FIT_REGULARISER = 10.0
 # 3.97 % at 30-60 deg and 9.30 -> 8.97 % at 60-90; on AFLW2000-3D's real shapes with its
 # errors (evaluate_shape_fit --errors), 3.44 -> 3.35 % weighted.
 SHAPE_FIT_TURNED = {"from_yaw": 30.0, "regulariser": 100.0}
+# ... and from 40 deg takes the far half's x, y and all z from the prior fitted to the
+# near half (the 3D maps draw a profile's hidden half as on a face turned 20-30 deg
+# less): chosen on val faces 0-99 with version 6 (evaluate_3d --limit 100; 35 / 40 / 45
+# deg, regulariser 10 / 30 / 100), then checked on faces 100-290: x, y 8.88 -> 7.27 %
+# and z 8.44 -> 5.68 % at 60-90 deg, 3.94 -> 3.76 and 3.83 -> 3.35 % at 30-60.
+SHAPE_FIT_FAR_SIDE = {"from_yaw": 40.0, "regulariser": 30.0}
 
 
 def export_3d(
@@ -561,6 +567,7 @@ def export_3d(
         "decode": "centroid",
         "shape_fit_regulariser": SHAPE_FIT_REGULARISER,
         "shape_fit_turned": SHAPE_FIT_TURNED,
+        "shape_fit_far_side": SHAPE_FIT_FAR_SIDE,
     }
     export_onnx(LastStack(net, "3d"), out, dataclasses.replace(spec_2d, kind="fan3d", extra=extra),
                 output_name="heatmaps")  # fmt: skip

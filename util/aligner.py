@@ -426,10 +426,11 @@ class FaceAligner:
         start = time.perf_counter()
         for face, crop, xy in zip(faces, crops, points, strict=True):
             if isinstance(self.depth_model, ShapeFitDepth):
-                z = self.depth_model.depth(xy)
-            else:
-                points_crop = xy @ crop.matrix[:, :2].T + crop.matrix[:, 2]
-                z = self.depth_model.depth(crop.image, points_crop, crop.side)
+                # (the far half of a profile's x, y comes from the fit too)
+                face.landmarks_3d = self.depth_model.points_3d(xy)
+                continue
+            points_crop = xy @ crop.matrix[:, :2].T + crop.matrix[:, 2]
+            z = self.depth_model.depth(crop.image, points_crop, crop.side)
             face.landmarks_3d = np.column_stack([xy, z])
         self.times.add("depth", time.perf_counter() - start)
 

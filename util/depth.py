@@ -14,7 +14,7 @@ import numpy as np
 from .heatmap_codec import HeatmapCodec
 from .landmarks import NUM_LANDMARKS
 from .runtime import Model, ModelError, ModelSpec, check_single_input, format_shape
-from .shape_prior import ShapePrior, fit_to_2d, fit_yaw
+from .shape_prior import ShapePrior, fit_to_2d, fit_yaw, near_side
 
 # The original depth_estimation.onnx (FAN's ResNet): RGB 0-1 crop, Gaussians of
 # sigma 2 crop pixels, z in crop pixels. Its sign is not verified here.
@@ -53,33 +53,43 @@ class ShapeFitDepth:
     ``turned`` (from_yaw, regulariser): a face the fit finds turned by at least
     from_yaw degrees is fitted again with that regulariser (spec: ``shape_fit_turned``),
     because a turned face's points err together (the far side moves as one), which
-    only a stronger pull to the prior averages out."""
+    only a stronger pull to the prior averages out.
+
+    ``far_side`` (from_yaw, regulariser; spec: ``shape_fit_far_side``): a face turned
+    at least from_yaw degrees is fitted to the half the image shows (and the midline)
+    only, and its far half's x, y are that fit's too. Measured on turned val faces
+    (training/evaluate_3d.py): the 3D model draws the hidden half of a profile as if
+    the face were turned 20-30 degrees less (far jaw a quarter of the box too far
+    out), while the half it sees is right."""
 
     def __init__(
         self,
         prior: ShapePrior,
         regulariser: float = 1.0,
         turned: tuple[float, float] | None = None,
+        far_side: tuple[float, float] | None = None,
     ) -> None:
         self.prior = prior
         self.regulariser = float(regulariser)
         self.turned = None if turned is None else (float(turned[0]), float(turned[1]))
+        self.far_side = None if far_side is None else (float(far_side[0]), float(far_side[1]))
 
     @classmethod
     def from_spec(cls, prior: ShapePrior, extra: dict, source: str = "spec") -> ShapeFitDepth:
         """The fit a 3D model's spec asks for (regulariser 1, no refit, without one); a
         ModelError naming ``source`` when its values are not numbers."""
-        turned = extra.get("shape_fit_turned")
+        refits = {key: extra.get(key) for key in ("shape_fit_turned", "shape_fit_far_side")}
         try:
-            return cls(
-                prior,
-                float(extra.get("shape_fit_regulariser", 1.0)),
-                None if turned is None else (turned["from_yaw"], turned["regulariser"]),
+            turned, far_side = (
+                None if refit is None else (refit["from_yaw"], refit["regulariser"])
+                for refit in refits.values()
             )
+            return cls(prior, float(extra.get("shape_fit_regulariser", 1.0)), turned, far_side)
         except (KeyError, TypeError, ValueError):
             raise ModelError(
-                f"{source}: shape_fit_regulariser must be a number and shape_fit_turned "
-                f'{{"from_yaw": deg, "regulariser": r}}, not {turned!r}'
+                f"{source}: shape_fit_regulariser must be a number, and shape_fit_turned "
+                f'and shape_fit_far_side {{"from_yaw": deg, "regulariser": r}}, not '
+                f"{refits['shape_fit_turned']!r} and {refits['shape_fit_far_side']!r}"
             ) from None
 
     def describe(self) -> str:
@@ -87,15 +97,32 @@ class ShapeFitDepth:
         turned = "" if self.turned is None else (
             f", {self.turned[1]:g} from {self.turned[0]:g} deg of yaw"
         )
-        return f"shape-prior fit (regulariser {self.regulariser:g}{turned})"
+        far = "" if self.far_side is None else (
+            f"; from {self.far_side[0]:g} deg, the far half from the near half's fit"
+        )
+        return f"shape-prior fit (regulariser {self.regulariser:g}{turned}{far})"
 
-    def depth(self, points: np.ndarray) -> np.ndarray:
-        """(68,) z in the points' pixels for (68, 2) image points."""
+    def points_3d(self, points: np.ndarray) -> np.ndarray:
+        """(68, 3) for (68, 2) image points of the 3D convention: their x, y (the far
+        half's from the fit when ``far_side`` applies) and the fit's z, in the points'
+        pixels."""
         points = np.asarray(points, np.float64)
         fit = fit_to_2d(self.prior, points, regulariser=self.regulariser)
-        if self.turned is not None and abs(float(fit_yaw(fit.rotation))) >= self.turned[0]:
-            fit = fit_to_2d(self.prior, points, regulariser=self.turned[1])
-        return fit.points[:, 2]
+        yaw = abs(float(fit_yaw(fit.rotation)))
+        out = np.column_stack([points, fit.points[:, 2]])
+        if self.far_side is not None and yaw >= self.far_side[0]:
+            near = near_side(self.prior, fit.rotation)
+            fit = fit_to_2d(self.prior, points, regulariser=self.far_side[1], visible=near)
+            far = np.setdiff1d(np.arange(len(points)), near)
+            out[far, :2] = fit.points[far, :2]
+            out[:, 2] = fit.points[:, 2]
+        elif self.turned is not None and yaw >= self.turned[0]:
+            out[:, 2] = fit_to_2d(self.prior, points, regulariser=self.turned[1]).points[:, 2]
+        return out
+
+    def depth(self, points: np.ndarray) -> np.ndarray:
+        """(68,) z in the points' pixels for (68, 2) image points (``points_3d``'s)."""
+        return self.points_3d(points)[:, 2]
 
 
 class DepthModel:

@@ -246,6 +246,16 @@ def fit_yaw(rotation: np.ndarray) -> np.ndarray:
     return np.degrees(np.arctan2(rotation[..., 0, 2], rotation[..., 2, 2]))
 
 
+def near_side(prior: ShapePrior, rotation: np.ndarray, margin: float = 0.02) -> np.ndarray:
+    """Indices of the landmarks on the half of the face that a fit's ``rotation`` turns
+    toward the camera, the midline included (mean-shape x within ``margin`` of the
+    face's width of it): on a turned face, the points the image shows."""
+    x = prior.mean[:, 0]
+    # A point at frontal x comes out at depth rotation[2, 0] * x (larger = closer).
+    side = 1.0 if float(np.asarray(rotation)[2, 0]) >= 0 else -1.0
+    return np.flatnonzero(side * x >= -margin * float(np.ptp(x)))
+
+
 def fit_to_2d(
     prior: ShapePrior,
     points_2d: np.ndarray,
