@@ -17,6 +17,10 @@ errors keep their correlations (at a profile the far side's points move together
 the truth is a real 3D shape, not a prior fit (evaluate_3d.py's truth is one: its z from
 the true x, y is 2.2 % off). Error: mean |z error| over the box size, both sides' z
 zero-mean (AFLW2000-3D's way).
+
+The ``--far-side`` row takes a turned face's far half from the prior fitted to its near
+half (the spec's ``shape_fit_far_side``), which moves x, y too: its x, y NME over the
+box size is printed below the z table, beside the x, y as they came in.
 """
 
 from __future__ import annotations
