@@ -33,6 +33,22 @@ def _turned_shape(yaw_deg: float, scale: float = 2.0) -> np.ndarray:
     return shape
 
 
+def _aligner_with_3d_spec(path: Path, tiny_models, **keys: object):  # noqa: ANN001, ANN202
+    """A 3D-mode aligner whose 3D model is the tiny one with ``keys`` added to its spec
+    (written to ``path``)."""
+    import dataclasses
+
+    from training.export import write_spec
+    from util.aligner import FaceAligner
+    from util.runtime import read_spec
+
+    spec = read_spec(tiny_models.fan3d)
+    write_spec(tiny_models.fan3d, dataclasses.replace(spec, extra=dict(spec.extra) | keys), path)
+    return FaceAligner(
+        model_2d=tiny_models.fan2d, model_3d=path, active_3d=True, any_roll=False
+    )
+
+
 def test_shape_fit_depth_recovers_a_turned_shape() -> None:
     """z of the fit to a shape's own projection: right sign and size (the far jaw is
     behind the near one)."""
@@ -170,31 +186,22 @@ def test_shape_fit_regulariser_comes_from_the_3d_model_and_damps_noise(tmp_path:
 def test_a_turned_face_is_fitted_again_with_the_specs_turned_regulariser(tmp_path: Path, tiny_models) -> None:  # noqa: ANN001, E501
     """``shape_fit_turned``: a face the fit finds turned by at least from_yaw degrees is
     fitted again with that regulariser; a frontal one keeps the first fit."""
-    import dataclasses
-
-    from training.export import write_spec
-    from util.aligner import FaceAligner
     from util.depth import ShapeFitDepth
-    from util.runtime import ModelError, read_spec
+    from util.runtime import ModelError
     from util.shape_prior import fit_to_2d
 
-    spec = read_spec(tiny_models.fan3d)
-    extra = dict(spec.extra) | {
-        "shape_fit_regulariser": 10.0,
-        "shape_fit_turned": {"from_yaw": 30.0, "regulariser": 100.0},
-    }
-    marked = tmp_path / "fan3d.onnx"
-    write_spec(tiny_models.fan3d, dataclasses.replace(spec, extra=extra), marked)
-    common = {"model_2d": tiny_models.fan2d, "active_3d": True, "any_roll": False}
-    aligner = FaceAligner(model_3d=marked, **common)
+    aligner = _aligner_with_3d_spec(
+        tmp_path / "fan3d.onnx",
+        tiny_models,
+        shape_fit_regulariser=10.0,
+        shape_fit_turned={"from_yaw": 30.0, "regulariser": 100.0},
+    )
     assert aligner.depth_model.turned == (30.0, 100.0)
     assert "regulariser 10, 100 from 30 deg of yaw" in aligner.sources()["depth"]
-
-    broken = tmp_path / "broken.onnx"
-    extra["shape_fit_turned"] = {"from_yaw": 30.0}
-    write_spec(tiny_models.fan3d, dataclasses.replace(spec, extra=extra), broken)
     with pytest.raises(ModelError, match="broken.onnx: .*shape_fit_turned"):
-        FaceAligner(model_3d=broken, **common)
+        _aligner_with_3d_spec(
+            tmp_path / "broken.onnx", tiny_models, shape_fit_turned={"from_yaw": 30.0}
+        )
 
     prior, fit = _prior(), ShapeFitDepth(_prior(), 10.0, (30.0, 100.0))
     noise = np.random.default_rng(1).normal(size=(68, 2)) * 2.0
@@ -210,12 +217,8 @@ def test_far_half_of_a_profile_comes_from_the_near_halfs_fit(tmp_path: Path, tin
     on, the far half's x, y and all z come from the fit to the near half and midline,
     which puts them back; the near half is kept as measured, and a face turned less is
     left as the model gave it."""
-    import dataclasses
-
-    from training.export import write_spec
-    from util.aligner import FaceAligner
     from util.depth import ShapeFitDepth
-    from util.runtime import ModelError, read_spec
+    from util.runtime import ModelError
     from util.shape_prior import fit_to_2d, near_side
 
     prior = _prior()
@@ -244,19 +247,16 @@ def test_far_half_of_a_profile_comes_from_the_near_halfs_fit(tmp_path: Path, tin
     frontal = _turned_shape(15.0, scale=3.0)[:, :2]
     np.testing.assert_array_equal(fixed.points_3d(frontal), plain.points_3d(frontal))
 
-    spec = read_spec(tiny_models.fan3d)
-    extra = dict(spec.extra) | {"shape_fit_far_side": {"from_yaw": 40.0, "regulariser": 30.0}}
-    marked = tmp_path / "fan3d.onnx"
-    write_spec(tiny_models.fan3d, dataclasses.replace(spec, extra=extra), marked)
-    common = {"model_2d": tiny_models.fan2d, "active_3d": True, "any_roll": False}
-    aligner = FaceAligner(model_3d=marked, **common)
+    far_side = {"from_yaw": 40.0, "regulariser": 30.0}
+    aligner = _aligner_with_3d_spec(
+        tmp_path / "fan3d.onnx", tiny_models, shape_fit_far_side=far_side
+    )
     assert aligner.depth_model.far_side == (40.0, 30.0)
     assert "far half from the near half's fit" in aligner.sources()["depth"]
-    broken = tmp_path / "broken.onnx"
-    extra["shape_fit_far_side"] = {"from_yaw": "forty"}
-    write_spec(tiny_models.fan3d, dataclasses.replace(spec, extra=extra), broken)
     with pytest.raises(ModelError, match="broken.onnx: .*shape_fit_far_side"):
-        FaceAligner(model_3d=broken, **common)
+        _aligner_with_3d_spec(
+            tmp_path / "broken.onnx", tiny_models, shape_fit_far_side={"from_yaw": "forty"}
+        )
 
 
 def test_3d_mode_splits_landmarks_and_landmarks_3d(tiny_models) -> None:  # noqa: ANN001
