@@ -153,22 +153,17 @@ def test_shape_fit_regulariser_comes_from_the_3d_model_and_damps_noise(tmp_path:
     """The tool fits with the 3D model's own ``shape_fit_regulariser`` (1 without
     one); a stronger one keeps noisy points' z nearer the true z (as measured by
     training/evaluate_3d.py on the 3D model's points)."""
-    import dataclasses
-
-    from training.export import write_spec
     from util.aligner import FaceAligner
     from util.depth import ShapeFitDepth
     from util.runtime import read_spec
 
-    spec = read_spec(tiny_models.fan3d)
-    assert "shape_fit_regulariser" not in spec.extra
-    common = {"model_2d": tiny_models.fan2d, "active_3d": True, "any_roll": False}
-    aligner = FaceAligner(model_3d=tiny_models.fan3d, **common)
+    assert "shape_fit_regulariser" not in read_spec(tiny_models.fan3d).extra
+    aligner = FaceAligner(
+        model_2d=tiny_models.fan2d, model_3d=tiny_models.fan3d, active_3d=True, any_roll=False
+    )
     assert aligner.depth_model.regulariser == 1.0
     marked = tmp_path / "fan3d.onnx"
-    extra = dict(spec.extra) | {"shape_fit_regulariser": 10.0}
-    write_spec(tiny_models.fan3d, dataclasses.replace(spec, extra=extra), marked)
-    aligner = FaceAligner(model_3d=marked, **common)
+    aligner = _aligner_with_3d_spec(marked, tiny_models, shape_fit_regulariser=10.0)
     assert aligner.depth_model.regulariser == 10.0
     assert "regulariser 10" in aligner.sources()["depth"]
 
