@@ -86,13 +86,29 @@ def test_train_2d_runs_and_exports_the_fan_contract(tmp_path: Path) -> None:
         "--average-decay", "0.9",
     )  # fmt: skip
     assert any(e.get("event") == "final" for e in log)
-    # --init from a narrower network widens it to --channels.
+    # --init from a narrower network widens it to --channels; --teacher distils from a
+    # network of another width.
     log = _run(
         "train_2d.py", tmp_path / "wider", "--stacks", "1", "--channels", "24",
-        "--init", str(tmp_path / "run" / "last.pt"),
+        "--init", str(tmp_path / "run" / "last.pt"), "--teacher", str(tmp_path / "run" / "last.pt"),
     )  # fmt: skip
     start = next(e for e in log if e.get("event") == "start")
     assert start["args"]["channels"] == "24" and "final" in [e.get("event") for e in log]
+    assert start["args"]["teacher"].endswith("last.pt")
+
+
+def test_a_teacher_without_the_students_maps_is_refused(tmp_path: Path) -> None:
+    """Distilling 2D + 3D maps from a 2D-only network would blend in nothing for the 3D
+    maps: refused with a message, not a shape error mid-run."""
+    from training.model import FAN
+    from training.train_2d import load_teacher
+
+    teacher = FAN(1, 16, presence=True)
+    path = tmp_path / "teacher.pt"
+    torch.save({"config": teacher.config, "net": teacher.state_dict()}, path)
+    with pytest.raises(SystemExit, match="gives 68 maps, the student 136"):
+        load_teacher(path, FAN(1, 16, presence=True, landmarks_3d=68))
+    assert isinstance(load_teacher(path, FAN(1, 24, presence=True)), FAN)
 
 
 def test_train_2d_with_3d_maps_and_turns_to_a_total_yaw_exports_both(tmp_path: Path) -> None:

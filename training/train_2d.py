@@ -303,6 +303,19 @@ def main() -> None:
         help="start from this checkpoint's network (a 2D-only one is widened for --out-3d, "
         "a narrower one to --channels)",
     )
+    parser.add_argument(
+        "--teacher",
+        type=Path,
+        default=None,
+        help="distil from this checkpoint's network (e.g. a wider one): each face's "
+        "heatmap targets become a blend of the labels' and the teacher's last-stack maps",
+    )
+    parser.add_argument(
+        "--teacher-share",
+        type=float,
+        default=0.5,
+        help="share of the teacher's maps in the blended targets",
+    )
     parser.add_argument("--sigma", type=float, default=1.5, help="heatmap Gaussian, heatmap px")
     parser.add_argument("--loss", choices=["awing", "mse"], default="awing")
     parser.add_argument("--integral-weight", type=float, default=0.05)
@@ -366,6 +379,7 @@ def main() -> None:
         print(f"initialised from {args.init}", flush=True)
     macs = count_macs(net)
     net = net.to(memory_format=torch.channels_last)
+    teacher = load_teacher(args.teacher, net) if args.teacher is not None else None
     optimizer = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     dataset = TrainSet(
         train_faces,
@@ -429,6 +443,10 @@ def main() -> None:
         # Heatmap losses on the faces only; non-faces train the presence output.
         faces = is_face > 0.5
         outputs, target, points = [o[faces] for o in outputs], target[faces], points[faces]
+        if teacher is not None:
+            with torch.no_grad():
+                taught = teacher.forward_all(x[faces])[0][-1].clamp(0.0, 1.0)
+            target = (1.0 - args.teacher_share) * target + args.teacher_share * taught
         weight = foreground_weight(target)
         # The 2D maps of faces turned past --most-3d's 2D limit are not trained.
         keep = train_2d[faces] > 0.5
@@ -522,6 +540,24 @@ def main() -> None:
                 ),
             }
         )
+
+
+def load_teacher(path: Path, student: FAN) -> FAN:
+    """The network of a checkpoint, frozen in eval mode, to distil from; it must give
+    the student's maps (2D, and 3D when the student has them)."""
+    checkpoint = torch.load(path, weights_only=False)
+    teacher = FAN(**checkpoint["config"])
+    teacher.load_state_dict(initial_weights(checkpoint))
+    if teacher.heads[-1].out_channels != student.heads[-1].out_channels:
+        raise SystemExit(
+            f"{path}: the teacher gives {teacher.heads[-1].out_channels} maps, "
+            f"the student {student.heads[-1].out_channels}"
+        )
+    teacher = teacher.eval().to(memory_format=torch.channels_last)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    print(f"distilling from {path} ({checkpoint['config']})", flush=True)
+    return teacher
 
 
 # The shape fit that gives z from the 3D model's points keeps this close to the prior
