@@ -259,18 +259,22 @@ def run_video_benchmark(
     """Frames per second through the video path the tool uses (util.tracker.FaceTracker
     with the command line's defaults, as `face_alignment.py -v FILE` runs it with no
     window and no output file): read frame, follow the faces from their landmarks with
-    the detector every 10th frame for new ones, JSON record; models loaded beforehand."""
+    the detector every 10th frame for new ones, JSON record, two frames in flight on one
+    onnxruntime thread each (util.cli.video_threads); models loaded beforehand."""
     import cv2
 
+    from util.cli import video_threads
     from util.tracker import FaceTracker
     from util.video import READ_AHEAD_FRAMES, read_frames
 
     precision, model_2d, model_depth = setup.shipped
+    # As `-v FILE --threads N` splits them: two frames in flight on one thread each.
+    session_threads, workers = video_threads(threads, str(video), "onnxruntime")
     aligner = make_aligner(
         setup,
         model_2d if setup.model_2d_given else None,  # else what -v loads
         model_depth if with_depth else None,
-        threads,
+        session_threads,
         running_mode="video",
     )
     capture = cv2.VideoCapture(str(video))
@@ -286,17 +290,20 @@ def run_video_benchmark(
     done = 0
     start, cpu = time.perf_counter(), time.process_time()
     frames = read_frames(capture, READ_AHEAD_FRAMES)  # as the CLI reads them
+    results = tracker.process_frames(frames, workers=workers)
     try:
-        for frame in frames:
-            record = [face.to_json() for face in tracker.process(frame)]
+        for _, faces in results:
+            record = [face.to_json() for face in faces]
             json.dumps({"frame": done, "faces": record})
             done += 1
     finally:
+        results.close()
         frames.close()
         capture.release()
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     return {
         "threads": threads,
+        "frames_in_flight": workers,
         "depth": with_depth,
         "precision": precision,
         "model": aligner.landmark_model.model.path.name,

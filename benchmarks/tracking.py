@@ -259,17 +259,18 @@ def combine(scores: list[dict]) -> dict:
 
 
 def run_clip(
-    aligner: FaceAligner, clip: Clip, smoother_kwargs: dict | None
+    aligner: FaceAligner, clip: Clip, smoother_kwargs: dict | None, workers: int = 1
 ) -> tuple[list[list[Face]], list[list[Face]]]:
-    """(raw faces, smoothed faces) per frame from one tracker run."""
+    """(raw faces, smoothed faces) per frame from one tracker run, ``workers`` frames
+    in flight (FaceTracker.process_frames)."""
     from util.smooth import FaceSmoother
     from util.tracker import FaceTracker
 
     smoother = FaceSmoother(rate=RATE, **(smoother_kwargs or {}))
     tracker = FaceTracker(aligner, smoother=smoother)
     raw, smoothed = [], []
-    for frame in clip.frames:
-        smoothed.append(tracker.process(frame))
+    for _, faces in tracker.process_frames(clip.frames, workers=workers):
+        smoothed.append(faces)
         raw.append(tracker.raw)
     return raw, smoothed
 
@@ -356,10 +357,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--model-2d", default=None, help="2D model (default: what face_alignment.py -v loads)"
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="frames in flight (default: as face_alignment.py -v FILE, util.cli.video_threads)",
+    )
     args = parser.parse_args(argv)
 
+    from util.cli import video_threads
+
+    threads, workers = video_threads(args.threads, "clip", "onnxruntime")
+    if args.workers is not None:
+        workers = args.workers
+        threads = args.threads if workers == 1 else threads
     aligner = FaceAligner(
-        model_2d=args.model_2d, runtime="onnxruntime", threads=args.threads, running_mode="video"
+        model_2d=args.model_2d, runtime="onnxruntime", threads=threads, running_mode="video"
     )
     kwargs = {
         k: v
@@ -376,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         tune_clips = build_clips(
             load_faces(args.data, args.tune_faces, 0.5), args.iod, args.seed + 100
         )
-        raws = [run_clip(aligner, c, None)[0] for c in tune_clips]
+        raws = [run_clip(aligner, c, None, workers)[0] for c in tune_clips]
         kwargs, rows = tune(tune_clips, raws, args.max_error_ratio)
         print(f"tuned on {len(tune_clips)} held-out clips: {kwargs}")
         rows.sort(key=lambda r: r["jitter"])
@@ -399,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     clips = build_clips(load_faces(args.data, args.faces, 0.0), args.iod, args.seed)
     raw_scores, smooth_scores, previous_scores = [], [], []
     for clip in clips:
-        raw, smoothed = run_clip(aligner, clip, kwargs)
+        raw, smoothed = run_clip(aligner, clip, kwargs, workers)
         raw_scores.append(score(clip, raw))
         smooth_scores.append(score(clip, smoothed))
         previous_scores.append(score(clip, smooth_offline(raw, PREVIOUS_SETTINGS)))
@@ -432,7 +445,8 @@ def main(argv: list[str] | None = None) -> int:
         f"eyes {args.iod:.0f} px apart; still {SCHEDULE[0][0]} frames, moving "
         f"{SCHEDULE[1][0]} frames at {SCHEDULE[1][1]:.0f} px and {SCHEDULE[1][2]:.0f} "
         "degree per frame, still, moving back, still; noise std "
-        f"{NOISE:.0f} grey levels. FaceTracker with --redetect 10, no flip, the 2D model; "
+        f"{NOISE:.0f} grey levels. FaceTracker with --redetect 10, no flip, the 2D model, "
+        f"{workers} frame(s) in flight; "
         f"raw and smoothed faces of the same run. Filter: {filter_text}. "
         f"{elapsed:.0f} s ({cpu:.0f} s of CPU).",
         "",

@@ -127,8 +127,8 @@ def test_report_shows_fp32_and_int8_side_by_side(tmp_path: Path):
         "video": {
             "file": "30 frames",
             "runs": [
-                {"threads": 2, "depth": False, "precision": "int8", "frames": 30}
-                | {"faces": 30, "fps": 45.0}
+                {"threads": 2, "frames_in_flight": 2, "depth": False, "precision": "int8"}
+                | {"frames": 30, "faces": 30, "fps": 45.0}
             ],
         },
         "folder": {
@@ -157,7 +157,7 @@ def test_report_shows_fp32_and_int8_side_by_side(tmp_path: Path):
     assert "| FAN-4 architecture int8, landmark step | landmarks | 120.0 |" in text
     row = next(line for line in text.splitlines() if line.startswith("| 1 | 20.0 | 8.00 |"))
     assert "| 30.0x (int8) | 12.0x | 15.0x | 2.5x | 2.0x | met |" in row
-    assert "| 2D int8 | 2 | 30 | 30 | 45.0 | met |" in text
+    assert "| 2D int8 | 2 | 2 | 30 | 30 | 45.0 | met |" in text
     assert "| 61.0 | met | 20 | 0 | 200 | 201 | 201 | 202 | 202 | 210 |" in text
     assert "2 images ahead" in text and "- a note" in text
     # issue 11's three targets, each as measured / target

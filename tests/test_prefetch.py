@@ -177,6 +177,18 @@ def test_folder_threads_split() -> None:
     assert (threads, workers) == (0, 1) or threads * workers >= 2
 
 
+def test_video_threads_split() -> None:
+    """--threads N on a video file: two frames in flight on sessions of N / 2 threads;
+    a camera (device number), ailia or one core: one frame on all the threads."""
+    from util.cli import video_threads
+
+    assert video_threads(2, "clip.mp4", "onnxruntime") == (1, 2)
+    assert video_threads(4, "clip.mp4", "onnxruntime") == (2, 2)
+    assert video_threads(1, "clip.mp4", "onnxruntime") == (1, 1)
+    assert video_threads(2, "0", "onnxruntime") == (2, 1)
+    assert video_threads(2, "clip.mp4", "ailia") == (2, 1)
+
+
 @pytest.mark.skipif(not hasattr(signal, "SIGINT") or sys.platform == "win32", reason="POSIX")
 def test_ctrl_c_in_a_folder_exits_cleanly(tiny_models, tmp_path: Path) -> None:  # noqa: ANN001
     """Ctrl-C while images are read ahead: exit 130 with the one-line message, the
