@@ -105,7 +105,11 @@ def write_video(crop: MovingCrop, frames: int, folder: Path) -> Path:
 
 def write_folder(samples: list, count: int, folder: Path) -> list[Path]:
     """``count`` JPEGs made from the annotated images: copies, mirrors, smaller and
-    rotated variants in turn, so the run is not the same few files over and over."""
+    rotated variants, so the run is not the same few files over and over. The variants
+    take turns image by image (not in blocks of the whole set), so that every stretch of
+    the run holds the same mix of sizes and passes: in blocks, the memory of the run
+    stepped up by 30 MiB where the blocks changed and read as growth over 1000 images,
+    while over 2000 it was flat from the second block on."""
     import cv2
     from tqdm import tqdm
 
@@ -114,8 +118,8 @@ def write_folder(samples: list, count: int, folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for k in tqdm(range(count), desc="writing test folder", unit="img"):
-        sample = samples[k % len(samples)]
-        variant = (k // len(samples)) % 4
+        sample = samples[(k // 4) % len(samples)]
+        variant = k % 4
         path = folder / f"{k:05d}_{sample.image.stem}.jpg"
         if variant == 0:
             shutil.copyfile(sample.image, path)
