@@ -190,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="threads (0 = all cores): several images run N at a time on one onnxruntime "
-        "thread each; one image or a video gets N onnxruntime threads",
+        "thread each; a video file two frames at a time on N/2 threads each; one image or "
+        "a camera gets N onnxruntime threads",
     )
     parser.add_argument(
         "--max-pixels",
