@@ -330,6 +330,9 @@ def video_lines(video: dict | None) -> list[str]:
     ]
     for r in video["runs"]:
         target = ""
+        if r["fps"] is None:
+            lines.append(f"| {'2D + depth' if r['depth'] else '2D'} | {r['threads']} | failed |")
+            continue
         if not r["depth"] and r["threads"] == 2:
             target = _met(r["fps"], VIDEO_FPS_TARGET)
         lines.append(

@@ -52,7 +52,7 @@ from benchmarks.common import (
     resolve_setup,
 )
 from benchmarks.report import machine_info, target_summary, write_report
-from benchmarks.speed import folder_worker, run_speed
+from benchmarks.speed import folder_worker, run_speed, video_worker
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -129,6 +129,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="only the folder run, on this folder's images (prints one JSON line)",
     )
+    parser.add_argument(
+        "--video-worker",
+        type=Path,
+        default=None,
+        help="only the video run, on this video file (prints one JSON line)",
+    )
+    parser.add_argument(
+        "--video-depth", action="store_true", help="--video-worker: with the depth stage"
+    )
     args = parser.parse_args(argv)
     args.threads = [int(t) for t in str(args.threads).split(",") if t.strip()]
     if args.targets:
@@ -154,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.folder_worker is not None:
         return folder_worker(args.folder_worker, args)
+    if args.video_worker is not None:
+        return video_worker(args.video_worker, args)
     started = time.perf_counter()
     info = machine_info()
     setup = resolve_setup(args)
