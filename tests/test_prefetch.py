@@ -187,6 +187,10 @@ def test_video_threads_split() -> None:
     assert video_threads(1, "clip.mp4", "onnxruntime") == (1, 1)
     assert video_threads(2, "0", "onnxruntime") == (2, 1)
     assert video_threads(2, "clip.mp4", "ailia") == (2, 1)
+    # --frames-in-flight wins: 1 on a file, 2 on a camera
+    assert video_threads(2, "clip.mp4", "onnxruntime", 1) == (2, 1)
+    assert video_threads(4, "0", "onnxruntime", 2) == (2, 2)
+    assert video_threads(2, "clip.mp4", "ailia", 2) == (2, 1)
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGINT") or sys.platform == "win32", reason="POSIX")

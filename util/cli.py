@@ -126,6 +126,15 @@ def build_parser() -> argparse.ArgumentParser:
         "to find new ones (a lost face is detected again at once)",
     )
     parser.add_argument(
+        "--frames-in-flight",
+        type=int,
+        default=None,
+        metavar="N",
+        help="video file: frames run side by side, each followed from the last frame done "
+        "(default 2 on two cores or more: faster; 1: each frame follows the one before, "
+        "the steadiest points)",
+    )
+    parser.add_argument(
         "--flip",
         choices=["auto", "on", "off"],
         default="auto",
@@ -288,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     args.video_workers = 1
     if args.video is not None:
         session_threads, args.video_workers = video_threads(
-            args.threads, args.video, resolve_runtime(args.runtime)
+            args.threads, args.video, resolve_runtime(args.runtime), args.frames_in_flight
         )
     try:
         # What loading warns of (an int8 file without its presence referee) comes out
@@ -345,16 +354,27 @@ def folder_threads(threads: int, paths: list[Path] | None, runtime: str) -> tupl
     return max(1, cores // workers), workers
 
 
-def video_threads(threads: int, source: str, runtime: str) -> tuple[int, int]:
-    """(onnxruntime threads per session, frames in flight) for ``--threads`` on a video.
+def video_threads(
+    threads: int, source: str, runtime: str, in_flight: int | None = None
+) -> tuple[int, int]:
+    """(onnxruntime threads per session, frames in flight) for ``--threads`` on a video;
+    ``in_flight`` (--frames-in-flight) overrides the choice below.
 
     A video file with onnxruntime on two cores or more: two frames at a time, each on
     sessions of one thread (util.tracker.FaceTracker.process_frames), as for folders:
     measured on the benchmark video (640x480, one face, 2 threads), 73-80 fps with one
-    frame on two threads and 103-104 fps with two frames on one thread each. A camera
-    (a device number) gives its frames one at a time, well under that rate: one frame
-    on every thread, and its crops follow the frame just before.
+    frame on two threads and 94-106 fps with two frames on one thread each. The price:
+    even and odd frames then follow each other in two chains, which jitter apart
+    (benchmarks/tracking.py, still faces: raw jitter 0.332 against 0.337 % on 20 clips,
+    but 0.458 against 0.421 % on the report's 6; smoothed 0.200 against 0.151 there).
+    A camera (a device number) gives its frames one at a time, well under that rate:
+    one frame on every thread, and its crops follow the frame just before.
     """
+    if in_flight is not None:
+        if in_flight <= 1 or runtime != "onnxruntime":
+            return threads, 1
+        cores = threads if threads > 0 else available_cores()
+        return max(1, cores // in_flight), in_flight
     if source.isdigit() or runtime != "onnxruntime":
         return threads, 1
     cores = threads if threads > 0 else available_cores()
@@ -417,7 +437,11 @@ def ignored_options(
     nothing_drawn = images and args.json is not None and args.savepath is None
     ignored: list[tuple[str, str]] = []
     if images:
-        for dest, flag in (("smooth", "--smooth"), ("redetect", "--redetect")):
+        for dest, flag in (
+            ("smooth", "--smooth"),
+            ("redetect", "--redetect"),
+            ("frames_in_flight", "--frames-in-flight"),
+        ):
             if dest in given:
                 ignored.append((flag, "it applies to video (-v) only"))
     else:
