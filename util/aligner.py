@@ -40,7 +40,8 @@ from .runtime import load_model, model_for_precision, resolve_runtime
 from .shape_prior import ShapePrior
 
 # Running modes, as MediaPipe's: the default 2D model of each. Video takes the accurate
-# one too: fan2d_fast runs 90 fps against its 77 on 2 threads (both over twice a
+# one too: fan2d_fast runs 90 fps against its 77 on 2 threads, one frame at a time, and
+# 131 against 104 with two frames in flight (all over twice a
 # camera's rate), but on 20 tracked clips (benchmarks/tracking.py --faces 20) it erred
 # more (4.33 against 4.17 % NME moving, 4.23 against 4.08 still) and jittered more
 # (0.366 against 0.337 %). --model-2d models/fan2d_fast.int8.onnx picks it.
