@@ -120,6 +120,25 @@ def test_two_frames_in_flight_keep_their_order_and_follow_the_face(
     assert tracker.frames == 1 and threading.active_count() == threads
 
 
+def test_frames_in_flight_follow_the_mean_of_the_last_two_frames() -> None:
+    """A face followed from two frames back takes the mean of its points in the last two
+    frames done (one chain, not two for even and odd frames); a face not in the older
+    frame (new, or far away) keeps its own points."""
+    from util.tracker import _coupled
+
+    base = np.stack([np.arange(68.0), np.arange(68.0) / 2], axis=1) + 100
+
+    def face(points: np.ndarray) -> Face:
+        box = np.r_[points.min(0), points.max(0)]
+        return Face(box, 1.0, points, np.ones(68))
+
+    now, before, elsewhere = face(base + 4.0), face(base), face(base + 500.0)
+    (coupled,) = _coupled([now], [elsewhere, before])
+    np.testing.assert_allclose(coupled.landmarks, base + 2.0)
+    (alone,) = _coupled([now], [elsewhere])
+    assert alone is now
+
+
 @needs_2d
 def test_tracker_picks_up_a_new_face_at_the_next_detection(aligner: FaceAligner) -> None:
     image = read_image(SAMPLE)

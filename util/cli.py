@@ -130,9 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="N",
-        help="video file: frames run side by side, each followed from the last frame done "
-        "(default 2 on two cores or more: faster; 1: each frame follows the one before, "
-        "the steadiest points)",
+        help="video file: frames run side by side, each followed from the last two frames "
+        "done (default 2 on two cores or more: about 1.3x the frame rate; 1: each frame "
+        "follows the one before)",
     )
     parser.add_argument(
         "--flip",
@@ -363,10 +363,9 @@ def video_threads(
     A video file with onnxruntime on two cores or more: two frames at a time, each on
     sessions of one thread (util.tracker.FaceTracker.process_frames), as for folders:
     measured on the benchmark video (640x480, one face, 2 threads), 73-80 fps with one
-    frame on two threads and 94-106 fps with two frames on one thread each. The price:
-    even and odd frames then follow each other in two chains, which jitter apart
-    (benchmarks/tracking.py, still faces: raw jitter 0.332 against 0.337 % on 20 clips,
-    but 0.458 against 0.421 % on the report's 6; smoothed 0.200 against 0.151 there).
+    frame on two threads and 94-106 fps with two frames on one thread each, each
+    followed from the mean of the last two finished frames (tracking error and jitter
+    as one frame at a time or lower: util/tracker.py).
     A camera (a device number) gives its frames one at a time, well under that rate:
     one frame on every thread, and its crops follow the frame just before.
     """
