@@ -367,10 +367,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from util.cli import video_threads
 
-    threads, workers = video_threads(args.threads, "clip", "onnxruntime")
-    if args.workers is not None:
-        workers = args.workers
-        threads = args.threads if workers == 1 else threads
+    threads, workers = video_threads(args.threads, "clip", "onnxruntime", args.workers)
     aligner = FaceAligner(
         model_2d=args.model_2d, runtime="onnxruntime", threads=threads, running_mode="video"
     )

@@ -369,17 +369,14 @@ def video_threads(
     A camera (a device number) gives its frames one at a time, well under that rate:
     one frame on every thread, and its crops follow the frame just before.
     """
-    if in_flight is not None:
-        if in_flight <= 1 or runtime != "onnxruntime":
-            return threads, 1
-        cores = threads if threads > 0 else available_cores()
-        return max(1, cores // in_flight), in_flight
-    if source.isdigit() or runtime != "onnxruntime":
+    if runtime != "onnxruntime":
         return threads, 1
     cores = threads if threads > 0 else available_cores()
-    if cores < 2:
+    if in_flight is None:
+        in_flight = 1 if source.isdigit() or cores < 2 else 2
+    if in_flight <= 1:
         return threads, 1
-    return max(1, cores // 2), 2
+    return max(1, cores // in_flight), in_flight
 
 
 def available_cores() -> int:

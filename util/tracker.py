@@ -13,12 +13,12 @@ frame, then every ``redetect`` frames to pick up new faces, and at once when a f
 lost. With ``smooth``, a One Euro filter per face takes out the remaining jitter.
 
 ``process_frames`` with two workers keeps two frames in flight, each followed from the
-faces of the last frame done (two back, not one): a landmark call on one onnxruntime
-thread per frame, two at a time, gave 1.5-1.8x the calls per second of one call on two
-threads (the compact models are too small to split well), at the cost of a crop one
-frame staler. For video files, whose frames are all there; a camera's come one by one.
-Followed from the last frame alone, even and odd frames formed two chains that settled
-apart (still jitter 0.458 against 0.421 % one frame at a time, benchmarks/tracking.py
+last two frames done (two and three back, their points averaged): a landmark call on
+one onnxruntime thread per frame, two at a time, gave 1.5-1.8x the calls per second of
+one call on two threads (the compact models are too small to split well), at the cost
+of a staler crop. For video files, whose frames are all there; a camera's come one by
+one. Followed from the last frame done alone, even and odd frames formed two chains
+that settled apart (still jitter 0.458 against 0.421 % one frame at a time, benchmarks/tracking.py
 --tune); from the mean of the last two frames' points, 0.388 (0.298 against 0.337 on
 20 clips), the moving error unchanged (3.58 against 3.56 %; 4.16 against 4.17).
 """
