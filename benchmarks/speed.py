@@ -369,7 +369,9 @@ def run_video_in_child(
 def video_worker(video: Path, args: argparse.Namespace) -> int:
     """Child process: one run_video_benchmark; print its JSON line."""
     from benchmarks.common import resolve_setup
+    from util.runtime import limit_heap_growth
 
+    limit_heap_growth()  # as the command line's process
     setup = resolve_setup(args)
     result = run_video_benchmark(setup, video, args.threads[0], args.video_depth, args.video_frames)
     print(json.dumps(result, default=str))
@@ -418,7 +420,9 @@ def folder_worker(folder: Path, args: argparse.Namespace) -> int:
     from util.aligner import PREFETCH_IMAGES, FaceAligner
     from util.cli import folder_threads
     from util.io import expand_inputs
+    from util.runtime import limit_heap_growth
 
+    limit_heap_growth()  # as the command line's process
     rss_start = rss_bytes()
     prefetch = PREFETCH_IMAGES if args.prefetch is None else args.prefetch
     paths = expand_inputs([str(folder)])

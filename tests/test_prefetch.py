@@ -4,6 +4,7 @@ running once the loop stops."""
 
 from __future__ import annotations
 
+import platform
 import shutil
 import signal
 import subprocess
@@ -232,27 +233,27 @@ def test_stage_times_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(values) <= 10 and values[-1] == 999.0 and values == sorted(values)
 
 
-def test_large_batches_shrink_the_arena(monkeypatch: pytest.MonkeyPatch, tiny_models) -> None:  # noqa: ANN001
-    """A call of more than ARENA_SHRINK_BATCH crops runs with arena shrinkage (so a
-    crowd photo's memory is handed back); smaller calls keep the arena as it is."""
+def test_sessions_keep_no_arena(tiny_models) -> None:  # noqa: ANN001
+    """Model memory goes back to malloc after each call: an arena kept the largest
+    call's memory for good and grew over a folder run (util/runtime.py)."""
     from util import runtime
 
     model = runtime.OnnxModel(tiny_models.fan2d, threads=1)
-    seen: list[object] = []
-    session = model._session
-    real_run = session.run
-
-    class Spy:
-        def run(self, names, feed, options=None):  # noqa: ANN001, ANN202
-            seen.append(options)
-            return real_run(names, feed, options)
-
-    monkeypatch.setattr(model, "_session", Spy())
+    options = model._session.get_session_options()
+    assert not options.enable_cpu_mem_arena and not options.enable_mem_pattern
     size = model.spec.input_size
-    for batch in (1, runtime.ARENA_SHRINK_BATCH, runtime.ARENA_SHRINK_BATCH + 1):
-        outputs = model.run(np.zeros((batch, 3, *size), np.float32))
-        assert len(outputs[0]) == batch
-    assert seen[:2] == [None, None] and seen[2] is model._shrink
+    for batch in (1, 16, 1):  # any batch after any other, as a crowd photo in a folder
+        assert len(model.run(np.zeros((batch, 3, *size), np.float32))[0]) == batch
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+    reason="the heap setting is glibc's",
+)
+def test_heap_growth_limit_takes_on_glibc() -> None:
+    from util.runtime import limit_heap_growth
+
+    assert limit_heap_growth() is True
 
 
 @pytest.mark.parametrize("ahead", [0, 1, 3])

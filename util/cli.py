@@ -41,7 +41,7 @@ from .io import (
 from .landmarks import write_pts
 from .paths import MODELS_DIR, SAMPLES_DIR
 from .prefetch import prefetched
-from .runtime import ModelError, resolve_runtime
+from .runtime import ModelError, limit_heap_growth, resolve_runtime
 from .tracker import DEFAULT_REDETECT
 
 SAMPLE_IMAGE = SAMPLES_DIR / "astronaut.png"
@@ -278,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.onnx:
         args.runtime = "onnxruntime"
     log = _Log(args.quiet)
+    limit_heap_growth()  # this process is ours: memory stays flat over long runs
     if args.engine == "ray":
         from .ray_engine import run_ray  # imports Ray only when it runs
 

@@ -225,7 +225,9 @@ class AlignBatch:
         parquet: ParquetInput | None = None,
     ) -> None:
         from .aligner import FaceAligner
+        from .runtime import limit_heap_growth
 
+        limit_heap_growth()  # a worker process of ours, as the command line's
         if cwd and os.path.isdir(cwd):
             os.chdir(cwd)  # relative inputs mean what they meant on the driver
         self.aligner = FaceAligner(**options, threads=threads)
