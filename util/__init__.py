@@ -11,7 +11,7 @@ from .face import Face, StageTimes
 from .fan_api import FaceAlignment, LandmarksType, NetworkSize
 from .io import InputError, read_image
 from .landmarks import NUM_LANDMARKS, read_pts, write_pts
-from .runtime import ModelError
+from .runtime import ModelError, limit_heap_growth
 from .tracker import FaceTracker
 
 # The one place the version is written; `face_alignment.py --version` and the package
@@ -31,6 +31,7 @@ __all__ = [
     "StageTimes",
     "__version__",
     "draw_faces",
+    "limit_heap_growth",
     "read_image",
     "read_pts",
     "with_side_view",
