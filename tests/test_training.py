@@ -97,6 +97,17 @@ def test_train_2d_runs_and_exports_the_fan_contract(tmp_path: Path) -> None:
     assert start["args"]["teacher"].endswith("last.pt")
 
 
+def test_a_folder_without_faces_stops_a_run_with_its_name(tmp_path: Path) -> None:
+    """A training run on a folder with no labelled faces: one line naming it, not an
+    IndexError in the validation crops."""
+    from training.data import load_folder
+
+    (tmp_path / "photo.jpg").write_bytes(b"")  # unreadable, and without its .pts
+    with pytest.raises(SystemExit, match=f"{tmp_path}: no NAME.jpg"):
+        load_folder(tmp_path, required=True)
+    assert load_folder(tmp_path) == []
+
+
 def test_a_teacher_without_the_students_maps_is_refused(tmp_path: Path) -> None:
     """Distilling 2D + 3D maps from a 2D-only network would blend in nothing for the 3D
     maps: refused with a message, not a shape error mid-run."""
@@ -111,6 +122,7 @@ def test_a_teacher_without_the_students_maps_is_refused(tmp_path: Path) -> None:
     assert isinstance(load_teacher(path, FAN(1, 24, presence=True)), FAN)
 
 
+@pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data/300w is not beside the repo")
 def test_train_2d_with_3d_maps_and_turns_to_a_total_yaw_exports_both(tmp_path: Path) -> None:
     """The joint run that made the shipped 3D file: every face turned, to a total yaw
     (--wide-total), and the 3D-convention maps exported with the fan3d contract."""

@@ -99,7 +99,7 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=None, help="use only N faces")
     args = parser.parse_args()
 
-    faces = load_folder(args.data, args.limit)
+    faces = load_folder(args.data, args.limit, required=True)
     members = in_fold([f.name for f in faces], args.fold)
     faces = [face for face, keep in zip(faces, members, strict=True) if keep]
     if not faces:

@@ -49,14 +49,18 @@ class Face:
     points: np.ndarray  # (68, 2) float32, image pixels
 
 
-def load_folder(folder: Path, limit: int | None = None) -> list[Face]:
-    """Every NAME.jpg with its NAME.pts in ``folder`` (sorted), decoded to RGB."""
+def load_folder(folder: Path, limit: int | None = None, required: bool = False) -> list[Face]:
+    """Every NAME.jpg with its NAME.pts in ``folder`` (sorted), decoded to RGB.
+    ``required``: none is a one-line exit naming the folder (a run needs them), not a
+    shape error later."""
     faces = []
     for jpg in sorted(folder.glob("*.jpg"))[:limit]:
         image = cv2.imread(str(jpg), cv2.IMREAD_COLOR)
         if image is None:
             continue
         faces.append(Face(jpg.stem, image[..., ::-1].copy(), read_pts(jpg.with_suffix(".pts"))))
+    if required and not faces:
+        raise SystemExit(f"{folder}: no NAME.jpg with NAME.pts found")
     return faces
 
 

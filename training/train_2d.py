@@ -347,8 +347,8 @@ def main() -> None:
     spec = landmark_spec(crop, args.sigma)
     codec = HeatmapCodec.from_spec(spec)
 
-    train_faces = load_folder(args.data / "train", args.limit)
-    val_faces = load_folder(args.data / "val", args.limit)
+    train_faces = load_folder(args.data / "train", args.limit, required=True)
+    val_faces = load_folder(args.data / "val", args.limit, required=True)
     print(f"train {len(train_faces)} faces, val {len(val_faces)} faces", flush=True)
     val_x, val_inv = validation_crops(val_faces, crop, stats, spec)
     with_3d = args.out_3d is not None

@@ -154,8 +154,8 @@ def main() -> None:
     log = RunLog(args.workdir / "log.jsonl")
     crop, stats, prior = CropSettings(), load_box_stats(), ShapePrior.load(args.prior)
     spec = depth_spec(crop, args.sigma)
-    train_faces = load_folder(args.data / "train", args.limit)
-    val_faces = load_folder(args.data / "val", args.limit)
+    train_faces = load_folder(args.data / "train", args.limit, required=True)
+    val_faces = load_folder(args.data / "val", args.limit, required=True)
     val = validation_set(val_faces, prior, crop, stats, spec, args.noise, args.seed)
 
     net = DepthNet(width=args.width)
