@@ -102,7 +102,6 @@ def decode_heatmaps(heatmaps: np.ndarray, blur_sigma: float = 1.0) -> tuple[np.n
 
 
 @lru_cache(maxsize=8)
-@lru_cache(maxsize=8)
 def _disks(height: int, width: int, radius: float) -> np.ndarray:
     """[height - 1 - y, width - 1 - x] -> the (height, width) mask of the pixels within
     ``radius`` of (x, y): windows of one disk twice the map's size, made once, so each
