@@ -333,37 +333,39 @@ def run_video_in_child(
     """run_video_benchmark in a fresh process (video_worker below), as `face_alignment.py
     -v FILE` runs: in the parent, after the stage timing had loaded FAN-4 and the other
     sessions, the same loop took 19.5-20.1 against 17.4-18.2 ms of CPU per frame."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "benchmarks.run",
-        "--video-worker",
-        str(video),
-        "--threads",
-        str(threads),
-        "--video-frames",
-        str(frames),
-    ]
+    cmd = ["--video-worker", str(video), "--threads", str(threads)]
+    cmd += ["--video-frames", str(frames)]
     if setup.model_2d_given:
         cmd += ["--model-2d", str(args.model_2d)]
     if with_depth:
         cmd += ["--video-depth"] + (
             ["--model-depth", str(args.model_depth)] if args.model_depth else []
         )
-    if setup.detector:
-        cmd += ["--detector", str(setup.detector)]
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False, cwd=REPO)
-    if proc.returncode != 0:
-        setup.notes.add(f"video benchmark failed (exit {proc.returncode})")
+    result, status = run_worker(setup, cmd, "video")
+    if result is None:
         return {
             "threads": threads,
             "depth": with_depth,
             "frames": 0,
             "faces": 0,
             "fps": None,
-            "status": proc.returncode,
+            "status": status,
         }
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def run_worker(setup: Setup, worker_args: list[str], name: str) -> tuple[dict | None, int]:
+    """`python -m benchmarks.run WORKER_ARGS` (with the run's detector) in a fresh
+    process: (its last line of output, a JSON object, or None and a note when it fails;
+    its exit code)."""
+    cmd = [sys.executable, "-m", "benchmarks.run", *worker_args]
+    if setup.detector:
+        cmd += ["--detector", str(setup.detector)]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False, cwd=REPO)
+    if proc.returncode != 0:
+        setup.notes.add(f"{name} benchmark failed (exit {proc.returncode})")
+        return None, proc.returncode
+    return json.loads(proc.stdout.strip().splitlines()[-1]), 0
 
 
 def video_worker(video: Path, args: argparse.Namespace) -> int:
@@ -386,28 +388,15 @@ def run_folder_benchmark(
     workers: int | None = None,
 ) -> dict:
     """Throughput and memory on the folder, measured in a fresh process (worker below)."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "benchmarks.run",
-        "--folder-worker",
-        str(folder),
-        "--threads",
-        str(FOLDER_THREADS),
-        "--model-2d",
-        str(setup.shipped[1]),
-    ]
+    cmd = ["--folder-worker", str(folder), "--threads", str(FOLDER_THREADS)]
+    cmd += ["--model-2d", str(setup.shipped[1])]
     if prefetch is not None:
         cmd += ["--prefetch", str(prefetch)]
     if workers is not None:
         cmd += ["--folder-workers", str(workers)]
-    if setup.detector:
-        cmd += ["--detector", str(setup.detector)]
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False, cwd=REPO)
-    if proc.returncode != 0:
-        setup.notes.add(f"folder benchmark failed (exit {proc.returncode})")
+    result, _ = run_worker(setup, cmd, "folder")
+    if result is None:
         return {}
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
     result["images_requested"] = count
     result["precision"] = setup.shipped[0]
     return result

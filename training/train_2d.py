@@ -371,9 +371,7 @@ def main() -> None:
         if with_3d and state["heads.0.weight"].shape[0] == 68:
             widen_to_3d(state, net)
         elif checkpoint["config"]["channels"] != args.channels:
-            narrow = FAN(**checkpoint["config"])
-            narrow.load_state_dict(state)
-            net = widen_channels(narrow, args.channels, args.seed)
+            net = widen_channels(checkpoint_network(checkpoint), args.channels, args.seed)
         else:
             net.load_state_dict(state)
         print(f"initialised from {args.init}", flush=True)
@@ -542,12 +540,18 @@ def main() -> None:
         )
 
 
+def checkpoint_network(checkpoint: dict) -> FAN:
+    """The network a checkpoint holds (its initial_weights), built from its config."""
+    net = FAN(**checkpoint["config"])
+    net.load_state_dict(initial_weights(checkpoint))
+    return net
+
+
 def load_teacher(path: Path, student: FAN) -> FAN:
     """The network of a checkpoint, frozen in eval mode, to distil from; it must give
     the student's maps (2D, and 3D when the student has them)."""
     checkpoint = torch.load(path, weights_only=False)
-    teacher = FAN(**checkpoint["config"])
-    teacher.load_state_dict(initial_weights(checkpoint))
+    teacher = checkpoint_network(checkpoint)
     if teacher.heads[-1].out_channels != student.heads[-1].out_channels:
         raise SystemExit(
             f"{path}: the teacher gives {teacher.heads[-1].out_channels} maps, "
