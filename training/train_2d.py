@@ -31,6 +31,7 @@ from training.data import (
     validation_crop,
 )
 from training.export import export_onnx
+from training.from_onnx import load_checkpoint
 from training.labels_3d import lift_to_3d
 from training.loop import TrainLoop, initial_weights
 from training.losses import adaptive_wing, foreground_weight, integral_loss, weighted_mse
@@ -300,15 +301,17 @@ def main() -> None:
         "--init",
         type=Path,
         default=None,
-        help="start from this checkpoint's network (a 2D-only one is widened for --out-3d, "
-        "a narrower one to --channels)",
+        help="start from this checkpoint's network, or from one of our fp32 FAN files "
+        "(models/fan2d_compact.onnx: training/from_onnx.py); a 2D-only one is widened for "
+        "--out-3d, a narrower one to --channels",
     )
     parser.add_argument(
         "--teacher",
         type=Path,
         default=None,
-        help="distil from this checkpoint's network (e.g. a wider one): each face's "
-        "heatmap targets become a blend of the labels' and the teacher's last-stack maps",
+        help="distil from this checkpoint's (or fp32 FAN file's) network (e.g. a wider "
+        "one): each face's heatmap targets become a blend of the labels' and the "
+        "teacher's last-stack maps",
     )
     parser.add_argument(
         "--teacher-share",
@@ -366,7 +369,7 @@ def main() -> None:
         landmarks_3d=68 if with_3d else 0,
     )
     if args.init is not None and not args.resume:
-        checkpoint = torch.load(args.init, weights_only=False)
+        checkpoint = load_checkpoint(args.init)
         state = initial_weights(checkpoint)
         if with_3d and state["heads.0.weight"].shape[0] == 68:
             widen_to_3d(state, net)
@@ -443,7 +446,7 @@ def main() -> None:
         outputs, target, points = [o[faces] for o in outputs], target[faces], points[faces]
         if teacher is not None:
             with torch.no_grad():
-                taught = teacher.forward_all(x[faces])[0][-1].clamp(0.0, 1.0)
+                taught = teacher.forward_all(x[faces])[0][-1][:, : target.shape[1]].clamp(0.0, 1.0)
             target = (1.0 - args.teacher_share) * target + args.teacher_share * taught
         weight = foreground_weight(target)
         # The 2D maps of faces turned past --most-3d's 2D limit are not trained.
@@ -548,15 +551,17 @@ def checkpoint_network(checkpoint: dict) -> FAN:
 
 
 def load_teacher(path: Path, student: FAN) -> FAN:
-    """The network of a checkpoint, frozen in eval mode, to distil from; it must give
-    the student's maps (2D, and 3D when the student has them)."""
-    checkpoint = torch.load(path, weights_only=False)
+    """The network of a checkpoint (or of our fp32 FAN file), frozen in eval mode, to
+    distil from; it must give the student's maps (2D, and 3D when the student has
+    them): its first maps teach the student's, a 2D-only student takes the 2D ones."""
+    checkpoint = load_checkpoint(path)
     teacher = checkpoint_network(checkpoint)
-    if teacher.heads[-1].out_channels != student.heads[-1].out_channels:
-        raise SystemExit(
-            f"{path}: the teacher gives {teacher.heads[-1].out_channels} maps, "
-            f"the student {student.heads[-1].out_channels}"
-        )
+    wanted, given = student.heads[-1].out_channels, teacher.heads[-1].out_channels
+    if given < wanted:
+        raise SystemExit(f"{path}: the teacher gives {given} maps, the student {wanted}")
+    copied = checkpoint.get("copied_maps")  # an ONNX file holds one part's maps
+    if copied == "2d" or (copied == "3d" and wanted > student.landmarks):
+        raise SystemExit(f"{path}: holds no {copied.upper()} maps to teach (copies only)")
     teacher = teacher.eval().to(memory_format=torch.channels_last)
     for p in teacher.parameters():
         p.requires_grad_(False)
