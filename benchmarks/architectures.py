@@ -1,55 +1,53 @@
 """Time candidate 2D architectures before a long training run: onnxruntime latency
-(fp32, 1 thread, batch 1) and torch training throughput (2 threads, batch 16).
+(1 thread, batch 1; with ``--int8`` also quantized as training/quantize.py ships
+models) and torch training throughput (2 threads, batch 16).
 
     python -m benchmarks.architectures                       # the candidates of issue 9
     python -m benchmarks.architectures post,2,64,4 pre,2,80,4  # block,stacks,channels,depth
+    python -m benchmarks.architectures --int8 post,2,80,4 plain,2,64,4
 
 Random weights: this measures cost, not accuracy. Other work on the machine slows every
-figure alike; compare rows of one run.
+figure alike; compare rows of one run (fp32 and int8 of a row are timed interleaved).
 """
 
 from __future__ import annotations
 
-import io
+import argparse
 import sys
+import tempfile
 import time
-import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from training.model import FAN, LastStack, count_macs
+from training.model import BLOCKS, FAN, LastStack, count_macs
 
 CANDIDATES = (
     "pre,2,80,4", "post,2,80,4", "post,2,96,4", "post,1,128,4", "post,1,96,4", "post,2,64,4",
 )  # fmt: skip
+# int8 ranges need real crops only to be realistic; timing needs few
+CALIBRATION_FACES = 8
 
 
-def onnxruntime_ms(net: torch.nn.Module, runs: int = 25) -> float:
-    import onnxruntime as ort
+def onnxruntime_ms(net: torch.nn.Module, int8: bool = False, runs: int = 25) -> tuple[float, ...]:
+    """Median ms of the exported network (and of its int8 file), 1 thread."""
+    from training import quantize
+    from training.export import export_onnx
+    from util.landmark_stage import ORIGINAL_FAN_SPEC
 
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            LastStack(net.eval()), torch.zeros(1, 3, 256, 256), buffer, opset_version=17,
-            dynamo=False,
-        )  # fmt: skip
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
-    feed = {
-        session.get_inputs()[0].name: np.random.default_rng(0).random((1, 3, 256, 256), np.float32)
-    }
-    for _ in range(3):
-        session.run(None, feed)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        session.run(None, feed)
-        times.append(time.perf_counter() - start)
-    return 1000 * float(np.median(times))
+    with tempfile.TemporaryDirectory(prefix="architectures_") as tmp:
+        paths = [Path(tmp) / "fp32.onnx"]
+        export_onnx(LastStack(net.eval()), paths[0], ORIGINAL_FAN_SPEC)
+        if int8:
+            faces = quantize.pick_faces(quantize.DEFAULT_DATA, CALIBRATION_FACES)
+            if not faces:
+                raise SystemExit(f"--int8 needs training faces in {quantize.DEFAULT_DATA}")
+            paths.append(Path(tmp) / "int8.onnx")
+            inputs = quantize.model_inputs(ORIGINAL_FAN_SPEC, faces)
+            quantize.quantize(paths[0], paths[1], inputs, ORIGINAL_FAN_SPEC)
+        x = inputs[0] if int8 else np.zeros((1, 3, 256, 256), np.float32)
+        return tuple(quantize.compare_latency(paths, x, runs))
 
 
 def training_images_per_second(net: torch.nn.Module, steps: int = 3) -> float:
@@ -67,17 +65,32 @@ def training_images_per_second(net: torch.nn.Module, steps: int = 3) -> float:
     return 16 * steps / (time.perf_counter() - start)
 
 
-def main() -> int:
-    print("block stacks channels depth   GMACs  onnxruntime ms  training img/s")
-    for text in sys.argv[1:] or CANDIDATES:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "candidates", nargs="*", default=list(CANDIDATES),
+        help=f"block,stacks,channels,depth (blocks: {', '.join(sorted(BLOCKS))})",
+    )  # fmt: skip
+    parser.add_argument("--int8", action="store_true", help="also time the int8 file")
+    parser.add_argument("--no-training", action="store_true", help="skip the training column")
+    args = parser.parse_args(argv)
+    print(
+        "block stacks channels depth   GMACs  fp32 ms"
+        + ("  int8 ms" if args.int8 else "")
+        + ("" if args.no_training else "  training img/s")
+    )
+    for text in args.candidates:
         block, stacks, channels, depth = text.split(",")
+        if block not in BLOCKS:
+            parser.error(f"{text}: block {block!r} is not one of {', '.join(sorted(BLOCKS))}")
         torch.manual_seed(0)
         net = FAN(int(stacks), int(channels), int(depth), block=block)
-        print(
-            f"{block:<5} {stacks:>6} {channels:>8} {depth:>5}  {count_macs(net) / 1e9:6.2f}"
-            f"  {onnxruntime_ms(net):14.1f}  {training_images_per_second(net):14.1f}",
-            flush=True,
-        )
+        times = onnxruntime_ms(net, args.int8)
+        line = f"{block:<5} {stacks:>6} {channels:>8} {depth:>5}  {count_macs(net) / 1e9:6.2f}"
+        line += "".join(f"  {t:7.1f}" for t in times)
+        if not args.no_training:
+            line += f"  {training_images_per_second(net):14.1f}"
+        print(line, flush=True)
     return 0
 
 

@@ -39,6 +39,23 @@ def _check_fan4(torch, net, gmacs_range, count_macs):
     assert all(tuple(o.shape) == (1, 68, 16, 16) for o in outputs)  # 1/4 of the input
 
 
+def test_architectures_times_a_candidate_in_fp32_and_int8(capsys):
+    pytest.importorskip("torch")
+    from benchmarks import architectures
+    from training import quantize
+
+    if not quantize.pick_faces(quantize.DEFAULT_DATA, 1):
+        pytest.skip("no training faces to calibrate the int8 file on")
+    assert architectures.main(["--int8", "--no-training", "plain,1,16,2"]) == 0
+    header, row = capsys.readouterr().out.strip().splitlines()
+    assert header.split()[-4:] == ["fp32", "ms", "int8", "ms"]
+    block, stacks, channels, depth, gmacs, fp32_ms, int8_ms = row.split()
+    assert (block, stacks, channels, depth) == ("plain", "1", "16", "2")
+    assert float(gmacs) > 0 and float(fp32_ms) > 0 and float(int8_ms) > 0
+    with pytest.raises(SystemExit):
+        architectures.main(["--no-training", "wide,1,16,2"])  # no such block
+
+
 def test_mediapipe_mapping_has_68_distinct_valid_points():
     assert len(MEDIAPIPE_TO_IBUG68) == 68
     assert all(1 <= len(group) <= 2 for group in MEDIAPIPE_TO_IBUG68)

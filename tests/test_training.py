@@ -169,6 +169,24 @@ def test_widened_channels_compute_the_same_and_can_learn_apart() -> None:
         widen_channels(narrow, 40)  # more than doubling
 
 
+def test_every_block_kind_gives_the_fan_contract_and_plain_convs_are_full_width() -> None:
+    from training.model import BLOCKS, FAN
+
+    torch.manual_seed(0)
+    widths = {}
+    for block in BLOCKS:
+        net = FAN(stacks=1, channels=16, depth=2, block=block).eval()
+        with torch.no_grad():
+            assert tuple(net(torch.rand(1, 3, 256, 256))[-1].shape) == (1, 68, 64, 64)
+        widths[block] = {
+            m.out_channels
+            for m in net.hourglasses.modules()
+            if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)
+        }
+    # the plain block's point: every 3x3 conv has all the channels (int8 runs them faster)
+    assert widths["plain"] == {16} and widths["post"] == {8, 4}
+
+
 def test_weight_average_moves_by_one_minus_decay_and_copies_counters() -> None:
     from training.loop import WeightAverage, initial_weights
 

@@ -192,7 +192,7 @@ def checkpoint_from_onnx(path: Path, inputs: list[np.ndarray] | None = None) -> 
     if spec.extra.get("precision") == "int8":
         raise ValueError(f"{path}: an int8 file; import its fp32 file")
     if config.get("block") != "post":
-        raise ValueError(f"{path}: a {config.get('block')!r}-block network (only post folds)")
+        raise ValueError(f"{path}: a {config.get('block')!r}-block network (only post imports)")
     part = "2d" if spec.kind == "fan2d" else "3d"
     net = FAN(**config)
     _place_weights(net, _onnx_weights(onnx.load(str(path)), path), part, path)

@@ -72,7 +72,32 @@ class PostActBlock(nn.Module):
         return torch.cat([a, b, c], 1) + self.skip(x)
 
 
-BLOCKS = {"pre": ConvBlock, "post": PostActBlock}
+class PlainBlock(nn.Module):
+    """One 3x3 conv of all C channels (conv -> BN -> ReLU) with a residual: about the
+    multi-scale block's MACs at 0.8x its width, in one wide convolution.
+
+    Why it exists: onnxruntime's int8 convolutions run narrow outputs slowly (one 3x3
+    conv at 64x64, 1 thread, this Intel host: 40 -> 20 channels about 60 GMAC/s,
+    64 -> 64 about 210), and the multi-scale block's convs have C/2 and C/4 outputs
+    (``python -m benchmarks.architectures --int8`` times both). A candidate, not trained.
+    """
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(True)
+        )
+        self.skip = (
+            nn.Identity()
+            if c_in == c_out
+            else nn.Sequential(nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out))
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x) + self.skip(x)
+
+
+BLOCKS = {"pre": ConvBlock, "post": PostActBlock, "plain": PlainBlock}
 
 
 class Hourglass(nn.Module):

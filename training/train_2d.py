@@ -35,7 +35,7 @@ from training.from_onnx import load_checkpoint
 from training.labels_3d import lift_to_3d
 from training.loop import TrainLoop, initial_weights
 from training.losses import adaptive_wing, foreground_weight, integral_loss, weighted_mse
-from training.model import FAN, LastStack, count_macs, widen_channels, widen_to_3d
+from training.model import BLOCKS, FAN, LastStack, count_macs, widen_channels, widen_to_3d
 from training.negatives import NegativeCrops
 from training.runlog import RunLog
 from training.synthesis import face_depths, random_total_turn, random_yaw, turn_face
@@ -252,9 +252,10 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=64)
     parser.add_argument(
         "--block",
-        choices=["pre", "post"],
+        choices=sorted(BLOCKS),
         default="post",
-        help="post-activated blocks fold every BatchNorm into its convolution",
+        help="post-activated blocks fold every BatchNorm into its convolution; plain: one "
+        "wide conv per block (faster in int8, untried in training)",
     )
     parser.add_argument(
         "--negatives",
