@@ -46,9 +46,11 @@ def _imported(checkpoint: dict) -> FAN:
     return net
 
 
-@pytest.mark.parametrize("part", ["2d", "3d"])
-def test_an_imported_file_computes_what_the_network_did(tmp_path: Path, part: str) -> None:
-    original, path, inputs = _exported(tmp_path, part, landmarks_3d=68)
+@pytest.mark.parametrize(("part", "block"), [("2d", "post"), ("3d", "post"), ("2d", "plain")])
+def test_an_imported_file_computes_what_the_network_did(
+    tmp_path: Path, part: str, block: str
+) -> None:
+    original, path, inputs = _exported(tmp_path, part, landmarks_3d=68, block=block)
     checkpoint = checkpoint_from_onnx(path, inputs)
     assert checkpoint["copied_maps"] == ("3d" if part == "2d" else "2d")
     net = _imported(checkpoint).eval()

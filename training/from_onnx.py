@@ -3,9 +3,9 @@ the shipped weights (``train_2d --init models/fan2d_compact.onnx``, ``--teacher`
 
 Checkpoints are not committed (only the ONNX files are), and they do not outlive the
 machine that trained them; the fp32 ONNX file holds every weight, in another form:
-  - each convolution's BatchNorm is folded into it (post-activated blocks, ``block:
-    "post"``, the only kind whose BatchNorms all fold); a pre-activated network keeps
-    BatchNorm nodes and is refused;
+  - each convolution's BatchNorm is folded into it (post-activated and plain blocks,
+    ``block: "post"`` or ``"plain"``, whose convolutions each lead their BatchNorm); a
+    pre-activated network keeps BatchNorm nodes and is refused;
   - the last stack's head is cut to the file's part: the 2D maps (``fan2d``, with the
     presence head) or the 3D ones (``fan3d``, without it). The missing maps start as
     copies of the present ones (the conventions agree on frontal faces, as in
@@ -32,6 +32,9 @@ from torch import nn
 
 from training.model import FAN, LastStack
 from util.runtime import read_spec
+
+# Blocks whose every BatchNorm follows a convolution, so export folds them all.
+FOLDED_BLOCKS = ("post", "plain")
 
 # Eval-mode outputs of the imported network may differ from onnxruntime's by float
 # rounding only (heatmaps reach about 1).
@@ -191,8 +194,9 @@ def checkpoint_from_onnx(path: Path, inputs: list[np.ndarray] | None = None) -> 
         raise ValueError(f"{path}: not one of our FAN files (no architecture in its spec)")
     if spec.extra.get("precision") == "int8":
         raise ValueError(f"{path}: an int8 file; import its fp32 file")
-    if config.get("block") != "post":
-        raise ValueError(f"{path}: a {config.get('block')!r}-block network (only post imports)")
+    if config.get("block") not in FOLDED_BLOCKS:
+        kinds = " and ".join(FOLDED_BLOCKS)
+        raise ValueError(f"{path}: a {config.get('block')!r}-block network (only {kinds} import)")
     part = "2d" if spec.kind == "fan2d" else "3d"
     net = FAN(**config)
     _place_weights(net, _onnx_weights(onnx.load(str(path)), path), part, path)

@@ -473,10 +473,10 @@ def main() -> None:
         )
         loss = heat_loss + args.integral_weight * coord_loss + args.presence_weight * presence_loss
         return loss, {
-            "loss": round(float(loss), 5),
-            "heat": round(float(heat_loss), 5),
-            "coord": round(float(coord_loss), 4),
-            "presence": round(float(presence_loss), 4),
+            "loss": round(loss.item(), 5),
+            "heat": round(heat_loss.item(), 5),
+            "coord": round(coord_loss.item(), 4),
+            "presence": round(presence_loss.item(), 4),
         }
 
     def validate() -> dict:
