@@ -158,7 +158,8 @@ def test_widened_channels_compute_the_same_and_can_learn_apart() -> None:
     torch.testing.assert_close(wide_logit, logit, atol=1e-5, rtol=1e-4)
     # A channel and its copy are read with different weights, so they get different
     # gradients and can learn apart.
-    columns = wide.hourglasses[0].up.conv1[0].weight.transpose(0, 1).flatten(1)  # 24 inputs
+    weight = wide.hourglasses[0].up.conv1[0].weight.detach()
+    columns = weight.transpose(0, 1).flatten(1)  # 24 inputs
     unit = torch.nn.functional.normalize(columns, dim=1)
     copies = [
         (i, j) for i in range(24) for j in range(i + 1, 24) if float(unit[i] @ unit[j]) > 0.9999
