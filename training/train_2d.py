@@ -255,7 +255,7 @@ def main() -> None:
         choices=sorted(BLOCKS),
         default="post",
         help="post-activated blocks fold every BatchNorm into its convolution; plain: one "
-        "wide conv per block (faster in int8, untried in training)",
+        "wide conv per block (faster in int8; learnt slower: training/runs/fan_plain1)",
     )
     parser.add_argument(
         "--negatives",
