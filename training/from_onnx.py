@@ -30,11 +30,8 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from training.model import FAN, LastStack
+from training.model import FAN, FOLDED_BLOCKS, LastStack
 from util.runtime import read_spec
-
-# Blocks whose every BatchNorm follows a convolution, so export folds them all.
-FOLDED_BLOCKS = ("post", "plain")
 
 # Eval-mode outputs of the imported network may differ from onnxruntime's by float
 # rounding only (heatmaps reach about 1).

@@ -100,6 +100,9 @@ class PlainBlock(nn.Module):
 
 
 BLOCKS = {"pre": ConvBlock, "post": PostActBlock, "plain": PlainBlock}
+# Blocks whose every BatchNorm follows a convolution, so export folds them all (a
+# pre-activated block keeps BatchNorm nodes): training/from_onnx.py imports only these.
+FOLDED_BLOCKS = ("post", "plain")
 
 
 class Hourglass(nn.Module):

@@ -254,8 +254,9 @@ def main() -> None:
         "--block",
         choices=sorted(BLOCKS),
         default="post",
-        help="post-activated blocks fold every BatchNorm into its convolution; plain: one "
-        "wide conv per block (faster in int8; learnt slower: training/runs/fan_plain1)",
+        help="post-activated and plain blocks fold every BatchNorm into its convolution; "
+        "plain: one wide conv per block (faster in int8; learnt slower: "
+        "training/runs/fan_plain1)",
     )
     parser.add_argument(
         "--negatives",
