@@ -50,8 +50,17 @@ class ShapePrior:
     mean: np.ndarray
     basis: np.ndarray
     stddev: np.ndarray
+    # Rotation of the canonical frame relative to the head-pose benchmark's frontal head
+    # (util.head_pose); None for a prior built without poses.
+    pose_frame: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        if self.pose_frame is not None:
+            frame = np.array(self.pose_frame, dtype=np.float64)
+            if frame.shape != (3, 3) or not np.allclose(frame @ frame.T, np.eye(3), atol=1e-4):
+                raise ValueError("pose_frame must be a 3x3 rotation")
+            frame.setflags(write=False)
+            object.__setattr__(self, "pose_frame", frame)
         mean = np.array(self.mean, dtype=np.float64)
         basis = np.array(self.basis, dtype=np.float64)
         stddev = np.array(self.stddev, dtype=np.float64)
@@ -75,7 +84,8 @@ class ShapePrior:
         be the points' centroid); the coefficients keep their meaning."""
         mean = self.mean[indices]
         basis = self.basis[:, indices]
-        return ShapePrior(mean - mean.mean(0), basis - basis.mean(1, keepdims=True), self.stddev)
+        return ShapePrior(mean - mean.mean(0), basis - basis.mean(1, keepdims=True), self.stddev,
+                          self.pose_frame)  # fmt: skip
 
     def shape(self, coefficients: np.ndarray) -> np.ndarray:
         """Model-frame shape(s) ``(..., 68, 3)`` for coefficients ``(..., K)``."""
@@ -85,19 +95,22 @@ class ShapePrior:
         """Write the prior to a compressed ``.npz`` file (float32 arrays)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        frame = {} if self.pose_frame is None else {"pose_frame": self.pose_frame}
         with open(path, "wb") as handle:
             np.savez_compressed(
                 handle,
                 mean=self.mean.astype(np.float32),
                 basis=self.basis.astype(np.float32),
                 stddev=self.stddev.astype(np.float32),
+                **frame,
             )
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ShapePrior:
         """Read a prior written by :meth:`save`."""
         with np.load(Path(path), allow_pickle=False) as data:
-            return cls(mean=data["mean"], basis=data["basis"], stddev=data["stddev"])
+            frame = data["pose_frame"] if "pose_frame" in data.files else None
+            return cls(data["mean"], data["basis"], data["stddev"], frame)
 
 
 @dataclass(frozen=True, eq=False)
