@@ -39,12 +39,12 @@ from .io import (
     write_bytes_atomic,
 )
 from .landmarks import write_pts
-from .paths import MODELS_DIR, SAMPLES_DIR
 from .prefetch import prefetched
+from .run_options import SAMPLE_IMAGE, aligner_options, describe, ignored_options
 from .runtime import ModelError, limit_heap_growth, resolve_runtime
+from .schema import record_json
 from .tracker import DEFAULT_REDETECT
 
-SAMPLE_IMAGE = SAMPLES_DIR / "astronaut.png"
 IMAGE_WRITE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 # Where drawn images go without -s: one input -> a file, several (or a folder) -> a folder.
 DEFAULT_OUTPUT_FILE = "output.png"
@@ -59,7 +59,7 @@ __all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         # No prog: argparse takes the name it was run by (face_alignment.py, face-alignment).
         description="68-point face landmarks (FAN) in 2D and 3D, with BlazeFace detection.",
     )
@@ -119,15 +119,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--redetect",
-        type=int,
+        type=_positive_int,
         default=DEFAULT_REDETECT,
         metavar="N",
         help="video: follow faces from their landmarks, run the detector every N frames "
-        "to find new ones (a lost face is detected again at once)",
+        f"to find new ones (a lost face is detected again at once; default {DEFAULT_REDETECT})",
     )
     parser.add_argument(
         "--frames-in-flight",
-        type=int,
+        type=_positive_int,
         default=None,
         metavar="N",
         help="video file: frames run side by side, each followed from the last two frames "
@@ -142,6 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
         "landmark cost (auto: on for images, off for video)",
     )
     parser.add_argument("--no-boxes", action="store_true", help="do not draw face boxes")
+    parser.add_argument(
+        "--draw-pose",
+        action="store_true",
+        help="with -3: draw each face's head-pose axes at its nose tip (red: the head's "
+        "x, green: up, blue: forward)",
+    )
     parser.add_argument(
         "--model-2d",
         default=None,
@@ -180,9 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--min-score",
-        type=float,
+        type=_probability,
         default=None,
-        help="detection score threshold (default from the detector spec)",
+        help="detection score threshold, 0 to 1 (default from the models' specs)",
     )
     parser.add_argument(
         "--runtime",
@@ -196,11 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--threads",
-        type=int,
+        type=_non_negative_int,
         default=0,
-        help="threads (0 = all cores): several images run N at a time on one onnxruntime "
-        "thread each; a video file two frames at a time on N/2 threads each; one image or "
-        "a camera gets N onnxruntime threads",
+        help="threads (default 0 = all cores): several images run N at a time on one "
+        "onnxruntime thread each; a video file two frames at a time on N/2 threads each; "
+        "one image or a camera gets N onnxruntime threads; with --engine ray, each actor's "
+        "threads",
     )
     parser.add_argument(
         "--max-pixels",
@@ -272,6 +279,59 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is not 0 or more")
+    return value
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value:g} is not between 0 and 1")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage block), and negative numbers taken as an
+    option's value (``--min-score -1``: argparse reads ``-1`` as an option, since the
+    parser has ``-3``)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+    def parse_known_args(self, args=None, namespace=None):  # noqa: ANN001, ANN201
+        args = list(sys.argv[1:] if args is None else args)
+        valued = {
+            flag
+            for action in self._actions
+            if action.type is not None and action.nargs is None
+            for flag in action.option_strings
+        }
+        joined: list[str] = []
+        for token in args:
+            if joined and joined[-1] in valued and _is_number(token):
+                joined[-1] = f"{joined[-1]}={token}"
+            else:
+                joined.append(token)
+        return super().parse_known_args(joined, namespace)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return text.startswith("-")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -288,7 +348,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # Images: the input files, found once before any work (None with -v).
     paths = None if args.video is not None else expand_inputs(args.input or [str(SAMPLE_IMAGE)])
-    problem = _json_clash(args, paths) or _savepath_problem(args, paths)
+    problem = (
+        _no_images(args.input, paths) or _json_clash(args, paths) or _savepath_problem(args, paths)
+    )
     if problem is not None:
         log.error(problem)
         return 2
@@ -323,6 +385,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.error("interrupted; outputs written so far are kept")
         return 130
+    except BrokenPipeError:
+        # The reader of stdout has gone (--json - | head): end quietly, as Unix tools do,
+        # with the status a shell reports for them (128 + SIGPIPE).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except OSError as exc:
         log.error(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
         return 2
@@ -388,32 +456,6 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def aligner_options(args: argparse.Namespace) -> dict:
-    """FaceAligner's keyword arguments from the flags, threads aside: the one place for
-    them, so the Ray engine's actors get the same aligner as this process."""
-    return {
-        "model_2d": args.model_2d,
-        "model_depth": args.model_depth,
-        "model_3d": args.model_3d,
-        "detector_model": args.detector,
-        "active_3d": args.active_3d,
-        "runtime": args.runtime,
-        "env_id": args.env_id,
-        "min_score": args.min_score,
-        "flip": args.flip == "on" or (args.flip == "auto" and args.video is None),
-        "running_mode": "image" if args.video is None else "video",
-        "max_pixels": args.max_pixels,
-        "precision": args.precision,
-    }
-
-
-def describe(aligner: FaceAligner) -> str:
-    """The info line naming the runtime and what each stage runs."""
-    return f"runtime: {aligner.runtime}; " + "; ".join(
-        f"{stage}: {_name(source)}" for stage, source in aligner.sources().items()
-    )
-
-
 def _given_options(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
     """The options (dest names) given on the command line, defaults aside: the same
     parser again, with a marker for every default, keeps the marker where none was given.
@@ -425,60 +467,17 @@ def _given_options(parser: argparse.ArgumentParser, argv: list[str] | None) -> s
     return {dest for dest, value in given.items() if value is not unset}
 
 
-def ignored_options(
-    args: argparse.Namespace, given: set[str], paths: list[Path] | None, runtime: str
-) -> list[str]:
-    """One warning per option that this call ignores (``given``: the options typed;
-    ``runtime``: the one in use)."""
-    images = args.video is None
-    nothing_drawn = images and args.json is not None and args.savepath is None
-    ignored: list[tuple[str, str]] = []
-    if images:
-        for dest, flag in (
-            ("smooth", "--smooth"),
-            ("redetect", "--redetect"),
-            ("frames_in_flight", "--frames-in-flight"),
-        ):
-            if dest in given:
-                ignored.append((flag, "it applies to video (-v) only"))
-    else:
-        for dest, flag in (("pts", "--pts"), ("heatmaps", "--heatmaps")):
-            if dest in given:
-                ignored.append((flag, "it applies to images, not video (-v)"))
-        for dest, flag in (("benchmark", "-b"), ("max_pixels", "--max-pixels")):
-            if dest in given:
-                ignored.append((flag, "it applies to images, not video (-v)"))
-    if images and args.benchmark:
-        for dest, flag in (("savepath", "-s"), ("json", "--json"), ("pts", "--pts")):
-            if dest in given:
-                ignored.append((flag, "a benchmark (-b) writes nothing"))
-        for dest, flag in (("heatmaps", "--heatmaps"), ("no_boxes", "--no-boxes")):
-            if dest in given:
-                ignored.append((flag, "a benchmark (-b) writes nothing"))
-    elif nothing_drawn:
-        for dest, flag in (
-            ("pts", "--pts"),
-            ("heatmaps", "--heatmaps"),
-            ("no_boxes", "--no-boxes"),
-        ):
-            if dest in given:
-                ignored.append((flag, "with --json and no -s nothing is drawn or saved"))
-    if "benchmark_count" in given and not args.benchmark:
-        ignored.append(("-bc", "it sets the runs of -b, which is not given"))
-    if "model_depth" in given and not args.active_3d:
-        ignored.append(("--model-depth", "depth runs only with -3/--active-3d"))
-    if "model_3d" in given and not args.active_3d:
-        ignored.append(("--model-3d", "the 3D landmark model runs only with -3/--active-3d"))
-    if "env_id" in given and runtime != "ailia":
-        ignored.append(("-e/--env_id", f"it applies to the ailia runtime, not {runtime}"))
-    if "threads" in given and runtime == "ailia":
-        ignored.append(("--threads", "it applies to onnxruntime, not ailia"))
-    messages = [f"{flag} is ignored: {why}" for flag, why in ignored]
-    if images and args.benchmark and paths is not None and len(paths) > 1:
-        messages.append(
-            f"-b times only the first input, {paths[0]} ({len(paths) - 1} more left out)"
-        )
-    return messages
+def _no_images(inputs: list[str] | None, paths: list[Path] | None) -> str | None:
+    """An empty folder, or globs that match nothing: nothing to do, found before the
+    models load (a missing file named plainly is an error of that file, later)."""
+    if paths is None or inputs is None:
+        return None
+    unmatched = [
+        p for p in paths if glob.has_magic(str(p)) and not os.path.exists(p) and str(p) in inputs
+    ]
+    if not paths or len(unmatched) == len(paths):
+        return f"{' '.join(inputs)}: no images found"
+    return None
 
 
 def _json_clash(args: argparse.Namespace, paths: list[Path] | None) -> str | None:
@@ -494,6 +493,11 @@ def _json_clash(args: argparse.Namespace, paths: list[Path] | None) -> str | Non
         return f"{args.json}: refusing to overwrite an input file with --json"
     if args.savepath is not None and Path(args.savepath).resolve() == target:
         return f"{args.json}: --json and -s name the same file"
+    for parent in Path(args.json).parents:
+        if os.path.exists(parent):
+            if not os.path.isdir(parent):
+                return f"{args.json}: cannot write there ({parent} is a file)"
+            break
     return None
 
 
@@ -574,9 +578,15 @@ def _savepath_problem(args: argparse.Namespace, paths: list[Path] | None) -> str
         return None
     save, as_folder = _save_target(args, paths)
     name = args.savepath
+    for parent in (save.parents if not as_folder else [save, *save.parents]):
+        if os.path.exists(parent):
+            if not os.path.isdir(parent):
+                return f"{name}: cannot write there ({parent} is a file)"
+            break
     if not as_folder:
         if save.suffix.lower() not in IMAGE_WRITE_SUFFIXES:
-            return f"{name}: unsupported output image format (use .png or .jpg)"
+            known = ", ".join(sorted(IMAGE_WRITE_SUFFIXES))
+            return f"{name}: unsupported output image format (use one of {known})"
         return None
     # os.path, not pathlib: a name too long for the file system is then just not there.
     exists = os.path.exists(save)
@@ -665,7 +675,7 @@ def _write_outputs(
     for path in [out, *(p for p, _, _ in extra)]:
         if path.resolve() in protected:
             raise InputError(f"{path}: refusing to overwrite an input file")
-    drawn = draw_faces(image, faces, draw_boxes=not args.no_boxes)
+    drawn = draw_faces(image, faces, draw_boxes=not args.no_boxes, draw_pose=args.draw_pose)
     if args.active_3d:
         drawn = with_side_view(drawn, faces)
     write_image_atomic(out, drawn)
@@ -699,21 +709,7 @@ def _check_folder(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
 
 
-def _record(
-    path: Path | str,
-    faces: list[Face],
-    error: str | None,
-    image_shape: tuple[int, int] | None,
-    frame: int | None = None,
-) -> dict:
-    record: dict = {"image": str(path)}
-    if frame is not None:
-        record["frame"] = frame
-    record["width"] = image_shape[1] if image_shape else None
-    record["height"] = image_shape[0] if image_shape else None
-    record["faces"] = [face.to_json() for face in faces]
-    record["error"] = error
-    return record
+_record = record_json  # the name the engines and tests use
 
 
 # -- video ----------------------------------------------------------------------------
@@ -762,7 +758,9 @@ def run_video(aligner: FaceAligner, args: argparse.Namespace, sink: _JsonLines, 
             sink.write(_record(args.video, faces, None, frame.shape, frame=frames - 1))
             if writer is None and not show:
                 continue
-            drawn = draw_faces(frame, faces, draw_boxes=not args.no_boxes)
+            drawn = draw_faces(
+                frame, faces, draw_boxes=not args.no_boxes, draw_pose=args.draw_pose
+            )
             if args.active_3d:
                 drawn = with_side_view(drawn, faces)
             if writer is not None:
@@ -865,9 +863,7 @@ class _JsonLines:
             path = Path(self.target)
             if path.is_dir():
                 raise InputError(f"{path}: --json needs a file name, not a folder")
-            if not path.parent.is_dir():
-                problem = "is not a folder" if path.parent.exists() else "does not exist"
-                raise InputError(f"{path}: folder {path.parent} {problem}")
+            _check_folder(path.parent)  # made when missing, as -s makes its folders
             try:
                 fd, tmp = tempfile.mkstemp(
                     prefix=f".{path.name}.", suffix=".partial", dir=path.parent
@@ -891,11 +887,3 @@ class _JsonLines:
                 self.tmp.unlink(missing_ok=True)  # a run that failed before any result
             else:
                 os.replace(self.tmp, self.target)
-
-
-def _name(path: str | Path) -> str:
-    """A shipped model's path as models/NAME, any other as given."""
-    try:
-        return str(Path(path).resolve().relative_to(MODELS_DIR.parent.resolve()))
-    except ValueError:
-        return str(path)

@@ -1,7 +1,8 @@
 """The product's own data types: a found ``Face`` and the per-stage ``StageTimes``.
 
-They sit below every stage (this module imports only numpy), so ``draw``, ``smooth``,
-the tracker and the aligner can all name them without importing the aligner.
+They sit below every stage (this module imports only numpy and the data-only modules
+head_pose and schema), so ``draw``, ``smooth``, the tracker and the aligner can all name
+them without importing the aligner.
 """
 
 from __future__ import annotations
@@ -9,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from .head_pose import HeadPose
+from .schema import face_json
 
 
 @dataclass
@@ -24,6 +28,7 @@ class Face:
     heatmaps: np.ndarray | None = None  # (68, 64, 64) when asked for
     presence: float | None = None  # the 2D model's face probability (None: no such output)
     roll: float = 0.0  # degrees the crop was turned to make the face upright
+    pose: HeadPose | None = None  # with 3D: head pose (util.head_pose)
 
     @property
     def points(self) -> np.ndarray:
@@ -31,23 +36,8 @@ class Face:
         return self.landmarks if self.landmarks_3d is None else self.landmarks_3d
 
     def to_json(self) -> dict:
-        # numpy rounds whole arrays: 68 x 2 Python round() calls were 3 % of a video
-        # frame's CPU (benchmarks.cpu_profile video).
-        data = {
-            "bbox": _rounded(self.bbox, 2),
-            "score": round(float(self.score), 4),
-            "presence": None if self.presence is None else round(float(self.presence), 4),
-            "landmarks": _rounded(self.landmarks, 2),
-            "landmark_scores": _rounded(self.landmark_scores, 4),
-        }
-        if self.landmarks_3d is not None:
-            data["landmarks_3d"] = _rounded(self.landmarks_3d, 2)
-        return data
-
-
-def _rounded(values: np.ndarray, decimals: int) -> list:
-    """Nested lists of Python floats rounded to ``decimals``, as JSON writes them."""
-    return np.round(np.asarray(values, dtype=np.float64), decimals).tolist()
+        """The face's JSON object (util.schema's face fields)."""
+        return face_json(self)
 
 
 @dataclass
@@ -56,6 +46,15 @@ class StageTimes:
     STAGE_SAMPLES per stage at most)."""
 
     seconds: dict[str, list[float]] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        """Per stage: calls and median milliseconds (not every sample)."""
+        parts = [
+            f"{stage}: {len(v)} x {1e3 * float(np.median(v)):.2f} ms"
+            for stage, v in self.seconds.items()
+            if v
+        ]
+        return f"StageTimes({', '.join(parts)})"
 
     def add(self, stage: str, elapsed: float) -> None:
         values = self.seconds.setdefault(stage, [])

@@ -36,12 +36,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .io import InputError, expand_inputs, is_image_path, usual_mode
-from .paths import SAMPLES_DIR
+from .run_options import SAMPLE_IMAGE
+from .schema import RECORD_FIELDS, parquet_schema
+
+RECORD_NAMES = {f.name for f in RECORD_FIELDS}
 
 # The folder that holds this package (a clone's root), shipped to the actors as their
 # working directory.
 REPO = Path(__file__).resolve().parent.parent
-SAMPLE_IMAGE = SAMPLES_DIR / "astronaut.png"
 INSTALL_HINT = "pip install -r requirements-ray.txt"
 
 MAX_ROWS_PER_BLOCK = 128  # a block is a unit of work and of retry
@@ -238,7 +240,7 @@ class AlignBatch:
     def __call__(self, batch: dict) -> dict:
         import numpy as np
 
-        from .cli import _record
+        from .schema import record_json as _record
 
         indexes, records = [], []
         for index, name, data in self._inputs(batch):
@@ -394,17 +396,16 @@ class ParquetSink:
     one row with ``face`` null), written as numbered part files, each renamed into
     place whole. ``resume`` adds parts after those already there."""
 
-    BASE = ("image", "width", "height", "error", "face")
-
     def __init__(self, folder: str, resume: bool) -> None:
         import pyarrow as pa
 
         self.pa = pa
+        self._schema = parquet_schema(pa)
+        self._base = [name for name in self._schema.names if name in RECORD_NAMES]
         self.folder = Path(folder)
         self.done: Counter[str] = Counter()
         self.errors = 0
         self.rows: list[dict] = []
-        self.extra: dict[str, object] = {}
         if self.folder.exists() and not self.folder.is_dir():
             raise EngineError(f"{folder}: --parquet needs a folder")
         parts = sorted(self.folder.glob("part-*.parquet")) if self.folder.is_dir() else []
@@ -432,34 +433,17 @@ class ParquetSink:
                 self.errors += error is not None
 
     def schema(self):  # noqa: ANN201 - pyarrow.Schema
-        pa = self.pa
-        point_list = pa.list_(pa.list_(pa.float64()))
-        known = {
-            "image": pa.string(),
-            "width": pa.int32(),
-            "height": pa.int32(),
-            "error": pa.string(),
-            "face": pa.int32(),
-            "bbox": pa.list_(pa.float64()),
-            "score": pa.float64(),
-            "presence": pa.float64(),
-            "landmarks": point_list,
-            "landmark_scores": pa.list_(pa.float64()),
-            "landmarks_3d": point_list,
-        }
-        return pa.schema(
-            [*known.items(), *((k, v) for k, v in self.extra.items() if k not in known)]
-        )
+        return self._schema
 
     def write(self, record: dict, line: str) -> None:
-        base = {key: record.get(key) for key in self.BASE if key != "face"}
+        base = {key: record.get(key) for key in self._base}
         faces = record["faces"]
         if not faces:
             self.rows.append(base | {"face": None})
         for k, face in enumerate(faces):
-            for key, value in face.items():
-                if key not in self.extra:
-                    self.extra[key] = self.pa.array([value]).type
+            unknown = set(face) - set(self._schema.names)
+            if unknown:  # a field util.schema does not declare would be dropped
+                raise EngineError(f"face fields {sorted(unknown)} are not in util/schema.py")
             self.rows.append(base | {"face": k} | face)
         if len(self.rows) >= PARQUET_ROWS_PER_FILE:
             self.flush()
@@ -496,7 +480,7 @@ def aligner_options(args: argparse.Namespace) -> dict:
     """FaceAligner keyword arguments from the CLI's flags, exactly as the local engine
     takes them (face_alignment.aligner_options), model paths made absolute for actors
     whose working directory is not the driver's."""
-    from .cli import aligner_options as cli_options
+    from .run_options import aligner_options as cli_options
 
     options = cli_options(args)
     for key, value in options.items():
@@ -598,7 +582,7 @@ def run_ray(  # noqa: ANN001 - log: the CLI's logger
     except EngineError as exc:
         log.error(str(exc))
         return 2
-    from .cli import describe, ignored_options
+    from .run_options import describe, ignored_options
 
     for message in ignored_options(args, given or set(), None, aligner.runtime):
         log.warn(message)

@@ -1,0 +1,75 @@
+"""The package's shape: no import cycle in util/ (imports inside functions count; those
+only for type checking do not), and one output schema that every writer uses."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from training.paths import REPO
+
+UTIL = REPO / "util"
+
+
+def _imports(path: Path) -> set[str]:
+    """The util modules a module imports (relative imports), type-checking ones aside."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    skipped: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skipped |= {id(n) for n in ast.walk(node)}
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped or not isinstance(node, ast.ImportFrom) or node.level != 1:
+            continue
+        if node.module:
+            found.add(node.module.split(".")[0])
+        else:
+            found |= {alias.name for alias in node.names}
+    return found
+
+
+def test_util_has_no_import_cycle() -> None:
+    graph = {p.stem: _imports(p) for p in UTIL.glob("*.py")}
+    graph = {name: {m for m in deps if m in graph} for name, deps in graph.items()}
+    state: dict[str, int] = {}
+
+    def visit(name: str, trail: list[str]) -> None:
+        if state.get(name) == 2:
+            return
+        assert state.get(name) != 1, " -> ".join([*trail, name])
+        state[name] = 1
+        for dep in sorted(graph[name]):
+            visit(dep, [*trail, name])
+        state[name] = 2
+
+    for name in sorted(graph):
+        visit(name, [])
+
+
+def test_a_new_face_field_reaches_both_writers(monkeypatch) -> None:
+    """A field declared in util/schema.py comes out in the JSON record and in the
+    Parquet schema, with nothing else changed."""
+    pyarrow = pytest.importorskip("pyarrow")  # the Parquet writer's library
+
+    from util import schema
+    from util.face import Face
+
+    extra = schema.Field("mood", schema.Kind.FLOAT, "test field", lambda f: 0.5)
+    monkeypatch.setattr(schema, "FACE_FIELDS", (*schema.FACE_FIELDS, extra))
+    face = Face(np.array([0.0, 0, 10, 10]), 0.9, np.zeros((68, 2)), np.ones(68))
+    record = json.loads(json.dumps(schema.record_json("a.png", [face], None, (10, 10, 3))))
+    assert record["faces"][0]["mood"] == 0.5
+    assert schema.parquet_schema(pyarrow).field("mood").type == pyarrow.float64()
+
+
+def test_readme_field_list_is_the_schema() -> None:
+    """The README's field list is generated (python -m tools.readme_fields) and current."""
+    from tools.readme_fields import readme_block
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert readme_block() in readme
