@@ -669,7 +669,11 @@ def check_record_schema(record: dict, with_3d: bool) -> None:
         assert isinstance(record["width"], int) and isinstance(record["height"], int)
     for face in record["faces"]:
         keys = {"bbox", "score", "presence", "landmarks", "landmark_scores"}
-        assert set(face) == (keys | {"landmarks_3d"} if with_3d else keys)
+        # 3D adds the points and the head pose (util.head_pose), when a pose is known
+        # (the shape prior's pose frame: a fake face or a prior without one has none).
+        with_pose = "pose" in face
+        keys_3d = {"landmarks_3d"} | ({"pose", "rotation"} if with_pose else set())
+        assert set(face) == (keys | keys_3d if with_3d else keys)
         assert len(face["bbox"]) == 4 and isinstance(face["score"], float)
         # the 2D model's face probability; null for models without that output
         assert face["presence"] is None or 0.0 <= face["presence"] <= 1.0

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from .depth import ORIGINAL_DEPTH_SPEC, DepthModel, ShapeFitDepth
 from .detect import ALL_QUARTER_TURNS, FaceDetector, box_iou, default_detector_path
 from .face import Face, StageTimes
 from .face_frame import face_roll
+from .head_pose import HeadPose
 from .io import InputError, expand_inputs, read_image
 from .landmark_stage import (
     ORIGINAL_FAN3D_SPEC,
@@ -138,6 +140,8 @@ class FaceAligner:
         )
         self.landmark_model_3d: LandmarkModel | None = None
         self.depth_model: DepthModel | ShapeFitDepth | None = None
+        self.pose_fit: ShapeFitDepth | None = None
+        self.pose_frame: np.ndarray | None = None
         if active_3d:
             if model_3d is None and DEFAULT_MODEL_3D.is_file():
                 model_3d = model_for_precision(DEFAULT_MODEL_3D, precision, self.runtime)
@@ -159,14 +163,18 @@ class FaceAligner:
                         **common,
                     )
                 )
-            else:
-                # The fit's regulariser suits the points' noise: a fact of the 3D model.
-                model_3d = self.landmark_model_3d.model if self.landmark_model_3d else None
-                self.depth_model = ShapeFitDepth.from_spec(
-                    ShapePrior.load(SHAPE_PRIOR),
-                    model_3d.spec.extra if model_3d else {},
-                    str(model_3d.path) if model_3d else "spec",
-                )
+            # The fit's regulariser suits the points' noise: a fact of the 3D model. With
+            # a depth network it still gives the head pose.
+            prior = ShapePrior.load(SHAPE_PRIOR)
+            spec_3d = self.landmark_model_3d.model if self.landmark_model_3d else None
+            self.pose_fit = ShapeFitDepth.from_spec(
+                prior,
+                spec_3d.spec.extra if spec_3d else {},
+                str(spec_3d.path) if spec_3d else "spec",
+            )
+            self.pose_frame = prior.pose_frame
+            if self.depth_model is None:
+                self.depth_model = self.pose_fit
         self.times = StageTimes()
         # Median heatmap peak below which a followed face counts as lost (video).
         self.follow_min_score = float(
@@ -198,9 +206,12 @@ class FaceAligner:
         image: np.ndarray | str | os.PathLike,
         keep_heatmaps: bool = False,
         bboxes: list[np.ndarray] | None = None,
+        check_presence: bool = True,
     ) -> list[Face]:
         """Every face in a uint8 RGB image array, or an image file (read with
-        util.io.read_image); ``bboxes`` skips detection.
+        util.io.read_image); ``bboxes`` skips detection. ``check_presence`` False
+        reads every given box, in order (FAN's contract for given boxes), whatever the
+        presence output says of it.
 
         Each face's crop is turned upright by the roll of the detector's eye keypoints.
         With a presence output, detections it does not take for a face are dropped.
@@ -220,7 +231,9 @@ class FaceAligner:
                 (np.asarray(b[:4], dtype=np.float64), float(b[4]) if len(b) > 4 else 1.0, 0.0)
                 for b in bboxes
             ]
-            return self._align_detections(image_rgb, given, keep_heatmaps)
+            return self._align_detections(
+                image_rgb, given, keep_heatmaps, check_presence=check_presence
+            )
         return self._align_detected(image_rgb, self.detect_first(image_rgb), keep_heatmaps)
 
     def _detection_stages(self) -> list[tuple[float, tuple[int, ...]]]:
@@ -286,7 +299,7 @@ class FaceAligner:
         start = time.perf_counter()
         found = self.detector.detect(image_rgb, turns, canvas=canvas)
         self.times.add("detect", time.perf_counter() - start)
-        return [(d.bbox, d.score, d.roll) for d in found]
+        return [(d.bbox, d.score, d.crop_roll) for d in found]
 
     def _upright_or_upside_down(
         self, image_rgb: np.ndarray, detections: list[tuple], crops: list
@@ -320,6 +333,7 @@ class FaceAligner:
         detections: list[tuple],
         keep_heatmaps: bool,
         upside_down_check: bool = True,
+        check_presence: bool = True,
     ) -> list[Face]:
         """(box, score, roll) per detection -> the faces the model accepts.
 
@@ -337,7 +351,7 @@ class FaceAligner:
             crops, probes = self._upright_or_upside_down(image_rgb, detections, crops)
         else:
             probes = model.run_crops(crops)
-        threshold = model.presence_threshold
+        threshold = model.presence_threshold if check_presence else None
 
         def no_face(presence: float | None) -> bool:
             return presence is not None and threshold is not None and presence < threshold
@@ -428,11 +442,14 @@ class FaceAligner:
         for face, crop, xy in zip(faces, crops, points, strict=True):
             if isinstance(self.depth_model, ShapeFitDepth):
                 # (the far half of a profile's x, y comes from the fit too)
-                face.landmarks_3d = self.depth_model.points_3d(xy)
-                continue
-            points_crop = xy @ crop.matrix[:, :2].T + crop.matrix[:, 2]
-            z = self.depth_model.depth(crop.image, points_crop, crop.side)
-            face.landmarks_3d = np.column_stack([xy, z])
+                face.landmarks_3d, rotation = self.depth_model.fit(xy)
+            else:
+                points_crop = xy @ crop.matrix[:, :2].T + crop.matrix[:, 2]
+                z = self.depth_model.depth(crop.image, points_crop, crop.side)
+                face.landmarks_3d = np.column_stack([xy, z])
+                rotation = self.pose_fit.fit(xy)[1]
+            if self.pose_frame is not None:
+                face.pose = HeadPose.from_fit(rotation, self.pose_frame)
         self.times.add("depth", time.perf_counter() - start)
 
     def follow(
@@ -498,6 +515,8 @@ class FaceAligner:
         """{image path: landmarks of every face, or None if it could not be read}."""
         results: dict[str, list[np.ndarray] | None] = {}
         for image_path, _, faces, error in self.iter_paths([str(path)], show_progress_bar):
+            if error:
+                warnings.warn(error, stacklevel=2)
             results[str(image_path)] = None if error else [f.points for f in faces]
         return results
 

@@ -56,9 +56,34 @@ def draw_contours(canvas: np.ndarray, points: np.ndarray, thickness: int, radius
             cv2.circle(canvas, (int(x), int(y)), radius * 16, colour, -1, cv2.LINE_AA, shift=4)
 
 
-def draw_faces(image_rgb: np.ndarray, faces: list[Face], draw_boxes: bool = True) -> np.ndarray:
-    """A copy of the image with every face's box, points and contours; with several
-    faces each is numbered (1, 2, ...) as in the 3D side view."""
+# Head-pose axes (RGB): the head's x (the image's right on a frontal face), its up, and
+# its forward (out of the face).
+POSE_AXIS_COLOURS = ((255, 60, 60), (60, 230, 60), (70, 120, 255))
+NOSE_TIP = 30
+
+
+def draw_pose_axes(canvas: np.ndarray, face: Face, thickness: int) -> None:
+    """The face's head-pose axes from its nose tip, half the face box long."""
+    if face.pose is None:
+        return
+    points = face.landmarks_3d if face.landmarks_3d is not None else face.landmarks
+    origin = np.asarray(points[NOSE_TIP, :2], np.float64)
+    x1, y1, x2, y2 = (float(v) for v in face.bbox[:4])
+    length = 0.5 * np.sqrt(max(x2 - x1, 1.0) * max(y2 - y1, 1.0))
+    axes = face.pose.image_rotation.T * np.array([1.0, -1.0, 1.0])[:, None]  # x, up, forward
+    start = (int(round(origin[0])), int(round(origin[1])))
+    for axis, colour in zip(axes, POSE_AXIS_COLOURS, strict=True):
+        end = origin + length * axis[:2]
+        cv2.arrowedLine(canvas, start, (int(round(end[0])), int(round(end[1]))), colour,
+                        max(2, thickness), cv2.LINE_AA, tipLength=0.15)  # fmt: skip
+
+
+def draw_faces(
+    image_rgb: np.ndarray, faces: list[Face], draw_boxes: bool = True, draw_pose: bool = False
+) -> np.ndarray:
+    """A copy of the image with every face's box, points and contours (and with
+    ``draw_pose`` its head-pose axes); with several faces each is numbered (1, 2, ...)
+    as in the 3D side view."""
     canvas = image_rgb.copy()
     for number, face in enumerate(faces, start=1):
         thickness, radius = mark_sizes(face.bbox)
@@ -66,6 +91,8 @@ def draw_faces(image_rgb: np.ndarray, faces: list[Face], draw_boxes: bool = True
         if draw_boxes:
             cv2.rectangle(canvas, (x1, y1), (x2, y2), BOX_COLOUR, thickness, cv2.LINE_AA)
         draw_contours(canvas, face.landmarks, thickness, radius)
+        if draw_pose:
+            draw_pose_axes(canvas, face, thickness)
         if len(faces) > 1:
             scale = max(0.4, (x2 - x1) / 300)
             put_label(canvas, str(number), (x1 + 3 * thickness, y1 - 4 * thickness), scale)
@@ -76,7 +103,9 @@ SIDE_VIEW_TITLE_HEIGHT = 28  # px above the faces for the panel's label
 
 
 def side_view(faces: list[Face], height: int, yaw_deg: float = 70.0) -> np.ndarray:
-    """A panel with each face's 3D points turned ``yaw_deg`` about the vertical axis.
+    """A panel with each face's 3D points seen from ``yaw_deg`` off its own front: a
+    face with a head pose is first turned to face the camera (its pose undone), so a
+    face already turned is not shown nearly frontal; one without is turned as it is.
 
     The panel has a fixed width (half the height, at least 160 px) however many faces
     there are: they share it in a grid of slots, numbered as in draw_faces. Points
@@ -96,6 +125,8 @@ def side_view(faces: list[Face], height: int, yaw_deg: float = 70.0) -> np.ndarr
         row, column = divmod(i, columns)
         pts = np.asarray(face.landmarks_3d, dtype=np.float64)
         centred = pts - pts.mean(0)
+        if face.pose is not None:  # rows p = R X: X = p R
+            centred = centred @ face.pose.image_rotation
         # x' = x cos - z sin: turning the face shows its depth as horizontal offset.
         x = centred[:, 0] * np.cos(rad) - centred[:, 2] * np.sin(rad)
         depth = centred[:, 0] * np.sin(rad) + centred[:, 2] * np.cos(rad)
@@ -114,7 +145,7 @@ def side_view(faces: list[Face], height: int, yaw_deg: float = 70.0) -> np.ndarr
             put_label(
                 panel, str(number), (int(slot_w * column) + 4, int(top + slot_h * row) + 16), 0.5
             )
-    put_label(panel, f"3D side view ({yaw_deg:.0f} deg)", (6, top - 10), 0.45)
+    put_label(panel, f"3D: {yaw_deg:.0f} deg off front", (6, top - 10), 0.45)
     put_label(panel, "light = nearer", (6, height - 8), 0.4)
     return panel
 
