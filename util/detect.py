@@ -40,6 +40,10 @@ DEFAULT_DETECTOR_MODEL = "blazeface_back.onnx"
 # images where the first pass finds a face are unaffected.
 RETRY_CANVAS = 1.5
 
+# Keypoints that tilt a face further than this from upright in the input it was found in
+# are taken to be wrong (Detection.crop_roll).
+KEYPOINT_ROLL_LIMIT = 60.0
+
 # Where the detector's boxes sit on the faces it finds, relative to the box of their 68
 # landmarks, in landmark-box sizes (sqrt of area): means ``centre_dx``, ``centre_dy``,
 # ``size_ratio`` and their spreads (``*_std``). Measured on 300-W by
@@ -280,6 +284,17 @@ class Detection:
         an upright face, 90 for one lying with its left eye below its right."""
         dx, dy = self.keypoints[1] - self.keypoints[0]
         return float(np.degrees(np.arctan2(dy, dx))) if dx or dy else 0.0
+
+    @property
+    def crop_roll(self) -> float:
+        """The roll to crop the face at: the keypoints' (``roll``), unless they put the
+        face further than KEYPOINT_ROLL_LIMIT from upright in the input it was found in,
+        where BlazeFace finds faces only within about 45 degrees: then that input's
+        upright. On profiles both eyes fall on one side and their line points anywhere
+        (AFLW2000-3D: -137, -101, -90 deg on faces found by the upright pass)."""
+        if _tilt(self) <= KEYPOINT_ROLL_LIMIT:
+            return self.roll
+        return 90.0 * self.quarter_turns
 
 
 # BlazeFace finds faces within about 45 degrees of upright; looking in the image turned
