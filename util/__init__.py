@@ -15,8 +15,9 @@ from .runtime import ModelError, limit_heap_growth
 from .tracker import FaceTracker
 
 # The one place the version is written; `face_alignment.py --version` and the package
-# metadata (pyproject.toml) read it.
-__version__ = "0.1.0"
+# metadata (pyproject.toml) read it. It is the FAN library's API version this package
+# implements (code written for FAN checks it), as FAN's own __version__ would be.
+__version__ = "1.5.0"
 
 __all__ = [
     "NUM_LANDMARKS",

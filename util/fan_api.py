@@ -5,10 +5,11 @@ Code written for that library runs unchanged::
     fa = face_alignment.FaceAlignment(face_alignment.LandmarksType.TWO_D, device="cpu")
     preds = fa.get_landmarks(image_rgb)  # [(68, 2) array per face], or None: no face
 
-The arguments and return types are that library's (version 1.4), checked against its
-face_alignment/api.py; the work is FaceAligner's. What differs is in README.md, "Drop-in
-for the FAN library": CPU only, numpy in and out (no torch tensors), BlazeFace whatever
-``face_detector`` names, z in image pixels.
+The arguments and return types are that library's (version 1.5.0), checked against
+its test suite (../shared/fan_tests, run by .ci/run); the work is FaceAligner's. What
+differs is in README.md, "Drop-in for the FAN library": CPU only (no torch needed;
+tensors are taken when torch is installed), BlazeFace whatever ``face_detector`` names
+(with a warning), z in image pixels.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 
 from .aligner import FaceAligner
 from .face import Face
-from .io import expand_inputs
+from .io import InputError, expand_inputs, read_image
 
 Landmarks = list[np.ndarray] | None
 # get_landmarks* return the landmarks, or (landmarks, scores, boxes) when asked for either.
@@ -49,18 +50,47 @@ class NetworkSize(IntEnum):
     LARGE = 4
 
 
-# The FAN library's detector names. All of them run BlazeFace here; its "folder"
-# detector (boxes read from files beside the images) has no equivalent.
-FAN_DETECTORS = ("sfd", "blazeface", "dlib", "retinaface", "scrfd", "yunet")
+# The FAN library's detector names, with the reference scale each gives its boxes (a
+# face box of width + height = reference_scale is a 200 px crop). All of them run
+# BlazeFace here; its "folder" detector (boxes read from files beside the images) has no
+# equivalent: pass detected_faces= instead.
+FAN_DETECTORS = {
+    "sfd": 195.0,
+    "blazeface": 195.0,
+    "dlib": 195.0,
+    "retinaface": 165.0,
+    "scrfd": 165.0,
+    "yunet": 165.0,
+}
+
+
+class FaceDetector:
+    """``fa.face_detector``, as FAN's detectors: ``detect_from_image(image or path)``
+    gives ``[[x1, y1, x2, y2, score], ...]`` (float32), the detector's own boxes without
+    the landmark model's presence check; ``reference_scale`` is the named detector's."""
+
+    def __init__(self, aligner: FaceAligner, reference_scale: float) -> None:
+        self.aligner = aligner
+        self.reference_scale = reference_scale
+
+    def detect_from_image(self, image_or_path: Any) -> list[np.ndarray]:
+        image = _as_image(image_or_path)
+        found = self.aligner.detector.detect(image, self.aligner.quarter_turns[:1])
+        return [np.append(d.bbox, d.score).astype(np.float32) for d in found]
+
+    def detect_from_batch(self, images: Any) -> list[list[np.ndarray]]:
+        return [self.detect_from_image(image) for image in _batch_images(images)]
 
 
 class FaceAlignment:
     """The FAN library's ``FaceAlignment``, on FaceAligner (``self.aligner``).
 
     ``aligner_options`` go to FaceAligner (``threads``, ``precision``, model paths, ...).
-    ``face_detector`` is one of FAN's detector names (all run BlazeFace) or the path of
-    a BlazeFace-format ONNX file. ``network_size``, ``dtype`` and ``verbose`` are
-    accepted and have no effect; a device other than the CPU gets a warning.
+    ``face_detector`` is one of FAN's detector names (all run BlazeFace: a warning says
+    so for the others) or the path of a BlazeFace-format ONNX file. ``network_size``,
+    ``dtype``, ``verbose`` and ``max_batch_size`` (every face of an image is read in one
+    call) are accepted and have no effect; ``compile=True`` and a device other than the
+    CPU get a warning.
     """
 
     def __init__(
@@ -69,13 +99,28 @@ class FaceAlignment:
         network_size: NetworkSize | int = NetworkSize.LARGE,
         device: str = "cpu",
         dtype: object = None,
-        flip_input: bool = False,
-        face_detector: str | os.PathLike = "blazeface",
+        flip_input: bool = True,
+        face_detector: str | os.PathLike = "sfd",
         face_detector_kwargs: dict | None = None,
         verbose: bool = False,
+        compile: bool = False,  # noqa: A002 - FAN's argument name
+        max_batch_size: int = 64,
         **aligner_options: Any,
     ) -> None:
         self.landmarks_type = LandmarksType(landmarks_type)
+        if int(max_batch_size) < 1:
+            raise ValueError(f"max_batch_size must be at least 1, not {max_batch_size}")
+        self.max_batch_size = int(max_batch_size)
+        if compile:
+            warnings.warn("compile=True has no effect: the networks run on onnxruntime",
+                          stacklevel=2)  # fmt: skip
+        if isinstance(face_detector, str) and face_detector in FAN_DETECTORS:
+            if face_detector != "blazeface":
+                warnings.warn(
+                    f"face_detector {face_detector!r}: this package runs BlazeFace for every "
+                    "detector name (with that detector's reference_scale)",
+                    stacklevel=2,
+                )
         if not str(device).startswith("cpu"):
             warnings.warn(
                 f"device {device!r}: this package runs on the CPU only; using the CPU",
@@ -95,6 +140,9 @@ class FaceAlignment:
             active_3d=self.landmarks_type != LandmarksType.TWO_D,
             flip=flip_input,
             **aligner_options,
+        )
+        self.face_detector = FaceDetector(
+            self.aligner, FAN_DETECTORS.get(str(face_detector), FAN_DETECTORS["blazeface"])
         )
 
     def get_landmarks(
@@ -120,8 +168,18 @@ class FaceAlignment:
         None when there is no face. ``detected_faces``: boxes [x1, y1, x2, y2(, score)]
         to use instead of detecting. With ``return_bboxes`` or ``return_landmark_score``:
         (landmarks, scores (68,) per face or None, boxes (5,) with score or None)."""
-        faces = self._as_type(self.aligner.align(image_or_path, bboxes=detected_faces))
-        return _result(faces, return_bboxes, return_landmark_score)
+        faces = self._align(image_or_path, detected_faces)
+        return _result(faces, return_bboxes, return_landmark_score, given=detected_faces)
+
+    def _align(self, image_or_path: Any, detected_faces: list | None) -> list[Face]:
+        """The faces, as FAN finds them: one per given box, in order, when boxes are
+        given (no presence check, whatever it thinks of a box)."""
+        image = image_or_path if isinstance(image_or_path, str | os.PathLike) else (
+            _as_image(image_or_path)
+        )  # fmt: skip
+        given = None if detected_faces is None else [_numpy(b) for b in detected_faces]
+        faces = self.aligner.align(image, bboxes=given, check_presence=given is None)
+        return self._as_type(faces)
 
     def _as_type(self, faces: list[Face]) -> list[Face]:
         """TWO_HALF_D, as FAN's: the 3D-convention network's x, y, without z."""
@@ -152,7 +210,7 @@ class FaceAlignment:
         landmarks, scores, boxes = [], [], []
         for image, bboxes in zip(images, given, strict=True):
             points, image_scores, image_boxes = _result(
-                self._as_type(self.aligner.align(image, bboxes=bboxes)), True, True
+                self._align(image, bboxes), True, True, given=bboxes
             )
             landmarks.append([] if points is None else np.concatenate(points))
             scores.append(image_scores)
@@ -186,12 +244,38 @@ class FaceAlignment:
         ]
         results: dict[str, Result] = {}
         for image_path, _, faces, error in self.aligner.iter_paths(files, show_progress_bar):
-            if error:
+            if error:  # the file's own warning, not also "No faces were detected."
                 warnings.warn(error, stacklevel=2)
+                results[str(image_path)] = _result([], return_bboxes, return_landmark_score,
+                                                   warn=False)  # fmt: skip
+                continue
             results[str(image_path)] = _result(
                 self._as_type(faces), return_bboxes, return_landmark_score
             )
         return results
+
+
+def _numpy(value: Any) -> np.ndarray:
+    """An array of a numpy array, a list, or a torch tensor (detached: FAN runs under
+    no_grad, so tensors that require grad are taken), without importing torch."""
+    if type(value).__module__.split(".")[0] == "torch":
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def _as_image(image: Any) -> np.ndarray:
+    """A uint8 RGB image of any numeric 0-255 array or tensor (FAN takes floats too),
+    H x W x 3 (or grey); paths are read as they are."""
+    if isinstance(image, str | os.PathLike):
+        return read_image(image)
+    array = _numpy(image)
+    if array.ndim == 3 and array.shape[0] in (3, 4) and array.shape[2] not in (3, 4):
+        array = array.transpose(1, 2, 0)  # a channels-first tensor
+    if array.dtype != np.uint8:
+        if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+            raise InputError(f"image array of dtype {array.dtype}: expected numbers 0-255")
+        array = np.clip(np.rint(array), 0, 255).astype(np.uint8)
+    return array
 
 
 def _detector_model(face_detector: str | os.PathLike) -> Path | None:
@@ -206,14 +290,27 @@ def _detector_model(face_detector: str | os.PathLike) -> Path | None:
     )
 
 
-def _result(faces: list[Face], return_bboxes: bool, return_landmark_score: bool) -> Result:
-    """FAN's return value for one image's faces; None in place of lists when none."""
+def _result(
+    faces: list[Face],
+    return_bboxes: bool,
+    return_landmark_score: bool,
+    warn: bool = True,
+    given: list | None = None,
+) -> Result:
+    """FAN's return value for one image's faces (float32, as FAN's); None in place of
+    lists when none (with FAN's warning, unless ``warn`` is off). ``given``: the boxes
+    the caller passed, returned as they were given."""
     if faces:
-        landmarks = [face.points for face in faces]
-        scores = [face.landmark_scores for face in faces]
-        boxes = [np.append(face.bbox, face.score) for face in faces]
+        landmarks = [face.points.astype(np.float32) for face in faces]
+        scores = [face.landmark_scores.astype(np.float32) for face in faces]
+        boxes = (
+            list(given)
+            if given is not None
+            else [np.append(face.bbox, face.score).astype(np.float32) for face in faces]
+        )
     else:
-        warnings.warn("No faces were detected.", stacklevel=3)  # as FAN warns
+        if warn:
+            warnings.warn("No faces were detected.", stacklevel=3)  # as FAN warns
         landmarks = scores = boxes = None
     if not (return_bboxes or return_landmark_score):
         return landmarks
@@ -224,8 +321,8 @@ def _batch_images(image_batch: np.ndarray | list[np.ndarray]) -> list[np.ndarray
     """A batch as FAN takes it (B x 3 x H x W, float 0-255), or B x H x W x 3, or a
     list: uint8 H x W x 3 images for FaceAligner."""
     if isinstance(image_batch, list | tuple):
-        return list(image_batch)
-    batch = np.asarray(image_batch)  # also a CPU torch tensor
+        return [_as_image(image) for image in image_batch]
+    batch = _numpy(image_batch)  # also a torch tensor
     if batch.ndim != 4:
         raise ValueError(f"image batch of shape {batch.shape}: expected B x H x W x 3")
     if batch.shape[-1] not in (3, 4) and batch.shape[1] in (3, 4):
