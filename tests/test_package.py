@@ -89,7 +89,8 @@ def test_fan_options_are_accepted(face: np.ndarray, fa_2d: FaceAlignment) -> Non
         fa = FaceAlignment(
             LandmarksType._2D, NetworkSize.LARGE, device="cuda", face_detector="sfd", threads=1
         )
-    assert fa.device == "cpu" and fa.flip_input is False and fa.aligner.flip is False
+    # FAN 1.5 reads each face with its mirror image by default (flip_input=True).
+    assert fa.device == "cpu" and fa.flip_input is True and fa.aligner.flip is True
     np.testing.assert_allclose(fa.get_landmarks(face)[0], fa_2d.get_landmarks(face)[0])
 
 

@@ -28,7 +28,7 @@ from .depth import ORIGINAL_DEPTH_SPEC, DepthModel, ShapeFitDepth
 from .detect import ALL_QUARTER_TURNS, FaceDetector, box_iou, default_detector_path
 from .face import Face, StageTimes
 from .face_frame import face_roll
-from .head_pose import HeadPose
+from .head_pose import HeadPose, spec_pose_frame
 from .io import InputError, expand_inputs, read_image
 from .landmark_stage import (
     ORIGINAL_FAN3D_SPEC,
@@ -38,6 +38,7 @@ from .landmark_stage import (
 )
 from .paths import MODELS_DIR
 from .prefetch import prefetched
+from .profile_rescue import ProfileRescue
 from .runtime import load_model, model_for_precision, resolve_runtime
 from .shape_prior import ShapePrior
 
@@ -138,6 +139,13 @@ class FaceAligner:
         self.detector = FaceDetector(
             detector_model or default_detector_path(), min_score=min_score, **common
         )
+        # The last pass when nothing is found (profiles): only with a presence check,
+        # which has the last word on what it brings.
+        self.profile_rescue = (
+            ProfileRescue(self.detector, self.landmark_model)
+            if self.landmark_model.has_presence
+            else None
+        )
         self.landmark_model_3d: LandmarkModel | None = None
         self.depth_model: DepthModel | ShapeFitDepth | None = None
         self.pose_fit: ShapeFitDepth | None = None
@@ -172,7 +180,10 @@ class FaceAligner:
                 spec_3d.spec.extra if spec_3d else {},
                 str(spec_3d.path) if spec_3d else "spec",
             )
-            self.pose_frame = prior.pose_frame
+            # The 3D model's own frame when its spec has one (its points sit a little
+            # differently from the true ones the prior's was measured on).
+            own = spec_pose_frame(spec_3d.spec.extra, str(spec_3d.path)) if spec_3d else None
+            self.pose_frame = prior.pose_frame if own is None else own
             if self.depth_model is None:
                 self.depth_model = self.pose_fit
         self.times = StageTimes()
@@ -293,13 +304,22 @@ class FaceAligner:
                 faces = _better_readings(faces, confirmed + [(f, f.bbox) for f in read])
             if faces:
                 return faces
-        return []
+        if self.profile_rescue is None:
+            return []
+        start = time.perf_counter()
+        rescued = self.profile_rescue(image_rgb)
+        self.times.add("detect", time.perf_counter() - start)
+        # Read where the rescue placed them: the 2D landmarks of a profile imply a box
+        # and roll that crop it worse (measured on the AFLW2000-3D dev faces).
+        return self._align_detections(
+            image_rgb, rescued, keep_heatmaps, upside_down_check=False, recrop=False
+        )
 
     def _detect(self, image_rgb: np.ndarray, canvas: float, turns: tuple[int, ...]) -> list[tuple]:
         start = time.perf_counter()
         found = self.detector.detect(image_rgb, turns, canvas=canvas)
         self.times.add("detect", time.perf_counter() - start)
-        return [(d.bbox, d.score, d.crop_roll) for d in found]
+        return [(d.bbox, d.score, d.roll) for d in found]
 
     def _upright_or_upside_down(
         self, image_rgb: np.ndarray, detections: list[tuple], crops: list
@@ -334,6 +354,7 @@ class FaceAligner:
         keep_heatmaps: bool,
         upside_down_check: bool = True,
         check_presence: bool = True,
+        recrop: bool = True,
     ) -> list[Face]:
         """(box, score, roll) per detection -> the faces the model accepts.
 
@@ -371,11 +392,12 @@ class FaceAligner:
             # box is cut by the frame): crop again from the landmarks' box.
             roll = float(np.degrees(face_roll(points)))
             box = bbox
-            if self.recrop_iou > 0 and stats is not None:
+            if recrop and self.recrop_iou > 0 and stats is not None:
                 implied = upright_box(points, roll, stats)
                 if float(box_iou(np.asarray(bbox, np.float64), implied)[0]) < self.recrop_iou:
                     box = implied
-            if box is not bbox or abs(_angle_difference(roll, crop.roll)) > ROLL_RECROP_DEGREES:
+            turned = recrop and abs(_angle_difference(roll, crop.roll)) > ROLL_RECROP_DEGREES
+            if box is not bbox or turned:
                 ends.append((detection, model.crop(image_rgb, box, roll), box, None))
             else:
                 ends.append((detection, crop, box, (probe, points, scores)))

@@ -40,10 +40,6 @@ DEFAULT_DETECTOR_MODEL = "blazeface_back.onnx"
 # images where the first pass finds a face are unaffected.
 RETRY_CANVAS = 1.5
 
-# Keypoints that tilt a face further than this from upright in the input it was found in
-# are taken to be wrong (Detection.crop_roll).
-KEYPOINT_ROLL_LIMIT = 60.0
-
 # Where the detector's boxes sit on the faces it finds, relative to the box of their 68
 # landmarks, in landmark-box sizes (sqrt of area): means ``centre_dx``, ``centre_dy``,
 # ``size_ratio`` and their spreads (``*_std``). Measured on 300-W by
@@ -286,15 +282,13 @@ class Detection:
         return float(np.degrees(np.arctan2(dy, dx))) if dx or dy else 0.0
 
     @property
-    def crop_roll(self) -> float:
-        """The roll to crop the face at: the keypoints' (``roll``), unless they put the
-        face further than KEYPOINT_ROLL_LIMIT from upright in the input it was found in,
-        where BlazeFace finds faces only within about 45 degrees: then that input's
-        upright. On profiles both eyes fall on one side and their line points anywhere
-        (AFLW2000-3D: -137, -101, -90 deg on faces found by the upright pass)."""
-        if _tilt(self) <= KEYPOINT_ROLL_LIMIT:
-            return self.roll
-        return 90.0 * self.quarter_turns
+    def mouth_roll(self) -> float:
+        """The roll the line from between the eyes down to the mouth keypoint gives (0:
+        the mouth straight below): still meaningful on a profile, where both eye
+        keypoints fall on one side and their line points anywhere."""
+        down = self.keypoints[3] - (self.keypoints[0] + self.keypoints[1]) / 2
+        return float(np.degrees(np.arctan2(-down[0], down[1]))) if down.any() else 0.0
+
 
 
 # BlazeFace finds faces within about 45 degrees of upright; looking in the image turned
@@ -462,8 +456,10 @@ class FaceDetector:
         image_rgb: np.ndarray,
         quarter_turns: tuple[int, ...] = (0,),
         canvas: float | None = None,
+        min_score: float | None = None,
     ) -> list[Detection]:
-        """Every face in a uint8 RGB HxWx3 image, best score first.
+        """Every face in a uint8 RGB HxWx3 image, best score first (``min_score``: this
+        call's threshold, else the detector's).
 
         ``quarter_turns``: also look in the image turned by these multiples of 90
         degrees (ALL_QUARTER_TURNS finds faces at any roll). ``canvas``: one pass with
@@ -473,14 +469,18 @@ class FaceDetector:
         image = np.asarray(image_rgb)
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"want a uint8 HxWx3 RGB image, got {image.dtype} {image.shape}")
-        detections = self.detect_once(image, canvas or 1.0, quarter_turns)
+        detections = self.detect_once(image, canvas or 1.0, quarter_turns, min_score)
         retry = self.retry_canvas is not None and self.retry_canvas > 1
         if not detections and canvas is None and retry:
-            detections = self.detect_once(image, self.retry_canvas, quarter_turns)
+            detections = self.detect_once(image, self.retry_canvas, quarter_turns, min_score)
         return merge_detections(detections) if len(quarter_turns) > 1 else detections
 
     def detect_once(
-        self, image: np.ndarray, canvas: float = 1.0, quarter_turns: tuple[int, ...] = (0,)
+        self,
+        image: np.ndarray,
+        canvas: float = 1.0,
+        quarter_turns: tuple[int, ...] = (0,),
+        min_score: float | None = None,
     ) -> list[Detection]:
         """One pass of the model over the letterboxed image per quarter turn (no retry,
         no merging). The image is letterboxed once; the square model input is turned."""
@@ -493,7 +493,7 @@ class FaceDetector:
             outputs = self.model.run(self.model.spec.to_tensor(turned))
             extra = self.model.spec.extra
             for box, score, keypoints in detect_in_outputs(
-                outputs, self.anchors, extra, self.min_score
+                outputs, self.anchors, extra, self.min_score if min_score is None else min_score
             ):
                 corners = unturn_units(box.reshape(2, 2), k)
                 corners = np.stack([corners.min(0), corners.max(0)])

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .runtime import ModelError
+
 _FLIP_Y = np.diag([1.0, -1.0, 1.0])
 
 
@@ -80,6 +82,20 @@ class HeadPose:
         """The rotation in the landmarks' image frame (x right, y down, z toward the
         camera): its columns are the head's axes as seen in the image."""
         return _FLIP_Y @ self.rotation @ _FLIP_Y
+
+
+def spec_pose_frame(extra: dict, source: str) -> np.ndarray | None:
+    """A 3D model's own pose frame (its spec's ``pose_frame``, measured on its points by
+    training/pose_frame.py), or None; a malformed one is a ModelError naming ``source``."""
+    if extra.get("pose_frame") is None:
+        return None
+    try:
+        frame = np.asarray(extra["pose_frame"], np.float64)
+        if frame.shape == (3, 3) and np.allclose(frame @ frame.T, np.eye(3), atol=1e-4):
+            return frame
+    except (TypeError, ValueError):
+        pass
+    raise ModelError(f"{source}: pose_frame must be a 3x3 rotation")
 
 
 def pose_frame_from_fits(fit_rotations: np.ndarray, angles: np.ndarray) -> np.ndarray:
