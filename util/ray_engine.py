@@ -23,6 +23,7 @@ Importing this module needs no Ray; ``run_ray`` says what to install when Ray is
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -32,6 +33,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,9 +43,11 @@ from .schema import RECORD_FIELDS, parquet_schema
 
 RECORD_NAMES = {f.name for f in RECORD_FIELDS}
 
-# The folder that holds this package (a clone's root), shipped to the actors as their
-# working directory.
+# The folder that holds this package: a clone's root, or site-packages when installed.
 REPO = Path(__file__).resolve().parent.parent
+# A clone has the command beside the package; an installed package is in site-packages,
+# already on every node of a cluster (README: the same packages everywhere).
+IS_CLONE = (REPO / "face_alignment.py").is_file() and (REPO / "util").is_dir()
 INSTALL_HINT = "pip install -r requirements-ray.txt"
 
 MAX_ROWS_PER_BLOCK = 128  # a block is a unit of work and of retry
@@ -51,8 +55,9 @@ PARQUET_ROWS_PER_FILE = 5000
 # Columns that name and hold the images of a Parquet input, by preference.
 NAME_COLUMNS = ("path", "name", "filename", "file", "key", "image_path", "id", "image")
 BYTES_COLUMNS = ("image", "bytes", "image_bytes", "content", "data", "jpg", "png")
-# What a cluster's nodes need of this repository (runtime_env working_dir).
-SHIP_EXCLUDES = [".git", ".venv", "training/runs", "tests", "docs", "benchmarks/results"]
+# What a cluster's actors need of a clone (its runtime_env working_dir): the package and
+# its models; everything else at the clone's top is left behind.
+SHIPPED = ("util", "models", "face_alignment.py")
 
 
 class EngineError(Exception):
@@ -496,6 +501,9 @@ def start_local_runtime(num_cpus: int | None = None) -> None:
     import ray
 
     ray.init(
+        # "local": a runtime of our own, never whatever cluster /tmp/ray names (a stale
+        # file there, left by a head that died, made ray.init() hang).
+        address="local",
         num_cpus=num_cpus,
         include_dashboard=False,
         log_to_driver=False,
@@ -513,14 +521,43 @@ def _connect(address: str | None) -> bool:
     if address is None:
         start_local_runtime()
     else:
-        # A cluster's nodes get this repository (code and models) as the job's working dir.
         ray.init(
             address=address,
             log_to_driver=False,
             logging_level=logging.ERROR,
-            runtime_env={"working_dir": str(REPO), "excludes": SHIP_EXCLUDES},
+            runtime_env=cluster_runtime_env(),
         )
     return True
+
+
+def cluster_runtime_env() -> dict:
+    """What a cluster's actors get shipped: nothing for an installed package (every
+    node has it; shipping site-packages broke Ray's 512 MiB limit), and from a clone
+    only the package and its models as the job's working directory."""
+    if not IS_CLONE:
+        return {}
+    left_out = sorted(p.name for p in REPO.iterdir() if p.name not in SHIPPED)
+    return {"working_dir": str(REPO), "excludes": left_out + ["__pycache__"]}
+
+
+@contextlib.contextmanager
+def _stderr_silenced(silent: bool) -> Iterator[None]:
+    """With -q: the process's stderr (file descriptor 2) to /dev/null while Ray starts,
+    which writes its C++ log lines there (logging.cc, core_worker.cc) whatever the log
+    level; a failure is raised, and reported, after it is restored."""
+    if not silent:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -589,8 +626,14 @@ def run_ray(  # noqa: ANN001 - log: the CLI's logger
     log.info(describe(aligner))
     started = False
     try:
+        if args.quiet:
+            # Ray's own C++ lines (core_worker.cc, raylet) below our errors: not with -q.
+            os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+        if args.address is None:
+            log.info("starting the Ray runtime on this machine (about 10 s)")
         try:
-            started = _connect(args.address)
+            with _stderr_silenced(args.quiet):
+                started = _connect(args.address)
         except Exception as exc:  # noqa: BLE001 - Ray raises plain Exceptions here
             where = args.address or "the local Ray runtime"
             log.error(f"cannot start or join {where}: {str(exc).splitlines()[0]}")
