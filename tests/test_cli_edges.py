@@ -134,3 +134,33 @@ def test_unreadable_file_in_a_directory_warns_once(tmp_path: Path) -> None:
     assert results[str(tmp_path / "broken.png")] is None
     assert any("broken.png" in m for m in messages)
     assert "No faces were detected." not in messages
+
+
+def test_ctrl_c_keeps_pictures_and_records_in_step(tmp_path: Path) -> None:
+    """SIGINT in the middle of a folder: every picture kept has its record and every
+    record its picture; no temporary file is left."""
+    import signal
+    import time
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for k in range(400):
+        os.symlink(SAMPLE, folder / f"f{k:03d}.png")
+    out, records = tmp_path / "out", tmp_path / "r.jsonl"
+    process = subprocess.Popen(
+        [*CLI, "-i", str(folder), "-s", f"{out}/", "--json", str(records), "-q",
+         "--threads", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (out.is_dir() and len(list(out.glob("*.png"))) >= 5):
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    pictures = sorted(p.stem for p in out.iterdir() if p.suffix == ".png")
+    written = sorted(Path(json.loads(line)["image"]).stem
+                     for line in records.read_text().splitlines())  # fmt: skip
+    assert pictures == written and 5 <= len(pictures) < 400
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]

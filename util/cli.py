@@ -18,10 +18,13 @@ import contextlib
 import glob
 import json
 import os
+import signal
 import statistics
 import sys
 import tempfile
+import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -33,12 +36,13 @@ from .face import Face
 from .io import (
     MAX_PIXELS,
     InputError,
+    StagedFiles,
     expand_inputs,
     read_image,
     usual_mode,
     write_bytes_atomic,
 )
-from .landmarks import write_pts
+from .landmarks import format_pts
 from .prefetch import prefetched
 from .run_options import SAMPLE_IMAGE, aligner_options, describe, ignored_options
 from .runtime import ModelError, limit_heap_growth, resolve_runtime
@@ -521,37 +525,66 @@ def run_images(aligner: FaceAligner, args: argparse.Namespace, sink: _JsonLines,
         workers=getattr(args, "folder_workers", 1),
     )
 
-    def draw_and_save(result: tuple) -> tuple[Path, tuple | None, list[Face], str | None, bool]:
-        """In the writer thread: the drawn image encoded and written (the PNG encoding
-        was a quarter of the time per image, and OpenCV releases the GIL meanwhile)."""
+    staged = StagedFiles()
+
+    def draw_and_save(result: tuple) -> tuple[Path, tuple | None, list[Face], str | None, list]:
+        """In the writer thread: the drawn image encoded and written under a temporary
+        name (the PNG encoding was a quarter of the time per image, and OpenCV releases
+        the GIL meanwhile); the loop below renames it into place with its record."""
         path, image, faces, error = result
         if error is not None or save is None:
-            return path, None if image is None else image.shape, faces, error, False
+            return path, None if image is None else image.shape, faces, error, []
         out = outputs[path]
         try:
-            _write_outputs(out, image, faces, args, protected)
+            pairs = _write_outputs(out, image, faces, args, protected, staged)
         except InputError as exc:
-            return path, image.shape, faces, str(exc), False
+            return path, image.shape, faces, str(exc), []
         except OSError as exc:
-            return path, image.shape, faces, f"{out}: cannot write ({exc.strerror or exc})", False
-        return path, image.shape, faces, None, True
+            return path, image.shape, faces, f"{out}: cannot write ({exc.strerror or exc})", []
+        return path, image.shape, faces, None, pairs
 
     written = prefetched(draw_and_save, results, WRITE_BEHIND_IMAGES if save else 0)
-    # closing: on Ctrl-C or an error here, the reading and writing threads stop first.
-    with contextlib.closing(results), contextlib.closing(written):
-        for path, shape, faces, error, wrote in written:
-            if shape is not None and not faces:  # read, and no face in it
-                log.warn(f"{path}: no face found")
-            saved += wrote
-            if error is not None:
-                failures += 1
-                log.error(error)
-            sink.write(_record(path, faces, error, shape))
+    # closing: on Ctrl-C or an error here, the reading and writing threads stop first;
+    # then what they staged and nobody committed is removed.
+    try:
+        with contextlib.closing(results), contextlib.closing(written):
+            for path, shape, faces, error, pairs in written:
+                if shape is not None and not faces:  # read, and no face in it
+                    log.warn(f"{path}: no face found")
+                with interrupt_deferred():  # an output and its record, both or neither
+                    if pairs:
+                        try:
+                            staged.commit(pairs)
+                            saved += 1
+                        except OSError as exc:
+                            error = f"{pairs[0][1]}: cannot write ({exc.strerror or exc})"
+                    if error is not None:
+                        failures += 1
+                        log.error(error)
+                    sink.write(_record(path, faces, error, shape))
+    finally:
+        staged.discard()
     if saved and as_folder:
         log.info(f"saved {saved} image{'s' if saved > 1 else ''} to {save}{os.sep}")
     elif saved:
         log.info(f"saved to {save}")
     return 0 if failures == 0 else 1
+
+
+@contextlib.contextmanager
+def interrupt_deferred() -> Iterator[None]:
+    """Ctrl-C inside the block takes effect at its end (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda number, frame: caught.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            raise KeyboardInterrupt
 
 
 def _save_target(args: argparse.Namespace, paths: list[Path]) -> tuple[Path | None, bool]:
@@ -578,7 +611,7 @@ def _savepath_problem(args: argparse.Namespace, paths: list[Path] | None) -> str
         return None
     save, as_folder = _save_target(args, paths)
     name = args.savepath
-    for parent in (save.parents if not as_folder else [save, *save.parents]):
+    for parent in save.parents:
         if os.path.exists(parent):
             if not os.path.isdir(parent):
                 return f"{name}: cannot write there ({parent} is a file)"
@@ -662,8 +695,20 @@ def _write_outputs(
     faces: list[Face],
     args: argparse.Namespace,
     protected: set[Path] | frozenset[Path] = frozenset(),
-) -> None:
+    staged: StagedFiles | None = None,
+) -> list[tuple[Path, Path]]:
+    """Draw and write one image's outputs; with ``staged``, written under temporary
+    names only (the caller commits them with the record), and their pairs returned."""
     from .draw import draw_faces, heatmap_grid, with_side_view
+
+    pairs: list[tuple[Path, Path]] = []
+
+    def put(path: Path, data: bytes) -> None:
+        _check_folder(path.parent)
+        if staged is None:
+            write_bytes_atomic(path, data)
+        else:
+            pairs.append(staged.stage(path, data))
 
     extra: list[tuple[Path, str, Face]] = []
     for k, face in enumerate(faces):
@@ -678,25 +723,31 @@ def _write_outputs(
     drawn = draw_faces(image, faces, draw_boxes=not args.no_boxes, draw_pose=args.draw_pose)
     if args.active_3d:
         drawn = with_side_view(drawn, faces)
-    write_image_atomic(out, drawn)
+    put(out, encode_image(out, drawn))
     for path, kind, face in extra:
         if kind == "pts":
-            _check_folder(path.parent)
-            write_pts(path, face.landmarks)
+            put(path, format_pts(face.landmarks).encode("utf-8"))
         else:
-            write_image_atomic(path, heatmap_grid(face.heatmaps))
+            put(path, encode_image(path, heatmap_grid(face.heatmaps)))
+    return pairs
 
 
-def write_image_atomic(path: Path, image_rgb: np.ndarray) -> None:
-    """Encode, write to a temporary file in the same folder, then rename."""
+def encode_image(path: Path, image_rgb: np.ndarray) -> bytes:
+    """The image encoded in the format of ``path``'s suffix."""
     import cv2
 
     bgr = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)  # faster than [..., ::-1]
     ok, data = cv2.imencode(path.suffix.lower() or ".png", bgr)
     if not ok:
         raise InputError(f"{path}: cannot encode image in this format")
+    return data.tobytes()
+
+
+def write_image_atomic(path: Path, image_rgb: np.ndarray) -> None:
+    """Encode, write to a temporary file in the same folder, then rename."""
+    data = encode_image(path, image_rgb)
     _check_folder(path.parent)
-    write_bytes_atomic(path, data.tobytes())
+    write_bytes_atomic(path, data)
 
 
 def _check_folder(folder: Path) -> None:

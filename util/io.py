@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import os
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 
@@ -216,3 +217,37 @@ def expand_inputs(specs: list[str]) -> list[Path]:
         else:
             paths.append(path)
     return paths
+
+
+class StagedFiles:
+    """Outputs written whole under temporary names beside their targets (by a writer
+    thread), then renamed into place together (``commit``) by the thread that writes
+    their record, so that an interrupt never leaves an output without its record;
+    ``discard`` removes what was staged and never committed."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: set[Path] = set()
+
+    def stage(self, path: str | os.PathLike, data: bytes) -> tuple[Path, Path]:
+        """(temporary file, target) with ``data`` written, not yet in place."""
+        path = Path(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with self._lock:
+            self._pending.add(Path(tmp))
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        usual_mode(tmp)
+        return Path(tmp), path
+
+    def commit(self, staged: list[tuple[Path, Path]]) -> None:
+        for tmp, path in staged:
+            os.replace(tmp, path)
+            with self._lock:
+                self._pending.discard(tmp)
+
+    def discard(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, set()
+        for tmp in pending:
+            tmp.unlink(missing_ok=True)
