@@ -100,7 +100,7 @@ class FaceAlignment:
         device: str = "cpu",
         dtype: object = None,
         flip_input: bool = True,
-        face_detector: str | os.PathLike = "sfd",
+        face_detector: str | os.PathLike | None = None,
         face_detector_kwargs: dict | None = None,
         verbose: bool = False,
         compile: bool = False,  # noqa: A002 - FAN's argument name
@@ -114,8 +114,12 @@ class FaceAlignment:
         if compile:
             warnings.warn("compile=True has no effect: the networks run on onnxruntime",
                           stacklevel=2)  # fmt: skip
+        # Not named: FAN's default (sfd, whose reference scale BlazeFace's boxes get),
+        # without the warning a user who names a detector gets.
+        named = face_detector is not None
+        face_detector = "sfd" if face_detector is None else face_detector
         if isinstance(face_detector, str) and face_detector in FAN_DETECTORS:
-            if face_detector != "blazeface":
+            if named and face_detector != "blazeface":
                 warnings.warn(
                     f"face_detector {face_detector!r}: this package runs BlazeFace for every "
                     "detector name (with that detector's reference_scale)",
