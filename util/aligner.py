@@ -434,6 +434,7 @@ class FaceAligner:
                     heatmaps=views.mean(axis=0) if keep_heatmaps else None,
                     presence=presence,
                     roll=crop.roll,
+                    landmark_crop=(crop.matrix, crop.image.shape[0]),
                 )
             )
             face_crops.append(crop)

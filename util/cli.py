@@ -31,6 +31,7 @@ from typing import TextIO
 import numpy as np
 
 from . import __version__
+from .aligned_crop import DEFAULT_SIZES, TEMPLATES, crop_scale
 from .aligner import FaceAligner
 from .face import Face
 from .io import (
@@ -115,6 +116,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--heatmaps",
         action="store_true",
         help="also save each face's 68 heatmaps as one grid image",
+    )
+    parser.add_argument(
+        "--crops",
+        default=None,
+        metavar="DIR",
+        help="write one aligned crop per face into DIR: NAME_0.png, NAME_1.png, ... at each "
+        "image's place (as -s lays out a folder); video: FRAME_FACE.png",
+    )
+    parser.add_argument(
+        "--crop-template",
+        choices=TEMPLATES,
+        default="arcface",
+        help="with --crops: arcface (insightface's 5-point template), ffhq (NVlabs' "
+        "ffhq-dataset alignment) or square (the landmark model's crop) (default arcface)",
+    )
+    parser.add_argument(
+        "--crop-size",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="with --crops: crop side in pixels (default 112 arcface, 1024 ffhq, 256 square)",
     )
     parser.add_argument(
         "--smooth",
@@ -353,7 +375,10 @@ def main(argv: list[str] | None = None) -> int:
     # Images: the input files, found once before any work (None with -v).
     paths = None if args.video is not None else expand_inputs(args.input or [str(SAMPLE_IMAGE)])
     problem = (
-        _no_images(args.input, paths) or _json_clash(args, paths) or _savepath_problem(args, paths)
+        _no_images(args.input, paths)
+        or _json_clash(args, paths)
+        or _savepath_problem(args, paths)
+        or _crops_problem(args)
     )
     if problem is not None:
         log.error(problem)
@@ -471,6 +496,19 @@ def _given_options(parser: argparse.ArgumentParser, argv: list[str] | None) -> s
     return {dest for dest, value in given.items() if value is not unset}
 
 
+def _crops_problem(args: argparse.Namespace) -> str | None:
+    """Why --crops cannot take the crops, found before any work."""
+    if args.crops is None or args.benchmark:
+        return None
+    folder = Path(args.crops)
+    for path in [folder, *folder.parents]:
+        if os.path.exists(path):
+            if not os.path.isdir(path):
+                return f"{args.crops}: cannot write crops there ({path} is a file)"
+            break
+    return None
+
+
 def _no_images(inputs: list[str] | None, paths: list[Path] | None) -> str | None:
     """An empty folder, or globs that match nothing: nothing to do, found before the
     models load (a missing file named plainly is an error of that file, later)."""
@@ -526,21 +564,30 @@ def run_images(aligner: FaceAligner, args: argparse.Namespace, sink: _JsonLines,
     )
 
     staged = StagedFiles()
+    crop_dir = None if args.crops is None else Path(args.crops)
+    crop_outputs = _output_paths(crop_dir, True, inputs) if crop_dir is not None else {}
+    upsampled: list[Path] = []  # faces smaller than their crop (one warning per run)
 
     def draw_and_save(result: tuple) -> tuple[Path, tuple | None, list[Face], str | None, list]:
         """In the writer thread: the drawn image encoded and written under a temporary
         name (the PNG encoding was a quarter of the time per image, and OpenCV releases
         the GIL meanwhile); the loop below renames it into place with its record."""
         path, image, faces, error = result
-        if error is not None or save is None:
+        if error is not None:
             return path, None if image is None else image.shape, faces, error, []
+        pairs = []
+        if crop_dir is not None:
+            stem = crop_outputs[path].with_suffix("")
+            pairs += _write_crops(stem, image, faces, args, staged, upsampled)
+        if save is None:
+            return path, image.shape, faces, None, pairs
         out = outputs[path]
         try:
-            pairs = _write_outputs(out, image, faces, args, protected, staged)
+            pairs += _write_outputs(out, image, faces, args, protected, staged)
         except InputError as exc:
-            return path, image.shape, faces, str(exc), []
+            return path, image.shape, faces, str(exc), pairs
         except OSError as exc:
-            return path, image.shape, faces, f"{out}: cannot write ({exc.strerror or exc})", []
+            return path, image.shape, faces, f"{out}: cannot write ({exc.strerror or exc})", pairs
         return path, image.shape, faces, None, pairs
 
     written = prefetched(draw_and_save, results, WRITE_BEHIND_IMAGES if save else 0)
@@ -551,11 +598,15 @@ def run_images(aligner: FaceAligner, args: argparse.Namespace, sink: _JsonLines,
             for path, shape, faces, error, pairs in written:
                 if shape is not None and not faces:  # read, and no face in it
                     log.warn(f"{path}: no face found")
+                if upsampled and upsampled[0] is not None:
+                    log.warn(f"{upsampled[0]}: a face smaller than its --crop-size crop is "
+                             "up-sampled (said once per run)")  # fmt: skip
+                    upsampled[0] = None
                 with interrupt_deferred():  # an output and its record, both or neither
                     if pairs:
                         try:
                             staged.commit(pairs)
-                            saved += 1
+                            saved += save is not None and error is None
                         except OSError as exc:
                             error = f"{pairs[0][1]}: cannot write ({exc.strerror or exc})"
                     if error is not None:
@@ -732,6 +783,41 @@ def _write_outputs(
     return pairs
 
 
+def _write_crops(
+    stem: Path,
+    image: np.ndarray,
+    faces: list[Face],
+    args: argparse.Namespace,
+    staged: StagedFiles | None,
+    upsampled: list,
+) -> list[tuple[Path, Path]]:
+    """Each face's aligned crop, STEM_k.png (staged, or written when ``staged`` is
+    None), and its ``crop_info`` for the record: the file, template, size and matrix,
+    or the error that kept it from being written."""
+    template = args.crop_template
+    size = args.crop_size or DEFAULT_SIZES[template]
+    pairs = []
+    for k, face in enumerate(faces):
+        path = stem.with_name(f"{stem.name}_{k}.png")
+        try:
+            crop, matrix = face.crop(image, template, size)
+            if crop_scale(matrix) > 1.0 and not upsampled:
+                upsampled.append(path)
+            data = encode_image(path, crop)
+            _check_folder(path.parent)
+            if staged is None:
+                write_bytes_atomic(path, data)
+            else:
+                pairs.append(staged.stage(path, data))
+        except (InputError, OSError, ValueError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            face.crop_info = {"error": f"{path}: cannot write ({reason})"}
+            continue
+        face.crop_info = {"file": str(path), "template": template, "size": size,
+                          "matrix": np.round(matrix, 6).tolist()}  # fmt: skip
+    return pairs
+
+
 def encode_image(path: Path, image_rgb: np.ndarray) -> bytes:
     """The image encoded in the format of ``path``'s suffix."""
     import cv2
@@ -804,9 +890,20 @@ def run_video(aligner: FaceAligner, args: argparse.Namespace, sink: _JsonLines, 
         tqdm(source, total=frame_count(capture), unit="frame", disable=args.quiet),
         workers=args.video_workers,
     )
+    upsampled: list = []
     try:
         for frames, (frame, faces) in enumerate(results, start=1):
-            sink.write(_record(args.video, faces, None, frame.shape, frame=frames - 1))
+            if args.crops is not None:  # FRAME_FACE.png
+                with interrupt_deferred():  # each crop with its record
+                    _write_crops(Path(args.crops) / f"{frames - 1:06d}", frame, faces, args,
+                                 None, upsampled)  # fmt: skip
+                    sink.write(_record(args.video, faces, None, frame.shape, frame=frames - 1))
+                if upsampled and upsampled[0] is not None:
+                    log.warn(f"{upsampled[0]}: a face smaller than its --crop-size crop is "
+                             "up-sampled (said once per run)")  # fmt: skip
+                    upsampled[0] = None
+            else:
+                sink.write(_record(args.video, faces, None, frame.shape, frame=frames - 1))
             if writer is None and not show:
                 continue
             drawn = draw_faces(

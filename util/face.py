@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .aligned_crop import DEFAULT_SIZES, aligned_matrix, warp
 from .head_pose import HeadPose
 from .schema import face_json
 
@@ -29,11 +30,28 @@ class Face:
     presence: float | None = None  # the 2D model's face probability (None: no such output)
     roll: float = 0.0  # degrees the crop was turned to make the face upright
     pose: HeadPose | None = None  # with 3D: head pose (util.head_pose)
+    # The landmark model's crop: (2x3 image-to-crop matrix, crop side in pixels).
+    landmark_crop: tuple[np.ndarray, int] | None = None
+    # What the command line wrote of this face's aligned crop (util.schema's "crop").
+    crop_info: dict | None = None
 
     @property
     def points(self) -> np.ndarray:
         """(68, 3) landmarks with depth, else (68, 2): what the FAN-style calls give."""
         return self.landmarks if self.landmarks_3d is None else self.landmarks_3d
+
+    def crop(
+        self, image: np.ndarray, template: str = "arcface", size: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(aligned crop, its 2x3 image-to-crop matrix) of this face in ``image`` (the
+        image it was found in): ``template`` "arcface", "ffhq" or "square" (the landmark
+        model's crop), ``size`` pixels (default 112, 1024, 256). util.aligned_crop
+        has the formulas, and paste_back the way back."""
+        size = DEFAULT_SIZES[template] if size is None and template in DEFAULT_SIZES else size
+        if size is None or int(size) < 1:
+            raise ValueError(f"crop size must be a positive number of pixels, not {size!r}")
+        matrix = aligned_matrix(self.landmarks, template, int(size), self.landmark_crop)
+        return warp(np.asarray(image), matrix, int(size), reflect=template == "ffhq"), matrix
 
     def to_json(self) -> dict:
         """The face's JSON object (util.schema's face fields)."""

@@ -569,6 +569,7 @@ def _check_args(args: argparse.Namespace) -> None:
             ("--pts", args.pts),
             ("--heatmaps", args.heatmaps),
             ("-b/--benchmark", args.benchmark),
+            ("--crops", args.crops is not None),
         )
         if given
     ]

@@ -84,6 +84,11 @@ def ignored_options(
         ):
             if dest in given:
                 ignored.append((flag, "with --json and no -s nothing is drawn or saved"))
+    for dest, flag in (("crop_template", "--crop-template"), ("crop_size", "--crop-size")):
+        if dest in given and args.crops is None:
+            ignored.append((flag, "it applies to --crops, which is not given"))
+    if "crops" in given and images and args.benchmark:
+        ignored.append(("--crops", "a benchmark (-b) writes nothing"))
     if "benchmark_count" in given and not args.benchmark:
         ignored.append(("-bc", "it sets the runs of -b, which is not given"))
     if "model_depth" in given and not args.active_3d:

@@ -31,6 +31,7 @@ class Kind(Enum):
     POINTS = "list of [x, y(, z)] lists"
     MATRIX = "list of rows"
     ANGLES = "object {yaw, pitch, roll}"
+    CROP = "object {file, template, size, matrix} or {error}"
     FACES = "list of face objects (Parquet: one row per face, its index in `face`)"
 
 
@@ -98,6 +99,14 @@ FACE_FIELDS: tuple[Field, ...] = (
         lambda f: _maybe(f.pose, lambda p: _rounded(p.rotation, 5)),
         optional=True,
     ),
+    Field(
+        "crop",
+        Kind.CROP,
+        "with --crops: the aligned crop's file, template, size and 2x3 image-to-crop "
+        "matrix (or why it was not written)",
+        lambda f: f.crop_info,
+        optional=True,
+    ),
 )
 
 RECORD_FIELDS: tuple[Field, ...] = (
@@ -150,6 +159,10 @@ def parquet_schema(pa):  # noqa: ANN001, ANN201 - pyarrow module and Schema, imp
         Kind.POINTS: pa.list_(pa.list_(pa.float64())),
         Kind.MATRIX: pa.list_(pa.list_(pa.float64())),
         Kind.ANGLES: pa.struct([(k, pa.float64()) for k in ("yaw", "pitch", "roll")]),
+        Kind.CROP: pa.struct(
+            [("file", pa.string()), ("template", pa.string()), ("size", pa.int32()),
+             ("matrix", pa.list_(pa.list_(pa.float64()))), ("error", pa.string())]
+        ),  # fmt: skip
     }
     columns = [
         ("face", pa.int32()) if f.name == "faces" else (f.name, types[f.kind])
