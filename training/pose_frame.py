@@ -5,12 +5,13 @@ prior's (util/head_pose.py).
     python -m training.evaluate_aflw --part all --json R.jsonl -- --model-3d M.onnx
     python -m training.pose_frame --records R.jsonl --model-3d M.onnx [--write]
 
-The prior's frame is measured on the true points; a network's points sit a little
+The prior's frame is measured on the true points; the networks' points sit a little
 differently (e.g. a whole face a few degrees pitched), which one fixed rotation takes
-out. The records must come from a run with that model and the shipped prior (their
-rotation is turned back into the fit's with the prior's frame). The frame is measured on
-the training faces and reported on the validation faces, before and after. --write puts
-it into the model file and its int8 sibling (NAME.int8.onnx), when there.
+out. The fits are made again from the records' landmarks, as the aligner makes them
+(util.head_pose.pose_fit_rotation), so the records must come from a run with that 3D
+model. The frame is measured on the training faces and reported on the validation
+faces, before and after. --write puts it into the model file and its int8 sibling
+(NAME.int8.onnx), when there.
 """
 
 from __future__ import annotations
@@ -25,24 +26,23 @@ from training.aflw import POSE_RANGE, pose_mae, split
 from training.evaluate_aflw import match_face, read_records
 from training.export import write_spec
 from training.paths import MODELS_DIR
-from util.head_pose import HeadPose, pose_frame_from_fits
+from util.head_pose import HeadPose, pose_fit_rotation, pose_frame_from_fits
 from util.runtime import read_spec
 from util.shape_prior import ShapePrior
 
-FLIP_Y = np.diag([1.0, -1.0, 1.0])
 
-
-def fit_rotations(part: str, records: dict, prior_frame: np.ndarray) -> tuple:
+def fit_rotations(part: str, records: dict, prior: ShapePrior) -> tuple:
     """(labels, the fits' rotations (N, 3, 3), their faces' indices) of a part, faces
     whose every |angle| is within POSE_RANGE only."""
     labels = split(part)
     rotations, index = [], []
     for i, name in enumerate(labels.names):
         face = match_face(records.get(name), labels.pt3d[i])
-        if face is None or face.get("rotation") is None:
+        if face is None or face.get("landmarks_3d") is None:
             continue
         if np.all(np.abs(labels.pose[i]) <= POSE_RANGE):
-            rotations.append(FLIP_Y @ np.asarray(face["rotation"]) @ FLIP_Y @ prior_frame)
+            points_3d, points_2d = np.asarray(face["landmarks_3d"]), np.asarray(face["landmarks"])
+            rotations.append(pose_fit_rotation(prior, points_3d, points_2d))
             index.append(i)
     return labels, np.array(rotations), np.array(index, int)
 
@@ -62,11 +62,11 @@ def main() -> int:
     args = parser.parse_args()
     prior = ShapePrior.load(MODELS_DIR / "shape_prior.npz")
     records = read_records(args.records)
-    labels, rotations, index = fit_rotations("train", records, prior.pose_frame)
+    labels, rotations, index = fit_rotations("train", records, prior)
     # Pose_Para is (pitch, yaw, roll); the head_pose functions take (yaw, pitch, roll).
     frame = pose_frame_from_fits(rotations, labels.pose[index][:, [1, 0, 2]])
     for part in ("train", "val"):
-        labels, rotations, index = fit_rotations(part, records, prior.pose_frame)
+        labels, rotations, index = fit_rotations(part, records, prior)
         for name, used in (("prior's frame", prior.pose_frame), ("model's frame", frame)):
             e = errors(rotations, used, labels.pose[index])
             print(f"{part} ({len(index)} faces), {name}: MAE {e.mean():.2f} deg "

@@ -28,7 +28,7 @@ from .depth import ORIGINAL_DEPTH_SPEC, DepthModel, ShapeFitDepth
 from .detect import ALL_QUARTER_TURNS, FaceDetector, box_iou, default_detector_path
 from .face import Face, StageTimes
 from .face_frame import face_roll
-from .head_pose import HeadPose, spec_pose_frame
+from .head_pose import HeadPose, pose_fit_rotation, spec_pose_frame
 from .io import InputError, expand_inputs, read_image
 from .landmark_stage import (
     ORIGINAL_FAN3D_SPEC,
@@ -148,7 +148,7 @@ class FaceAligner:
         )
         self.landmark_model_3d: LandmarkModel | None = None
         self.depth_model: DepthModel | ShapeFitDepth | None = None
-        self.pose_fit: ShapeFitDepth | None = None
+        self.prior: ShapePrior | None = None
         self.pose_frame: np.ndarray | None = None
         if active_3d:
             if model_3d is None and DEFAULT_MODEL_3D.is_file():
@@ -173,19 +173,18 @@ class FaceAligner:
                 )
             # The fit's regulariser suits the points' noise: a fact of the 3D model. With
             # a depth network it still gives the head pose.
-            prior = ShapePrior.load(SHAPE_PRIOR)
+            prior = self.prior = ShapePrior.load(SHAPE_PRIOR)
             spec_3d = self.landmark_model_3d.model if self.landmark_model_3d else None
-            self.pose_fit = ShapeFitDepth.from_spec(
-                prior,
-                spec_3d.spec.extra if spec_3d else {},
-                str(spec_3d.path) if spec_3d else "spec",
-            )
             # The 3D model's own frame when its spec has one (its points sit a little
             # differently from the true ones the prior's was measured on).
             own = spec_pose_frame(spec_3d.spec.extra, str(spec_3d.path)) if spec_3d else None
             self.pose_frame = prior.pose_frame if own is None else own
             if self.depth_model is None:
-                self.depth_model = self.pose_fit
+                self.depth_model = ShapeFitDepth.from_spec(
+                    prior,
+                    spec_3d.spec.extra if spec_3d else {},
+                    str(spec_3d.path) if spec_3d else "spec",
+                )
         self.times = StageTimes()
         # Median heatmap peak below which a followed face counts as lost (video).
         self.follow_min_score = float(
@@ -465,13 +464,13 @@ class FaceAligner:
         for face, crop, xy in zip(faces, crops, points, strict=True):
             if isinstance(self.depth_model, ShapeFitDepth):
                 # (the far half of a profile's x, y comes from the fit too)
-                face.landmarks_3d, rotation = self.depth_model.fit(xy)
+                face.landmarks_3d = self.depth_model.points_3d(xy)
             else:
                 points_crop = xy @ crop.matrix[:, :2].T + crop.matrix[:, 2]
                 z = self.depth_model.depth(crop.image, points_crop, crop.side)
                 face.landmarks_3d = np.column_stack([xy, z])
-                rotation = self.pose_fit.fit(xy)[1]
             if self.pose_frame is not None:
+                rotation = pose_fit_rotation(self.prior, face.landmarks_3d, face.landmarks)
                 face.pose = HeadPose.from_fit(rotation, self.pose_frame)
         self.times.add("depth", time.perf_counter() - start)
 

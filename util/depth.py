@@ -106,11 +106,6 @@ class ShapeFitDepth:
         """(68, 3) for (68, 2) image points of the 3D convention: their x, y (the far
         half's from the fit when ``far_side`` applies) and the fit's z, in the points'
         pixels."""
-        return self.fit(points)[0]
-
-    def fit(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(``points_3d``, the rotation of the fit that gave its z: prior frame to
-        image frame, for the head pose)."""
         points = np.asarray(points, np.float64)
         fit = fit_to_2d(self.prior, points, regulariser=self.regulariser)
         yaw = abs(float(fit_yaw(fit.rotation)))
@@ -122,9 +117,8 @@ class ShapeFitDepth:
             out[far, :2] = fit.points[far, :2]
             out[:, 2] = fit.points[:, 2]
         elif self.turned is not None and yaw >= self.turned[0]:
-            fit = fit_to_2d(self.prior, points, regulariser=self.turned[1])
-            out[:, 2] = fit.points[:, 2]
-        return out, fit.rotation
+            out[:, 2] = fit_to_2d(self.prior, points, regulariser=self.turned[1]).points[:, 2]
+        return out
 
     def depth(self, points: np.ndarray) -> np.ndarray:
         """(68,) z in the points' pixels for (68, 2) image points (``points_3d``'s)."""

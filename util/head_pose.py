@@ -26,6 +26,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from .runtime import ModelError
+from .shape_prior import ShapePrior, fit_to_2d
+
+# The shape fits the pose is read from keep this close to the prior (as the depth fit).
+POSE_REGULARISER = 10.0
+# The 2D convention's inner points (brows, eyes, nose, mouth): its jaw follows the face's
+# outline, not where the 3D points project, so the fit leaves it out.
+INNER_POINTS = np.arange(17, 68)
 
 _FLIP_Y = np.diag([1.0, -1.0, 1.0])
 
@@ -82,6 +89,20 @@ class HeadPose:
         """The rotation in the landmarks' image frame (x right, y down, z toward the
         camera): its columns are the head's axes as seen in the image."""
         return _FLIP_Y @ self.rotation @ _FLIP_Y
+
+
+def pose_fit_rotation(
+    prior: ShapePrior, points_3d: np.ndarray, points_2d: np.ndarray
+) -> np.ndarray:
+    """The fit rotation (prior frame -> image frame) a face's head pose is read from: the
+    mean of the prior's fit to the 3D-convention x, y (all 68) and its fit to the 2D
+    model's inner points, made a rotation again. The two networks err differently: on the
+    AFLW2000-3D validation faces (training/pose_frame.py), 5.5 deg MAE from the 3D points
+    alone, 4.5 from the 2D points' inner ones, 4.0 from both (version 11's 3D file)."""
+    from_3d = fit_to_2d(prior, np.asarray(points_3d)[:, :2], regulariser=POSE_REGULARISER)
+    from_2d = fit_to_2d(prior, np.asarray(points_2d)[:, :2], regulariser=POSE_REGULARISER,
+                        visible=INNER_POINTS)  # fmt: skip
+    return nearest_rotation(from_3d.rotation + from_2d.rotation)
 
 
 def spec_pose_frame(extra: dict, source: str) -> np.ndarray | None:

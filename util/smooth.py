@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .face import Face
+from .head_pose import HeadPose
 
 # Chosen by `python benchmarks/tracking.py --tune` (see benchmarks/results/tracking.md).
 # Cutoffs in Hz; beta in Hz per face size per second (the face size: sqrt of box area).
@@ -62,6 +63,9 @@ class _Track:
     origin: np.ndarray  # fixed reference centre and size: box jitter must not pass
     size: float  # through the normalisation into the filter
     filter: OneEuroFilter
+    # The head pose's rotation, filtered as a 3x3 array and made a rotation again: its
+    # entries move about as the points do in face sizes, so the same settings suit it.
+    pose_filter: OneEuroFilter
 
 
 @dataclass
@@ -91,7 +95,7 @@ class FaceSmoother:
             size = float(np.sqrt(max(np.prod(face.bbox[2:4] - face.bbox[:2]), 1.0)))
             track = min(free, key=lambda t: np.linalg.norm(t.centre - centre), default=None)
             if track is None or np.linalg.norm(track.centre - centre) > self.max_jump * size:
-                track = _Track(centre, centre, size, self._new_filter())
+                track = _Track(centre, centre, size, self._new_filter(), self._new_filter())
             else:
                 free.remove(track)
             track.centre = centre
@@ -114,8 +118,12 @@ class FaceSmoother:
         signal = np.vstack([points, corners])
         smoothed = track.filter((signal - origin) / track.size) * track.size + origin
         points, corners = smoothed[:-2], smoothed[-2:, :2]
+        pose = face.pose
+        if pose is not None:
+            pose = HeadPose.from_rotation(track.pose_filter(pose.rotation))
         return dataclasses.replace(
             face,
+            pose=pose,
             bbox=np.concatenate([corners.ravel(), np.asarray(face.bbox[4:], np.float64)]),
             landmarks=points[:, :2].copy(),
             landmarks_3d=points.copy() if face.landmarks_3d is not None else None,
