@@ -151,16 +151,18 @@ def test_side_view_turns_each_face_from_its_own_front() -> None:
 
 
 def test_video_smoothing_filters_the_pose_with_the_points() -> None:
-    """The smoother's pose follows a steady turn without jitter and stays a rotation."""
+    """The smoother's pose (filtered as the points are) jitters less than the raw pose
+    about a steady turn, and stays a rotation."""
     from util.face import Face
     from util.head_pose import rotation_from_angles
     from util.smooth import FaceSmoother
 
     smoother = FaceSmoother(rate=30.0)
     rng = np.random.default_rng(1)
-    yaws = []
-    for frame in range(30):
+    yaws, raw = [], []
+    for _frame in range(30):
         noisy = 20.0 + rng.normal(0, 3.0)
+        raw.append(noisy)
         pose = HeadPose.from_rotation(rotation_from_angles(noisy, 0.0, 0.0))
         points = np.zeros((68, 3))
         points[:, :2] = rng.normal(200, 30, (68, 2))
@@ -169,4 +171,5 @@ def test_video_smoothing_filters_the_pose_with_the_points() -> None:
         (out,) = smoother([face])
         np.testing.assert_allclose(out.pose.rotation @ out.pose.rotation.T, np.eye(3), atol=1e-9)
         yaws.append(out.pose.yaw)
-    assert np.std(yaws[10:]) < 1.5 and abs(np.mean(yaws[10:]) - 20.0) < 2.0
+    assert np.std(yaws[10:]) < 0.8 * np.std(raw[10:])
+    assert abs(np.mean(yaws[10:]) - 20.0) < 2.0
