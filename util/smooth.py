@@ -24,6 +24,8 @@ from .head_pose import HeadPose
 MIN_CUTOFF = 0.1
 BETA = 30.0
 D_CUTOFF = 2.0
+# Face sizes the points move per radian of head turn (the pose is filtered in them).
+POSE_LEVER = 0.5
 
 
 @dataclass
@@ -63,8 +65,9 @@ class _Track:
     origin: np.ndarray  # fixed reference centre and size: box jitter must not pass
     size: float  # through the normalisation into the filter
     filter: OneEuroFilter
-    # The head pose's rotation, filtered as a 3x3 array and made a rotation again: its
-    # entries move about as the points do in face sizes, so the same settings suit it.
+    # The head pose's rotation, filtered as a 3x3 array (times POSE_LEVER: a turn of one
+    # radian moves the points about half a face size, the unit the points are filtered
+    # in) and made a rotation again.
     pose_filter: OneEuroFilter
 
 
@@ -120,7 +123,8 @@ class FaceSmoother:
         points, corners = smoothed[:-2], smoothed[-2:, :2]
         pose = face.pose
         if pose is not None:
-            pose = HeadPose.from_rotation(track.pose_filter(pose.rotation))
+            filtered = track.pose_filter(pose.rotation * POSE_LEVER) / POSE_LEVER
+            pose = HeadPose.from_rotation(filtered)
         return dataclasses.replace(
             face,
             pose=pose,
