@@ -100,3 +100,26 @@ def test_installed_package_on_a_local_cluster(tmp_path: Path, ray_tmp: Path) -> 
         os.killpg(head.pid, signal.SIGTERM)
         head.wait(timeout=60)
         subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True)
+
+
+def test_actors_write_crops_inside_their_folder(tmp_path: Path, ray_tmp: Path) -> None:
+    """Names that lead out of --crops (a list file's "../.." entry, an absolute path)
+    are written inside it, and the records hold the crops' paths."""
+    inputs = _images(tmp_path / "photos")
+    listing = tmp_path / "lists" / "deep" / "names.txt"
+    listing.parent.mkdir(parents=True)
+    listing.write_text(f"../../photos/face0.png\n{inputs[1]}\n")
+    out, crops = tmp_path / "r.jsonl", tmp_path / "crops"
+    env = os.environ | {"RAY_TMPDIR": str(ray_tmp)}
+    run = subprocess.run(
+        [sys.executable, str(REPO / "face_alignment.py"), "--engine", "ray", "-q",
+         "-i", str(listing), "--json", str(out), "--crops", str(crops), "--threads", "1",
+         "--workers", "1"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    files = [Path(r["faces"][0]["crop"]["file"]) for r in records]
+    assert len(files) == 2 and all(f.is_file() for f in files)
+    assert all(crops.resolve() in f.resolve().parents for f in files)
+    assert sorted(p.resolve() for p in crops.rglob("*.png")) == sorted(f.resolve() for f in files)

@@ -18,8 +18,18 @@ integer coordinates in both), so that ``paste_back`` can put an edited crop back
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
+
+from .io import InputError, StagedFiles, write_bytes_atomic
+
+if TYPE_CHECKING:
+    from .face import Face  # face.py imports this module for Face.crop
 
 TEMPLATES = ("arcface", "ffhq", "square")
 DEFAULT_SIZES = {"arcface": 112, "ffhq": 1024, "square": 256}
@@ -185,3 +195,65 @@ def paste_back(image: np.ndarray, crop: np.ndarray, matrix: np.ndarray,
                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)[..., None]  # fmt: skip
     blended = image.astype(np.float32) * (1 - alpha) + back.astype(np.float32) * alpha
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class CropSettings:
+    """What --crops writes: the template and the crop side in pixels."""
+
+    template: str = "arcface"
+    size: int = DEFAULT_SIZES["arcface"]
+
+    @classmethod
+    def of(cls, template: str, size: int | None) -> CropSettings:
+        return cls(template, DEFAULT_SIZES[template] if size is None else int(size))
+
+
+def crop_stem(folder: str | os.PathLike, name: str) -> Path:
+    """Where an input named ``name`` (a path, a URI, a Parquet row's name) has its crops
+    below ``folder``: the name's own folders, with every way out of ``folder`` (a
+    scheme, a root, a drive, "..") dropped, and no suffix."""
+    text = name.split("://", 1)[-1].replace("\\", "/")
+    parts = [p for p in PurePosixPath(text).parts if p not in ("/", ".", "..") and ":" not in p]
+    relative = PurePosixPath(*parts) if parts else PurePosixPath("image")
+    return Path(folder, *relative.with_suffix("").parts)
+
+
+def write_face_crops(
+    stem: Path,
+    image: np.ndarray,
+    faces: list[Face],
+    settings: CropSettings,
+    staged: StagedFiles | None,
+    upsampled: list,
+) -> list[tuple[Path, Path]]:
+    """Each face's aligned crop, STEM_k.png (staged, or written whole when ``staged`` is
+    None), and its ``crop_info`` for the record: the file, template, size and matrix,
+    or the error that kept it from being written. The first crop made larger than its
+    face is added to ``upsampled`` (for the run's one warning)."""
+    pairs = []
+    for k, face in enumerate(faces):
+        path = stem.with_name(f"{stem.name}_{k}.png")
+        try:
+            crop, matrix = face.crop(image, settings.template, settings.size)
+            if crop_scale(matrix) > 1.0 and not upsampled:
+                upsampled.append(path)
+            ok, encoded = cv2.imencode(".png", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+            if not ok:
+                raise InputError(f"{path}: cannot encode the crop")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if staged is None:
+                write_bytes_atomic(path, encoded.tobytes())
+            else:
+                pairs.append(staged.stage(path, encoded.tobytes()))
+        except (InputError, OSError, ValueError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            face.crop_info = {"error": f"{path}: cannot write ({reason})"}
+            continue
+        face.crop_info = {
+            "file": str(path),
+            "template": settings.template,
+            "size": settings.size,
+            "matrix": np.round(matrix, 6).tolist(),
+        }
+    return pairs

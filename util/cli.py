@@ -31,7 +31,7 @@ from typing import TextIO
 import numpy as np
 
 from . import __version__
-from .aligned_crop import DEFAULT_SIZES, TEMPLATES, crop_scale
+from .aligned_crop import TEMPLATES, CropSettings, write_face_crops
 from .aligner import FaceAligner
 from .face import Face
 from .io import (
@@ -578,7 +578,7 @@ def run_images(aligner: FaceAligner, args: argparse.Namespace, sink: _JsonLines,
         pairs = []
         if crop_dir is not None:
             stem = crop_outputs[path].with_suffix("")
-            pairs += _write_crops(stem, image, faces, args, staged, upsampled)
+            pairs += write_face_crops(stem, image, faces, crop_settings(args), staged, upsampled)
         if save is None:
             return path, image.shape, faces, None, pairs
         out = outputs[path]
@@ -783,39 +783,8 @@ def _write_outputs(
     return pairs
 
 
-def _write_crops(
-    stem: Path,
-    image: np.ndarray,
-    faces: list[Face],
-    args: argparse.Namespace,
-    staged: StagedFiles | None,
-    upsampled: list,
-) -> list[tuple[Path, Path]]:
-    """Each face's aligned crop, STEM_k.png (staged, or written when ``staged`` is
-    None), and its ``crop_info`` for the record: the file, template, size and matrix,
-    or the error that kept it from being written."""
-    template = args.crop_template
-    size = args.crop_size or DEFAULT_SIZES[template]
-    pairs = []
-    for k, face in enumerate(faces):
-        path = stem.with_name(f"{stem.name}_{k}.png")
-        try:
-            crop, matrix = face.crop(image, template, size)
-            if crop_scale(matrix) > 1.0 and not upsampled:
-                upsampled.append(path)
-            data = encode_image(path, crop)
-            _check_folder(path.parent)
-            if staged is None:
-                write_bytes_atomic(path, data)
-            else:
-                pairs.append(staged.stage(path, data))
-        except (InputError, OSError, ValueError) as exc:
-            reason = getattr(exc, "strerror", None) or str(exc)
-            face.crop_info = {"error": f"{path}: cannot write ({reason})"}
-            continue
-        face.crop_info = {"file": str(path), "template": template, "size": size,
-                          "matrix": np.round(matrix, 6).tolist()}  # fmt: skip
-    return pairs
+def crop_settings(args: argparse.Namespace) -> CropSettings:
+    return CropSettings.of(args.crop_template, args.crop_size)
 
 
 def encode_image(path: Path, image_rgb: np.ndarray) -> bytes:
@@ -895,8 +864,8 @@ def run_video(aligner: FaceAligner, args: argparse.Namespace, sink: _JsonLines, 
         for frames, (frame, faces) in enumerate(results, start=1):
             if args.crops is not None:  # FRAME_FACE.png
                 with interrupt_deferred():  # each crop with its record
-                    _write_crops(Path(args.crops) / f"{frames - 1:06d}", frame, faces, args,
-                                 None, upsampled)  # fmt: skip
+                    stem = Path(args.crops) / f"{frames - 1:06d}"
+                    write_face_crops(stem, frame, faces, crop_settings(args), None, upsampled)
                     sink.write(_record(args.video, faces, None, frame.shape, frame=frames - 1))
                 if upsampled and upsampled[0] is not None:
                     log.warn(f"{upsampled[0]}: a face smaller than its --crop-size crop is "

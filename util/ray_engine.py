@@ -37,6 +37,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .aligned_crop import CropSettings, crop_stem, write_face_crops
 from .io import InputError, expand_inputs, is_image_path, usual_mode
 from .run_options import SAMPLE_IMAGE
 from .schema import RECORD_FIELDS, parquet_schema
@@ -230,6 +231,7 @@ class AlignBatch:
         cwd: str | None = None,
         skip: frozenset[str] = frozenset(),
         parquet: ParquetInput | None = None,
+        crops: tuple[str, CropSettings] | None = None,
     ) -> None:
         from .aligner import FaceAligner
         from .runtime import limit_heap_growth
@@ -240,6 +242,9 @@ class AlignBatch:
         self.aligner = FaceAligner(**options, threads=threads)
         self.skip = skip
         self.parquet = parquet
+        # (folder, settings) of --crops: each actor writes its faces' crops there, at
+        # the input's name below the folder (util.aligned_crop.crop_stem: never outside).
+        self.crops = crops
         self.scratch = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
     def __call__(self, batch: dict) -> dict:
@@ -252,12 +257,15 @@ class AlignBatch:
             if name in self.skip:
                 continue
             if data is not None:
-                faces, error, shape = self._align_bytes(name, data)
+                faces, error, image = self._align_bytes(name, data)
             elif is_uri(name):
-                faces, error, shape = self._align_bytes(name, _read_uri(name))
+                faces, error, image = self._align_bytes(name, _read_uri(name))
             else:
-                faces, error, shape = self._align_path(name)
-            record = _record(name, faces, error, shape)
+                faces, error, image = self._align_path(name)
+            if self.crops is not None and image is not None:
+                folder, settings = self.crops
+                write_face_crops(crop_stem(folder, name), image, faces, settings, None, [])
+            record = _record(name, faces, error, None if image is None else image.shape)
             indexes.append(index)
             records.append(json.dumps(record, ensure_ascii=False))
         return {
@@ -283,13 +291,14 @@ class AlignBatch:
                 name = f"{path}[{index}]" if name is None else str(name)
                 yield index, name, InputError(f"{name}: no image data") if image is None else image
 
-    def _align_path(self, name: str) -> tuple[list, str | None, tuple | None]:
+    def _align_path(self, name: str) -> tuple[list, str | None, object]:
+        """(faces, error, the image or None)."""
         # One image, one thread: the actor holds its CPUs, no read-ahead thread beside it.
         for _, image, faces, error in self.aligner.iter_paths([name], prefetch=0):
-            return faces, error, None if image is None else image.shape
+            return faces, error, image
         return [], f"{name}: file not found", None
 
-    def _align_bytes(self, name: str, data: object) -> tuple[list, str | None, tuple | None]:
+    def _align_bytes(self, name: str, data: object) -> tuple[list, str | None, object]:
         """Decode bytes exactly as a file is read (util.io.read_image, via iter_paths)."""
         if isinstance(data, InputError):
             return [], str(data), None
@@ -298,10 +307,10 @@ class AlignBatch:
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(bytes(data))
-            faces, error, shape = self._align_path(tmp)
+            faces, error, image = self._align_path(tmp)
         finally:
             os.unlink(tmp)
-        return faces, None if error is None else error.replace(tmp, name), shape
+        return faces, None if error is None else error.replace(tmp, name), image
 
 
 def _read_row_group(source: ParquetInput, path: str, group: int):  # noqa: ANN202 - pa.Table
@@ -569,7 +578,6 @@ def _check_args(args: argparse.Namespace) -> None:
             ("--pts", args.pts),
             ("--heatmaps", args.heatmaps),
             ("-b/--benchmark", args.benchmark),
-            ("--crops", args.crops is not None),
         )
         if given
     ]
@@ -713,6 +721,9 @@ def _execute(ray, args, inputs: Inputs, options: dict, sink, log, worker_class) 
             "cwd": os.getcwd(),
             "skip": skip,
             "parquet": parquet,
+            "crops": None
+            if args.crops is None
+            else (os.path.abspath(args.crops), CropSettings.of(args.crop_template, args.crop_size)),
         },
         # Fault tolerance is Ray Data's default for actor pools, max_restarts=-1 and
         # max_task_retries=-1: a dead actor is restarted (its models loaded again) and
