@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -177,7 +179,15 @@ def main(argv: list[str] | None = None) -> int:
     summary = score(labels, records)
     print(report(summary, f"AFLW2000-3D dev, {args.part}"))
     if args.summary is not None:
+        # The JSON and, beside it, the table with how it was made (README copies it).
+        args.summary.parent.mkdir(parents=True, exist_ok=True)
         args.summary.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+        command = " ".join(["python -m training.evaluate_aflw", *sys.argv[1:]])
+        made = f"{time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}"
+        table = report(summary, f"AFLW2000-3D dev, {args.part}")
+        args.summary.with_suffix(".md").write_text(
+            f"{table}\n\nMeasured by `{command}` ({made}).\n", encoding="utf-8"
+        )
     return 0
 
 
