@@ -67,7 +67,8 @@ def _installed_cli() -> Path:
         [sys.executable, "-c", "import face_alignment; print(face_alignment.__file__)"],
         cwd="/", capture_output=True, text=True,
     )  # fmt: skip
-    if where.returncode != 0 or REPO in Path(where.stdout.strip()).parents:
+    # Installed: in site-packages (the venv may sit inside the clone), not the clone's.
+    if where.returncode != 0 or "site-packages" not in Path(where.stdout.strip()).parts:
         pytest.skip("face_alignment is not installed (pip install .), or installed editable")
     return cli
 

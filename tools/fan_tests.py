@@ -39,7 +39,9 @@ def main() -> int:
             [sys.executable, "-c", "import face_alignment; print(face_alignment.__file__)"],
             cwd=folder, capture_output=True, text=True,
         )  # fmt: skip
-        if where.returncode != 0 or REPO in Path(where.stdout.strip()).parents:
+        # Installed: a package in site-packages (the venv may sit inside the clone), not
+        # the clone's face_alignment.py or util/.
+        if where.returncode != 0 or "site-packages" not in Path(where.stdout.strip()).parts:
             print(f"face_alignment is not installed here ({where.stdout.strip() or where.stderr})")
             return 2
         print(f"FAN's tests against {where.stdout.strip()}", flush=True)
