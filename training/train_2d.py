@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from training.aflw import TRAIN_REPEATS, balanced, gt_box_size, real_faces
 from training.calibrate import calibrate
 from training.choose_presence import choose
 from training.data import (
@@ -97,7 +98,11 @@ class TrainSet(torch.utils.data.Dataset):
         most_3d: float = 75.0,
         wide_share: float = 0.5,
         wide_total: bool = False,
+        real_3d: tuple[list[Face], np.ndarray] | None = None,
     ) -> None:
+        """``real_3d``: (faces, their (N, 68, 3) 3D-convention labels) of real faces
+        that train the 3D maps only (AFLW2000-3D, training/aflw.py), as they are: no
+        synthesized turn, their 2D maps untrained (their labels are the 3D convention's)."""
         self.faces, self.crop, self.stats, self.seed = faces, crop, stats, seed
         self.spec, self.codec = spec, HeatmapCodec.from_spec(spec)
         self.negatives = (
@@ -116,10 +121,13 @@ class TrainSet(torch.utils.data.Dataset):
         self.yaws = fit_yaw(fit_to_2d(prior, points).rotation) if wide_total else None
         self.maps = 136 if labels_3d else 68
         self.n_negatives = round(negative_share * len(faces)) if self.negatives else 0
+        self.real_faces, self.real_points = real_3d if real_3d is not None else ([], None)
+        if self.real_faces and not labels_3d:
+            raise ValueError("real 3D faces train the 3D maps: labels_3d is needed")
         self.epoch = 0
 
     def __len__(self) -> int:
-        return len(self.faces) + self.n_negatives
+        return len(self.faces) + self.n_negatives + len(self.real_faces)
 
     def __getitem__(
         self, index: int
@@ -127,7 +135,16 @@ class TrainSet(torch.utils.data.Dataset):
         """(crop, target maps, targets in heatmap px, is a face, train the 2D maps)."""
         rng = np.random.default_rng([self.seed, self.epoch, index])
         train_2d = 1.0
-        if index >= len(self.faces):
+        real = index - len(self.faces) - self.n_negatives
+        if real >= 0:
+            image, points, points_3d = make_crop(
+                self.real_faces[real], self.crop, self.stats, rng, augment=True,
+                carry=self.real_points[real, :, :2],
+            )  # fmt: skip
+            points = np.concatenate([points, points_3d])
+            hm_points = self.codec.to_heatmap(points)
+            target, is_face, train_2d = self.codec.encode(points), 1.0, 0.0
+        elif index >= len(self.faces):
             image = self.negatives(rng)
             image = photometric(image, rng)
             size = self.codec.heatmap_size
@@ -300,6 +317,20 @@ def main() -> None:
         "(default: a turn as for the 2D maps, fewer past 60 deg in total)",
     )
     parser.add_argument(
+        "--real-3d",
+        action="store_true",
+        help="with --out-3d: the 3D maps also learn from the real AFLW2000-3D training "
+        "faces (training/aflw.py's split, each |yaw| bin repeated as TRAIN_REPEATS says), "
+        "and the run validates on its validation faces too",
+    )
+    parser.add_argument(
+        "--real-3d-records",
+        type=Path,
+        default=None,
+        help="the CLI's JSON Lines of the AFLW images (evaluate_aflw --part all --json): "
+        "the real faces' crops are placed on these 2D landmarks, as at run time",
+    )
+    parser.add_argument(
         "--init",
         type=Path,
         default=None,
@@ -363,6 +394,17 @@ def main() -> None:
         else None
     )
 
+    real_3d, real_val = None, None
+    if args.real_3d:
+        if not with_3d:
+            raise SystemExit("--real-3d trains the 3D maps: give --out-3d")
+        faces_3d, points_3d, bins = real_faces("train", args.real_3d_records)
+        repeat = np.repeat(np.arange(len(faces_3d)), np.asarray(TRAIN_REPEATS)[bins])
+        real_3d = ([faces_3d[i] for i in repeat], points_3d[repeat])
+        faces_3d, points_3d, bins = real_faces("val", args.real_3d_records)
+        real_val = (*validation_crops(faces_3d, crop, stats, spec), points_3d, bins)
+        print(f"real 3D faces: {len(repeat)} training crops, {len(faces_3d)} val", flush=True)
+
     net = FAN(
         args.stacks,
         args.channels,
@@ -397,6 +439,7 @@ def main() -> None:
         most_3d=args.most_3d,
         wide_share=args.wide_share,
         wide_total=args.wide_total,
+        real_3d=real_3d,
     )
     loader_args = {
         "batch_size": args.batch,
@@ -481,7 +524,10 @@ def main() -> None:
         }
 
     def validate() -> dict:
-        return evaluate(loop.trained, val_x, val_inv, val_faces, codec, val_3d)
+        result = evaluate(loop.trained, val_x, val_inv, val_faces, codec, val_3d)
+        if real_val is not None:
+            result |= evaluate_real_3d(loop.trained, *real_val, codec)
+        return result
 
     log(
         {
@@ -543,6 +589,34 @@ def main() -> None:
                 ),
             }
         )
+
+
+def evaluate_real_3d(
+    net: FAN,
+    x: torch.Tensor,
+    inverses: list,
+    points_3d: np.ndarray,
+    bins: np.ndarray,
+    codec: HeatmapCodec,
+) -> dict:
+    """The 3D maps' x, y NME over sqrt(w * h) of the labels' box (the AFLW2000-3D
+    benchmark's), by |yaw| bin and balanced, on crops placed as validation_crops does."""
+    was_training = net.training
+    net.eval()
+    decoder = dataclasses.replace(codec, method="centroid", centroid_radius=None)
+    errors = []
+    with torch.no_grad():
+        for start in range(0, len(x), 16):
+            heat = net(x[start : start + 16].contiguous(memory_format=torch.channels_last))[-1]
+            for k, maps in enumerate(heat.numpy()):
+                i = start + k
+                pts = transform_points(decoder.decode(maps[68:])[0], inverses[i])
+                gt = points_3d[i]
+                errors.append(np.linalg.norm(pts - gt[:, :2], axis=1).mean()
+                              / float(gt_box_size(gt)))  # fmt: skip
+    net.train(was_training)
+    per_bin, mean = balanced(np.array(errors), bins)
+    return {"aflw_3d_nme_bins": [round(v, 5) for v in per_bin], "aflw_3d_nme": round(mean, 5)}
 
 
 def checkpoint_network(checkpoint: dict) -> FAN:
