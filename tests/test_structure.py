@@ -73,3 +73,10 @@ def test_readme_field_list_is_the_schema() -> None:
 
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     assert readme_block() in readme
+
+
+def test_readme_aflw_table_is_the_results_file() -> None:
+    """The README's AFLW2000-3D figures are the results file's, as measured."""
+    results = (REPO / "benchmarks" / "results" / "aflw2000" / "val.md").read_text(encoding="utf-8")
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert results.strip() in readme

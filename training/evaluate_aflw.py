@@ -130,7 +130,7 @@ def score(labels: AflwLabels, records: dict[str, dict]) -> dict:
 
 def report(summary: dict, title: str) -> str:
     bins = " | ".join(f"{lo:.0f}-{hi:.0f} deg" for lo, hi in YAW_BINS)
-    lines = [f"{title}: {summary['faces']} faces", f"| | {bins} | balanced |",
+    lines = [f"{title}: {summary['faces']} faces", "", f"| | {bins} | balanced |",
              "| --- |" + " --- |" * (len(YAW_BINS) + 1)]  # fmt: skip
     names = {"xy_3d": "landmarks_3d x, y NME", "xy_2d": "landmarks (2D) NME",
              "z": "z MAE", "z_detilted": "z MAE, tilt removed"}  # fmt: skip
@@ -142,6 +142,7 @@ def report(summary: dict, title: str) -> str:
     lines.append(
         f"| missed | {missed} | {summary['missed']} ({summary['missed'] / summary['faces']:.1%}) |"
     )
+    lines.append("")
     if "pose" in summary:
         p = summary["pose"]
         lines.append(
