@@ -8,7 +8,7 @@ prior's (util/head_pose.py).
 The prior's frame is measured on the true points; the networks' points sit a little
 differently (e.g. a whole face a few degrees pitched), which one fixed rotation takes
 out. The fits are made again from the records' landmarks, as the aligner makes them
-(util.head_pose.pose_fit_rotation), so the records must come from a run with that 3D
+(util.head_pose.pose_fit), so the records must come from a run with that 3D
 model. The frame is measured on the training faces and reported on the validation
 faces, before and after. --write puts it into the model file and its int8 sibling
 (NAME.int8.onnx), when there.
@@ -26,7 +26,7 @@ from training.aflw import POSE_RANGE, pose_mae, split
 from training.evaluate_aflw import match_face, read_records
 from training.export import write_spec
 from training.paths import MODELS_DIR
-from util.head_pose import HeadPose, pose_fit_rotation, pose_frame_from_fits
+from util.head_pose import HeadPose, pose_fit, pose_frame_from_fits
 from util.runtime import read_spec
 from util.shape_prior import ShapePrior
 
@@ -42,7 +42,7 @@ def fit_rotations(part: str, records: dict, prior: ShapePrior) -> tuple:
             continue
         if np.all(np.abs(labels.pose[i]) <= POSE_RANGE):
             points_3d, points_2d = np.asarray(face["landmarks_3d"]), np.asarray(face["landmarks"])
-            rotations.append(pose_fit_rotation(prior, points_3d, points_2d))
+            rotations.append(pose_fit(prior, points_3d, points_2d)[1])
             index.append(i)
     return labels, np.array(rotations), np.array(index, int)
 

@@ -28,7 +28,7 @@ from .depth import ORIGINAL_DEPTH_SPEC, DepthModel, ShapeFitDepth
 from .detect import ALL_QUARTER_TURNS, FaceDetector, box_iou, default_detector_path
 from .face import Face, StageTimes
 from .face_frame import face_roll
-from .head_pose import HeadPose, pose_fit_rotation, spec_pose_frame
+from .head_pose import HeadPose, pose_fit, spec_pose_frame
 from .io import InputError, expand_inputs, read_image
 from .landmark_stage import (
     ORIGINAL_FAN3D_SPEC,
@@ -470,15 +470,14 @@ class FaceAligner:
                 z = self.depth_model.depth(crop.image, points_crop, crop.side)
                 face.landmarks_3d = np.column_stack([xy, z])
             if self.pose_frame is not None:
-                rotation = pose_fit_rotation(self.prior, face.landmarks_3d, face.landmarks)
+                fit, rotation = pose_fit(self.prior, face.landmarks_3d, face.landmarks)
                 face.pose = HeadPose.from_fit(rotation, self.pose_frame)
                 if isinstance(self.depth_model, ShapeFitDepth):
-                    # z follows the pose (AFLW2000-3D validation faces: z 3.79 -> 3.34 %)
-                    xy = face.landmarks_3d[:, :2]
-                    # The rotation the pose frame says is true (the networks' own bias
-                    # taken out), in the prior's frame again.
+                    # z follows the pose (AFLW2000-3D validation faces: z 3.79 -> 3.34 %),
+                    # at the rotation the pose frame says is true (the networks' own
+                    # bias taken out), in the prior's frame again.
                     true = rotation @ self.pose_frame.T @ self.prior.pose_frame
-                    face.landmarks_3d[:, 2] = self.depth_model.depth_turned(xy, true)
+                    face.landmarks_3d[:, 2] = self.depth_model.depth_turned(fit, true)
         self.times.add("depth", time.perf_counter() - start)
 
     def follow(

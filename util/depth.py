@@ -14,7 +14,7 @@ import numpy as np
 from .heatmap_codec import HeatmapCodec
 from .landmarks import NUM_LANDMARKS
 from .runtime import Model, ModelError, ModelSpec, check_single_input, format_shape
-from .shape_prior import ShapePrior, fit_to_2d, fit_yaw, near_side
+from .shape_prior import Fit, ShapePrior, fit_to_2d, fit_yaw, near_side
 
 # The original depth_estimation.onnx (FAN's ResNet): RGB 0-1 crop, Gaussians of
 # sigma 2 crop pixels, z in crop pixels. Its sign is not verified here.
@@ -120,12 +120,11 @@ class ShapeFitDepth:
             out[:, 2] = fit_to_2d(self.prior, points, regulariser=self.turned[1]).points[:, 2]
         return out
 
-    def depth_turned(self, points: np.ndarray, rotation: np.ndarray) -> np.ndarray:
-        """(68,) z of the prior's shape fitted to ``points`` (68, 2), seen at
-        ``rotation`` (prior frame -> image frame) instead of the fit's own: the head
-        pose's, which reads the tilt better than the fit to these points alone (the z
-        error is mostly tilt). Pixels, zero-mean, larger = closer."""
-        fit = fit_to_2d(self.prior, np.asarray(points, np.float64), regulariser=self.regulariser)
+    def depth_turned(self, fit: Fit, rotation: np.ndarray) -> np.ndarray:
+        """(68,) z of a fit's shape seen at ``rotation`` (prior frame -> image frame)
+        instead of the fit's own: the head pose's, which reads the tilt better than the
+        fit to the 3D points alone (the z error is mostly tilt). Pixels, zero-mean,
+        larger = closer."""
         z = fit.scale * (self.prior.shape(fit.coefficients) @ np.asarray(rotation).T)[:, 2]
         return z - z.mean()
 

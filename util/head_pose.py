@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .runtime import ModelError
-from .shape_prior import ShapePrior, fit_to_2d
+from .shape_prior import Fit, ShapePrior, fit_to_2d
 
 # The shape fits the pose is read from keep this close to the prior (as the depth fit).
 POSE_REGULARISER = 10.0
@@ -91,18 +91,17 @@ class HeadPose:
         return _FLIP_Y @ self.rotation @ _FLIP_Y
 
 
-def pose_fit_rotation(
-    prior: ShapePrior, points_3d: np.ndarray, points_2d: np.ndarray
-) -> np.ndarray:
-    """The fit rotation (prior frame -> image frame) a face's head pose is read from: the
-    mean of the prior's fit to the 3D-convention x, y (all 68) and its fit to the 2D
-    model's inner points, made a rotation again. The two networks err differently: on the
-    AFLW2000-3D validation faces (training/pose_frame.py), 5.5 deg MAE from the 3D points
-    alone, 4.5 from the 2D points' inner ones, 4.0 from both (version 11's 3D file)."""
+def pose_fit(prior: ShapePrior, points_3d: np.ndarray, points_2d: np.ndarray) -> tuple[Fit, np.ndarray]:  # fmt: skip
+    """(the prior's fit to the 3D-convention x, y, the fit rotation a face's head pose is
+    read from). The rotation (prior frame -> image frame) is the mean of that fit's and
+    of the fit to the 2D model's inner points, made a rotation again: the two networks
+    err differently. On the AFLW2000-3D validation faces (training/pose_frame.py), 5.5 deg
+    MAE from the 3D points alone, 4.5 from the 2D points' inner ones, 4.0 from both
+    (version 11's 3D file). The first fit also gives z at that rotation (util.depth)."""
     from_3d = fit_to_2d(prior, np.asarray(points_3d)[:, :2], regulariser=POSE_REGULARISER)
     from_2d = fit_to_2d(prior, np.asarray(points_2d)[:, :2], regulariser=POSE_REGULARISER,
                         visible=INNER_POINTS)  # fmt: skip
-    return nearest_rotation(from_3d.rotation + from_2d.rotation)
+    return from_3d, nearest_rotation(from_3d.rotation + from_2d.rotation)
 
 
 def spec_pose_frame(extra: dict, source: str) -> np.ndarray | None:
