@@ -91,7 +91,9 @@ class HeadPose:
         return _FLIP_Y @ self.rotation @ _FLIP_Y
 
 
-def pose_fit(prior: ShapePrior, points_3d: np.ndarray, points_2d: np.ndarray) -> tuple[Fit, np.ndarray]:  # fmt: skip
+def pose_fit(
+    prior: ShapePrior, points_3d: np.ndarray, points_2d: np.ndarray
+) -> tuple[Fit, np.ndarray]:
     """(the prior's fit to the 3D-convention x, y, the fit rotation a face's head pose is
     read from). The rotation (prior frame -> image frame) is the mean of that fit's and
     of the fit to the 2D model's inner points, made a rotation again: the two networks
