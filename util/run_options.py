@@ -44,67 +44,54 @@ def describe(aligner: FaceAligner) -> str:
     )
 
 
+# How each option is named in the warnings (its first flag, as --help lists it).
+FLAGS = {
+    "input": "-i", "smooth": "--smooth", "redetect": "--redetect",
+    "frames_in_flight": "--frames-in-flight", "pts": "--pts", "heatmaps": "--heatmaps",
+    "benchmark": "-b", "max_pixels": "--max-pixels", "savepath": "-s", "json": "--json",
+    "no_boxes": "--no-boxes", "crops": "--crops", "crop_template": "--crop-template",
+    "crop_size": "--crop-size", "benchmark_count": "-bc", "model_depth": "--model-depth",
+    "draw_pose": "--draw-pose", "model_3d": "--model-3d", "env_id": "-e/--env_id",
+    "threads": "--threads",
+}  # fmt: skip
+
+
 def ignored_options(
     args: argparse.Namespace, given: set[str], paths: list[Path] | None, runtime: str
 ) -> list[str]:
     """One warning per option that this call ignores (``given``: the options typed;
-    ``runtime``: the one in use)."""
+    ``runtime``: the one in use): a table of (when, options, why), first match wins."""
     images = args.video is None
+    benchmark = images and args.benchmark
     nothing_drawn = images and args.json is not None and args.savepath is None
-    ignored: list[tuple[str, str]] = []
-    if images:
-        for dest, flag in (
-            ("smooth", "--smooth"),
-            ("redetect", "--redetect"),
-            ("frames_in_flight", "--frames-in-flight"),
-        ):
-            if dest in given:
-                ignored.append((flag, "it applies to video (-v) only"))
-    else:
-        if "input" in given:
-            ignored.append(("-i", "-v reads the video, not images"))
-        for dest, flag in (("pts", "--pts"), ("heatmaps", "--heatmaps")):
-            if dest in given:
-                ignored.append((flag, "it applies to images, not video (-v)"))
-        for dest, flag in (("benchmark", "-b"), ("max_pixels", "--max-pixels")):
-            if dest in given:
-                ignored.append((flag, "it applies to images, not video (-v)"))
-    if images and args.benchmark:
-        for dest, flag in (("savepath", "-s"), ("json", "--json"), ("pts", "--pts")):
-            if dest in given:
-                ignored.append((flag, "a benchmark (-b) writes nothing"))
-        for dest, flag in (("heatmaps", "--heatmaps"), ("no_boxes", "--no-boxes")):
-            if dest in given:
-                ignored.append((flag, "a benchmark (-b) writes nothing"))
-    elif nothing_drawn:
-        for dest, flag in (
-            ("pts", "--pts"),
-            ("heatmaps", "--heatmaps"),
-            ("no_boxes", "--no-boxes"),
-        ):
-            if dest in given:
-                ignored.append((flag, "with --json and no -s nothing is drawn or saved"))
-    for dest, flag in (("crop_template", "--crop-template"), ("crop_size", "--crop-size")):
-        if dest in given and args.crops is None:
-            ignored.append((flag, "it applies to --crops, which is not given"))
-    if "crops" in given and images and args.benchmark:
-        ignored.append(("--crops", "a benchmark (-b) writes nothing"))
-    if "benchmark_count" in given and not args.benchmark:
-        ignored.append(("-bc", "it sets the runs of -b, which is not given"))
-    if "model_depth" in given and not args.active_3d:
-        ignored.append(("--model-depth", "depth runs only with -3/--active-3d"))
-    if "draw_pose" in given and not args.active_3d:
-        ignored.append(("--draw-pose", "the head pose comes with -3/--active-3d"))
-    elif "draw_pose" in given and nothing_drawn:
-        ignored.append(("--draw-pose", "with --json and no -s nothing is drawn or saved"))
-    if "model_3d" in given and not args.active_3d:
-        ignored.append(("--model-3d", "the 3D landmark model runs only with -3/--active-3d"))
-    if "env_id" in given and runtime != "ailia":
-        ignored.append(("-e/--env_id", f"it applies to the ailia runtime, not {runtime}"))
-    if "threads" in given and runtime == "ailia":
-        ignored.append(("--threads", "it applies to onnxruntime, not ailia"))
-    messages = [f"{flag} is ignored: {why}" for flag, why in ignored]
-    if images and args.benchmark and paths is not None and len(paths) > 1:
+    no_3d = not args.active_3d
+    rules: list[tuple[bool, tuple[str, ...], str]] = [
+        (images, ("smooth", "redetect", "frames_in_flight"), "it applies to video (-v) only"),
+        (not images, ("input",), "-v reads the video, not images"),
+        (not images, ("pts", "heatmaps", "benchmark", "max_pixels"),
+         "it applies to images, not video (-v)"),
+        (benchmark, ("savepath", "json", "pts", "heatmaps", "no_boxes"),
+         "a benchmark (-b) writes nothing"),
+        (not benchmark and nothing_drawn, ("pts", "heatmaps", "no_boxes"),
+         "with --json and no -s nothing is drawn or saved"),
+        (args.crops is None, ("crop_template", "crop_size"),
+         "it applies to --crops, which is not given"),
+        (benchmark, ("crops",), "a benchmark (-b) writes nothing"),
+        (not args.benchmark, ("benchmark_count",), "it sets the runs of -b, which is not given"),
+        (no_3d, ("model_depth",), "depth runs only with -3/--active-3d"),
+        (no_3d, ("draw_pose",), "the head pose comes with -3/--active-3d"),
+        (nothing_drawn, ("draw_pose",), "with --json and no -s nothing is drawn or saved"),
+        (no_3d, ("model_3d",), "the 3D landmark model runs only with -3/--active-3d"),
+        (runtime != "ailia", ("env_id",), f"it applies to the ailia runtime, not {runtime}"),
+        (runtime == "ailia", ("threads",), "it applies to onnxruntime, not ailia"),
+    ]  # fmt: skip
+    messages, said = [], set()
+    for when, dests, why in rules:
+        for dest in dests:
+            if when and dest in given and dest not in said:
+                messages.append(f"{FLAGS[dest]} is ignored: {why}")
+                said.add(dest)
+    if benchmark and paths is not None and len(paths) > 1:
         messages.append(
             f"-b times only the first input, {paths[0]} ({len(paths) - 1} more left out)"
         )
