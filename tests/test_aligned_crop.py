@@ -197,3 +197,20 @@ def test_video_crops_are_frame_face(tmp_path: Path) -> None:
     assert len(records) == 3
     assert sorted(p.name for p in out.iterdir()) == [f"{k:06d}_0.png" for k in range(3)]
     assert all(r["faces"][0]["crop"]["file"].endswith(f"{r['frame']:06d}_0.png") for r in records)
+
+
+def test_small_faces_are_upsampled_with_one_warning(tmp_path: Path) -> None:
+    """Two images whose faces are smaller than a 512 px ArcFace crop: both cropped, one
+    warning for the run."""
+    inputs = []
+    for name in ("a.png", "b.png"):
+        (tmp_path / name).write_bytes(SAMPLE.read_bytes())
+        inputs.append(str(tmp_path / name))
+    run = subprocess.run(
+        [*CLI, "-i", *inputs, "--crops", str(tmp_path / "crops"), "--crop-size", "512",
+         "--json", "-"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.count("up-sampled") == 1
+    assert len(list((tmp_path / "crops").rglob("*.png"))) == 2
