@@ -122,17 +122,23 @@ def test_stage_times_print_as_a_summary() -> None:
     assert "1000 x 4.00 ms" in text and len(text) < 100
 
 
-def test_unreadable_file_in_a_directory_warns_once(tmp_path: Path) -> None:
-    from util.fan_api import FaceAlignment, LandmarksType
+def test_unreadable_file_in_a_directory_warns_once(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """The unreadable file gets its own warning and None; not also FAN's "No faces were
+    detected." (the calls to warnings.warn are recorded directly: some environments'
+    plugins left pytest.warns with nothing to see)."""
+    import warnings
+
+    from util import fan_api
 
     shutil.copy(SAMPLE, tmp_path / "good.png")
     (tmp_path / "broken.png").write_bytes(b"not an image")
-    fa = FaceAlignment(LandmarksType.TWO_D, device="cpu")
-    with pytest.warns(UserWarning) as caught:
-        results = fa.get_landmarks_from_directory(str(tmp_path), show_progress_bar=False)
-    messages = [str(w.message) for w in caught]
+    fa = fan_api.FaceAlignment(fan_api.LandmarksType.TWO_D, device="cpu")
+    messages: list[str] = []
+    monkeypatch.setattr(warnings, "warn", lambda message, *a, **k: messages.append(str(message)))
+    results = fa.get_landmarks_from_directory(str(tmp_path), show_progress_bar=False)
     assert results[str(tmp_path / "broken.png")] is None
-    assert any("broken.png" in m for m in messages)
+    assert results[str(tmp_path / "good.png")] is not None
+    assert [m for m in messages if "broken.png" in m] == [messages[0]] and len(messages) == 1
     assert "No faces were detected." not in messages
 
 
