@@ -26,6 +26,7 @@ import numpy as np
 from .aligner import FaceAligner
 from .face import Face
 from .io import InputError, expand_inputs, read_image
+from .utils import as_array
 
 Landmarks = list[np.ndarray] | None
 # get_landmarks* return the landmarks, or (landmarks, scores, boxes) when asked for either.
@@ -181,7 +182,7 @@ class FaceAlignment:
         image = image_or_path if isinstance(image_or_path, str | os.PathLike) else (
             _as_image(image_or_path)
         )  # fmt: skip
-        given = None if detected_faces is None else [_numpy(b) for b in detected_faces]
+        given = None if detected_faces is None else [as_array(b) for b in detected_faces]
         faces = self.aligner.align(image, bboxes=given, check_presence=given is None)
         return self._as_type(faces)
 
@@ -259,20 +260,12 @@ class FaceAlignment:
         return results
 
 
-def _numpy(value: Any) -> np.ndarray:
-    """An array of a numpy array, a list, or a torch tensor (detached: FAN runs under
-    no_grad, so tensors that require grad are taken), without importing torch."""
-    if type(value).__module__.split(".")[0] == "torch":
-        return value.detach().cpu().numpy()
-    return np.asarray(value)
-
-
 def _as_image(image: Any) -> np.ndarray:
     """A uint8 RGB image of any numeric 0-255 array or tensor (FAN takes floats too),
     H x W x 3 (or grey); paths are read as they are."""
     if isinstance(image, str | os.PathLike):
         return read_image(image)
-    array = _numpy(image)
+    array = as_array(image)
     if array.ndim == 3 and array.shape[0] in (3, 4) and array.shape[2] not in (3, 4):
         array = array.transpose(1, 2, 0)  # a channels-first tensor
     if array.dtype != np.uint8:
@@ -326,11 +319,9 @@ def _batch_images(image_batch: np.ndarray | list[np.ndarray]) -> list[np.ndarray
     list: uint8 H x W x 3 images for FaceAligner."""
     if isinstance(image_batch, list | tuple):
         return [_as_image(image) for image in image_batch]
-    batch = _numpy(image_batch)  # also a torch tensor
+    batch = as_array(image_batch)  # also a torch tensor
     if batch.ndim != 4:
         raise ValueError(f"image batch of shape {batch.shape}: expected B x H x W x 3")
     if batch.shape[-1] not in (3, 4) and batch.shape[1] in (3, 4):
         batch = batch.transpose(0, 2, 3, 1)  # channels first, as FAN's tensors
-    if batch.dtype != np.uint8:
-        batch = np.clip(np.rint(batch), 0, 255).astype(np.uint8)
-    return list(batch)
+    return [_as_image(image) for image in batch]  # floats 0-255 as FAN takes them

@@ -55,7 +55,9 @@ def _is_tensor(value: object) -> bool:
     return torch is not None and isinstance(value, torch.Tensor)
 
 
-def _numpy(value: object) -> np.ndarray:
+def as_array(value: object) -> np.ndarray:
+    """A numpy array of an array, a list or a torch tensor (detached, so one that
+    requires grad is taken, as FAN runs under no_grad), without importing torch."""
     if _is_tensor(value):
         return value.detach().cpu().numpy()
     return np.asarray(value)
@@ -79,8 +81,8 @@ def transform(point: Any, center: Any, scale: float, resolution: float,
               invert: bool = False) -> Any:  # fmt: skip
     """A 1-based point of the image into the ``resolution`` crop around ``center`` of
     ``200 * scale`` pixels (or back, ``invert``), as whole pixels (int)."""
-    side = 200.0 * float(_numpy(scale))
-    cx, cy = (float(v) for v in _numpy(center).reshape(-1)[:2])
+    side = 200.0 * float(as_array(scale))
+    cx, cy = (float(v) for v in as_array(center).reshape(-1)[:2])
     res = float(resolution)
     matrix = np.array(
         [[res / side, 0.0, res * (-cx / side + 0.5)], [0.0, res / side, res * (-cy / side + 0.5)],
@@ -88,7 +90,7 @@ def transform(point: Any, center: Any, scale: float, resolution: float,
     )  # fmt: skip
     if invert:
         matrix = np.linalg.inv(matrix)
-    x, y = (float(v) for v in _numpy(point).reshape(-1)[:2])
+    x, y = (float(v) for v in as_array(point).reshape(-1)[:2])
     out = (matrix @ np.array([x, y, 1.0]))[:2].astype(np.int32)  # truncated, as FAN's .int()
     return _like(out, point)
 
@@ -96,10 +98,10 @@ def transform(point: Any, center: Any, scale: float, resolution: float,
 def crop(image: np.ndarray, center: Any, scale: float, resolution: float = 256.0) -> np.ndarray:
     """The ``resolution`` x ``resolution`` crop around ``center`` (FAN's crop: the
     square from transform's corners, black outside the image, resized linearly)."""
-    image = _numpy(image)
-    ul = np.asarray(_numpy(transform([1, 1], center, scale, resolution, True)), np.int64)
+    image = as_array(image)
+    ul = np.asarray(as_array(transform([1, 1], center, scale, resolution, True)), np.int64)
     br = np.asarray(
-        _numpy(transform([resolution, resolution], center, scale, resolution, True)), np.int64
+        as_array(transform([resolution, resolution], center, scale, resolution, True)), np.int64
     )
     height, width = image.shape[:2]
     out = np.zeros((br[1] - ul[1], br[0] - ul[0], *image.shape[2:]), np.uint8)
@@ -122,7 +124,7 @@ def _gaussian_kernel(size: int) -> np.ndarray:
 def draw_gaussian(image: np.ndarray, point: Any, sigma: int) -> np.ndarray:
     """Add a Gaussian of 6 * sigma + 1 pixels at the 1-based ``point`` to the map
     ``image`` (in place; values capped at 1), as FAN draws its targets."""
-    px, py = (float(v) for v in _numpy(point).reshape(-1)[:2])
+    px, py = (float(v) for v in as_array(point).reshape(-1)[:2])
     size = int(6 * sigma + 1)
     # Top-left of the kernel, 0-based: FAN's floor(point - 3 sigma), 1-based.
     left, top = math.floor(px - 3 * sigma) - 1, math.floor(py - 3 * sigma) - 1
@@ -143,7 +145,7 @@ def get_preds_fromhm(
     """(points in heatmap pixels (B, C, 2), the same in the image when ``center`` and
     ``scale`` are given, else zeros, the maps' maxima (B, C)): each map's maximum,
     moved a quarter pixel toward its higher neighbour, as FAN decodes."""
-    maps = _numpy(hm).astype(np.float32)
+    maps = as_array(hm).astype(np.float32)
     batch, count, height, width = maps.shape
     index = maps.reshape(batch, count, -1).argmax(-1)
     rows, cols = np.divmod(index, width)
@@ -158,14 +160,14 @@ def get_preds_fromhm(
     if center is not None and scale is not None:
         for b in range(batch):
             for c in range(count):
-                original[b, c] = _numpy(transform(preds[b, c], center, scale, height, True))
+                original[b, c] = as_array(transform(preds[b, c], center, scale, height, True))
     return preds, original, maps.reshape(batch, count, -1).max(-1)
 
 
 def create_bounding_box(target_landmarks: Any, expansion_factor: float = 0.0) -> Any:
     """(B, 4) boxes x1, y1, x2, y2 of (B, 68, 2) landmarks, each side grown by
     ``expansion_factor`` of the box (half on each end)."""
-    points = _numpy(target_landmarks).reshape(-1, NUM_LANDMARKS, 2).astype(np.float32)
+    points = as_array(target_landmarks).reshape(-1, NUM_LANDMARKS, 2).astype(np.float32)
     low, high = points.min(1), points.max(1)
     grow = (high - low) * expansion_factor / 2.0
     return _like(np.concatenate([low - grow, high + grow], 1), target_landmarks)
@@ -174,12 +176,12 @@ def create_bounding_box(target_landmarks: Any, expansion_factor: float = 0.0) ->
 def create_target_heatmap(target_landmarks: Any, centers: Any, scales: Any) -> Any:
     """(B, 68, 64, 64) training targets: a sigma-2 Gaussian at each landmark, in the
     crop of each centre and scale (a tensor when torch is installed, as FAN's)."""
-    points = _numpy(target_landmarks)
-    centers, scales = _numpy(centers).reshape(-1, 2), _numpy(scales).reshape(-1)
+    points = as_array(target_landmarks)
+    centers, scales = as_array(centers).reshape(-1, 2), as_array(scales).reshape(-1)
     maps = np.zeros((len(points), NUM_LANDMARKS, HEATMAP_SIZE, HEATMAP_SIZE), np.float32)
     for i in range(len(points)):
         for p in range(NUM_LANDMARKS):
-            cropped = _numpy(transform(points[i, p] + 1, centers[i], scales[i], HEATMAP_SIZE))
+            cropped = as_array(transform(points[i, p] + 1, centers[i], scales[i], HEATMAP_SIZE))
             draw_gaussian(maps[i, p], cropped + 1, 2)
     return _tensor_if_torch(maps)
 
@@ -193,7 +195,7 @@ def shuffle_lr(parts: Any, pairs: list[int] | None = None) -> Any:
 def flip(tensor: Any, is_label: bool = False) -> Any:
     """An image (or, ``is_label``, a stack of landmark maps in mirrored order) flipped
     left-right along its last axis; a tensor when given one or when torch is there."""
-    array = _numpy(tensor)
+    array = as_array(tensor)
     if is_label:
         array = shuffle_lr(array)
     flipped = np.ascontiguousarray(array[..., ::-1])
@@ -211,7 +213,7 @@ def get_image(image_or_path: Any) -> np.ndarray | None:
         except InputError as exc:
             print(f"error opening file :: {image_or_path} ({exc})")
             return None
-    image = _numpy(image_or_path)
+    image = as_array(image_or_path)
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=2)
     elif image.ndim == 3 and image.shape[2] == 4:
