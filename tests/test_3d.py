@@ -161,10 +161,10 @@ def test_shape_fit_regulariser_comes_from_the_3d_model_and_damps_noise(tmp_path:
     aligner = FaceAligner(
         model_2d=tiny_models.fan2d, model_3d=tiny_models.fan3d, active_3d=True, any_roll=False
     )
-    assert aligner.depth_model.regulariser == 1.0
+    assert aligner.stage_3d.depth_model.regulariser == 1.0
     marked = tmp_path / "fan3d.onnx"
     aligner = _aligner_with_3d_spec(marked, tiny_models, shape_fit_regulariser=10.0)
-    assert aligner.depth_model.regulariser == 10.0
+    assert aligner.stage_3d.depth_model.regulariser == 10.0
     assert "regulariser 10" in aligner.sources()["depth"]
 
     shape = _turned_shape(40.0, scale=3.0)
@@ -191,7 +191,7 @@ def test_a_turned_face_is_fitted_again_with_the_specs_turned_regulariser(tmp_pat
         shape_fit_regulariser=10.0,
         shape_fit_turned={"from_yaw": 30.0, "regulariser": 100.0},
     )
-    assert aligner.depth_model.turned == (30.0, 100.0)
+    assert aligner.stage_3d.depth_model.turned == (30.0, 100.0)
     assert "regulariser 10, 100 from 30 deg of yaw" in aligner.sources()["depth"]
     with pytest.raises(ModelError, match="broken.onnx: .*shape_fit_turned"):
         _aligner_with_3d_spec(
@@ -246,7 +246,7 @@ def test_far_half_of_a_profile_comes_from_the_near_halfs_fit(tmp_path: Path, tin
     aligner = _aligner_with_3d_spec(
         tmp_path / "fan3d.onnx", tiny_models, shape_fit_far_side=far_side
     )
-    assert aligner.depth_model.far_side == (40.0, 30.0)
+    assert aligner.stage_3d.depth_model.far_side == (40.0, 30.0)
     assert "far half from the near half's fit" in aligner.sources()["depth"]
     with pytest.raises(ModelError, match="broken.onnx: .*shape_fit_far_side"):
         _aligner_with_3d_spec(
@@ -275,12 +275,12 @@ def test_3d_mode_splits_landmarks_and_landmarks_3d(tiny_models) -> None:  # noqa
         any_roll=False,
         recrop_iou=0.0,
     )
-    assert isinstance(aligner.depth_model, ShapeFitDepth)
+    assert isinstance(aligner.stage_3d.depth_model, ShapeFitDepth)
     faces = aligner.align(image, bboxes=box)
     assert len(faces) == len(plain) == 1
     face = faces[0]
     np.testing.assert_allclose(face.landmarks, plain[0].landmarks)
-    model = aligner.landmark_model_3d
+    model = aligner.stage_3d.landmark_model_3d
     crop = model.crop(image, face.bbox, face.roll)
     expected, _ = model.landmarks(model.run_crops([crop], flip=True)[0][0], crop)
     np.testing.assert_allclose(face.landmarks_3d[:, :2], expected, atol=1e-6)
@@ -301,7 +301,7 @@ def test_depth_network_still_loads_for_3d(tiny_models) -> None:  # noqa: ANN001
         active_3d=True,
         any_roll=False,
     )
-    assert isinstance(aligner.depth_model, DepthModel)
+    assert isinstance(aligner.stage_3d.depth_model, DepthModel)
     faces = aligner.align(SAMPLE, bboxes=[np.array([180.0, 70.0, 330.0, 250.0])])
     assert faces[0].landmarks_3d.shape == (68, 3)
 

@@ -117,11 +117,14 @@ def test_shape_checks_accept_a_presence_output(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
     from util.landmark_stage import ORIGINAL_FAN_SPEC, LandmarkModel
-    from util.runtime import ModelError
+    from util.runtime import ModelError, spec_facts
+
+    facts = spec_facts(ORIGINAL_FAN_SPEC, "m.onnx")
 
     def fake(outputs: list[tuple]) -> SimpleNamespace:
         return SimpleNamespace(
             spec=ORIGINAL_FAN_SPEC,
+            facts=facts,
             path=Path("m.onnx"),
             input_shapes=[(1, 3, 256, 256)],
             output_shapes=outputs,
@@ -134,7 +137,9 @@ def test_shape_checks_accept_a_presence_output(tmp_path: Path) -> None:
         with pytest.raises(ModelError, match="m.onnx: gives"):
             LandmarkModel(fake(outputs))
     # ailia does not declare shapes: nothing to check.
-    LandmarkModel(SimpleNamespace(spec=ORIGINAL_FAN_SPEC, input_shapes=None, output_shapes=None))
+    LandmarkModel(
+        SimpleNamespace(spec=ORIGINAL_FAN_SPEC, facts=facts, input_shapes=None, output_shapes=None)
+    )
 
 
 def test_model_that_fails_when_run_is_one_line(tmp_path: Path) -> None:

@@ -12,8 +12,6 @@ import numpy as np
 import pytest
 
 from util.detect import (
-    BOX_STATS_FIELDS,
-    BOX_STATS_KEY,
     DEFAULT_DETECTOR_MODEL,
     MODELS_DIR,
     FaceDetector,
@@ -28,6 +26,7 @@ from util.detect import (
     weighted_nms,
 )
 from util.io import read_image
+from util.model_facts import BOX_STATS_FIELDS, BOX_STATS_KEY
 from util.runtime import ModelError, read_spec
 from util.tracker import FaceTracker
 
@@ -335,7 +334,7 @@ def test_box_statistics_are_written_into_the_spec_and_checked_at_load(tmp_path: 
     # Present but without a mean: refused at load.
     data["extra"][BOX_STATS_KEY] = {"centre_dx": 0.0, "centre_dy": 0.0}
     model.with_suffix(".json").write_text(json.dumps(data), encoding="utf-8")
-    with pytest.raises(ModelError, match=r"det\.onnx: incomplete box_vs_landmarks"):
+    with pytest.raises(ModelError, match=r"det\.onnx: spec key box_vs_landmarks must be inc"):
         FaceDetector(model, threads=1)
 
 
@@ -373,8 +372,8 @@ def test_onnx_matches_tflite(path: Path, astronaut: np.ndarray) -> None:
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
 
     min_score = detector.min_score
-    ours = detect_in_outputs(outputs, detector.anchors, spec.extra, min_score)
-    theirs = detect_in_outputs(expected, detector.anchors, spec.extra, min_score)
+    ours = detect_in_outputs(outputs, detector.anchors, detector.facts, min_score)
+    theirs = detect_in_outputs(expected, detector.anchors, detector.facts, min_score)
     assert len(ours) == len(theirs) == 1
     np.testing.assert_allclose(ours[0][0], theirs[0][0], atol=1e-4)
     np.testing.assert_allclose(ours[0][2], theirs[0][2], atol=1e-4)

@@ -32,7 +32,8 @@ def _exported(tmp_path: Path, part: str, **config) -> tuple[FAN, Path, list[np.n
     net.eval()
     kind = "fan2d" if part == "2d" else "fan3d"
     outputs = ["heatmaps", "presence"] if part == "2d" else ["heatmaps"]
-    spec = ModelSpec(kind=kind, input_size=(256, 256), extra={"architecture": net.config})
+    crop = {"crop_scale": 1.5, "crop_shift_y": 0.07}
+    spec = ModelSpec(kind=kind, input_size=(256, 256), extra={"architecture": net.config} | crop)
     path = tmp_path / f"{kind}.onnx"
     export_onnx(LastStack(net, part), path, spec, output_name=outputs)
     rng = np.random.default_rng(0)

@@ -7,6 +7,7 @@ model specs and runtimes, smoothing, drawing and the JSON record.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import types
 import warnings
@@ -39,9 +40,9 @@ from util.landmarks import (
     read_pts,
     write_pts,
 )
+from util.model_facts import FACTS_BY_KIND, DepthFacts, required_keys
 from util.runtime import (
     AILIA_LICENCE_PATH,
-    REQUIRED_KEYS,
     AiliaModel,
     ModelError,
     ModelSpec,
@@ -49,6 +50,7 @@ from util.runtime import (
     load_model,
     read_spec,
     resolve_runtime,
+    spec_facts,
 )
 from util.smooth import FaceSmoother, OneEuroFilter
 
@@ -224,7 +226,8 @@ def test_decode_dispatch() -> None:
 def _fake_landmark_model(extra: dict) -> LandmarkModel:
     base = {"heatmap_size": 64, "decode": "centroid", "crop_scale": 2.0, "crop_shift_y": 0.0}
     spec = ModelSpec(kind="fan2d", extra=base | extra)
-    return LandmarkModel(types.SimpleNamespace(spec=spec, run=None))
+    facts = spec_facts(spec, "fake")
+    return LandmarkModel(types.SimpleNamespace(spec=spec, facts=facts, path="fake", run=None))
 
 
 def test_views_are_decoded_then_averaged() -> None:
@@ -354,12 +357,12 @@ def test_depth_input_layout() -> None:
 
 def test_depth_to_image_scaling_and_sign() -> None:
     z = np.arange(NUM_LANDMARKS, dtype=np.float32)[None]  # as the model gives it: (1, 68)
-    spec = ModelSpec(kind="depth", extra={"z_scale": 1.0, "z_sign": 1.0})
-    out = depth_to_image(z, spec, crop_side=512.0)
+    facts = DepthFacts(heatmap_sigma=2.0, z_scale=1.0, z_sign=1.0)
+    out = depth_to_image(z, facts, crop_size=256, crop_side=512.0)
     assert out.shape == (NUM_LANDMARKS,)
     assert abs(out.mean()) < 1e-9
     np.testing.assert_allclose(np.diff(out), 2.0)  # side / 256 = 2 image pixels per crop pixel
-    flipped = depth_to_image(z, ModelSpec(extra={"z_scale": 0.5, "z_sign": -1.0}), 256.0)
+    flipped = depth_to_image(z, DepthFacts(2.0, z_scale=0.5, z_sign=-1.0), 256, 256.0)
     np.testing.assert_allclose(np.diff(flipped), -0.5)
 
 
@@ -412,8 +415,17 @@ def test_invalid_sidecar_spec_names_the_sidecar(tmp_path: Path) -> None:
         read_spec(tmp_path / "m.onnx")
 
 
+# A shipped file of each kind, whose spec the tests below take apart.
+SHIPPED_OF_KIND = {
+    "fan2d": "fan2d_compact.onnx",
+    "fan3d": "fan3d_compact.onnx",
+    "depth": "depth_compact.onnx",
+    "blazeface": "blazeface_front.onnx",
+}
+
+
 @pytest.mark.parametrize(
-    ("kind", "key"), [(kind, key) for kind, keys in REQUIRED_KEYS.items() for key in keys]
+    ("kind", "key"), [(kind, key) for kind in FACTS_BY_KIND for key in required_keys(kind)]
 )
 def test_spec_without_a_required_key_is_refused_at_load(
     tmp_path: Path, tiny_models, kind: str, key: str  # noqa: ANN001
@@ -421,11 +433,49 @@ def test_spec_without_a_required_key_is_refused_at_load(
     # Any loadable file will do: the spec is checked before a stage looks at the model.
     model = tmp_path / "m.onnx"
     model.write_bytes(tiny_models.fan2d.read_bytes())
-    extra = {k: 1.0 for k in REQUIRED_KEYS[kind] if k != key}
+    extra = dict(read_spec(REPO / "models" / SHIPPED_OF_KIND[kind]).extra)
+    del extra[key]
     (model.with_suffix(".json")).write_text(json.dumps({"kind": kind, "extra": extra}))
     with pytest.raises(ModelError, match=f"m.onnx: spec of kind '{kind}' lacks {key} ") as info:
         load_model(model, expected_kind=kind, threads=1)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("kind", "key", "value"),
+    [
+        ("fan2d", "crop_scale", "1.5"),
+        ("fan2d", "outputs", "heatmaps"),
+        ("fan2d", "landmark_offsets", [[0.0, 0.0]]),
+        ("fan2d", "presence_referee", {"low": 0.1}),
+        ("fan3d", "pose_frame", [[1, 0, 0], [0, 1, 0], [0, 0, 2]]),
+        ("fan3d", "shape_fit_turned", {"from_yaw": 30}),
+        ("depth", "z_sign", None),
+        ("blazeface", "num_keypoints", 0),
+        ("blazeface", "box_vs_landmarks", {"centre_dx": 0.0}),
+    ],
+)
+def test_spec_with_a_malformed_key_is_refused_at_load(
+    tmp_path: Path, tiny_models, kind: str, key: str, value: object  # noqa: ANN001
+) -> None:
+    model = tmp_path / "m.onnx"
+    model.write_bytes(tiny_models.fan2d.read_bytes())
+    extra = dict(read_spec(REPO / "models" / SHIPPED_OF_KIND[kind]).extra) | {key: value}
+    (model.with_suffix(".json")).write_text(json.dumps({"kind": kind, "extra": extra}))
+    with pytest.raises(ModelError, match=f"m.onnx: spec key {key} must be ") as info:
+        load_model(model, expected_kind=kind, threads=1)
+    assert "\n" not in str(info.value)
+
+
+def test_no_string_reads_of_spec_extra_outside_model_facts() -> None:
+    # Every key the library reads is declared, typed and defaulted in util/model_facts.py.
+    readers = [
+        path.name
+        for path in sorted((REPO / "util").glob("*.py"))
+        if path.name != "model_facts.py"
+        and re.search(r"\bextra(\[|\.get\()", path.read_text(encoding="utf-8"))
+    ]
+    assert readers == []
 
 
 def test_family_defaults_and_shipped_specs_have_their_required_keys() -> None:

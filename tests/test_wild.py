@@ -13,7 +13,7 @@ from training.paths import REPO, SAMPLES_DIR
 from util.crop import transform_points
 from util.detect import Detection, merge_detections, unturn_units
 from util.landmark_stage import ORIGINAL_FAN_SPEC, LandmarkModel
-from util.runtime import load_model
+from util.runtime import load_model, spec_facts
 
 
 def _face_points() -> np.ndarray:
@@ -26,6 +26,8 @@ def _face_points() -> np.ndarray:
 
 class _NoModel:
     spec = ORIGINAL_FAN_SPEC
+    facts = spec_facts(ORIGINAL_FAN_SPEC, "no model")
+    path = "no model"
 
 
 @pytest.mark.parametrize("roll", [0.0, 30.0, 90.0, -135.0, 180.0])
@@ -242,7 +244,7 @@ def test_upside_down_check_reads_the_twin_only_below_the_bar(sample_aligner, mon
     from util.io import read_image
 
     model = sample_aligner.landmark_model
-    monkeypatch.setitem(model.model.spec.extra, "upright_read_quality", bar)
+    monkeypatch.setattr(model, "facts", dataclasses.replace(model.facts, upright_read_quality=bar))
     assert model.upright_read_quality == bar
     rolls: list[float] = []  # of the crops read in single view (the check's reads)
     run_crops = model.run_crops
@@ -278,18 +280,18 @@ def _face(bbox: list[float], score: float, peak: float, presence: float | None, 
 def test_better_readings_keeps_one_face_each() -> None:
     """Two readings of one face (overlapping detector boxes): the one the model reads
     better stays; a face found by one pass only is kept; best detection score first."""
-    from util.aligner import _better_readings
+    from util.crop_policy import better_readings
 
     upright_pass = [_face([0, 0, 100, 100], 0.7, 0.5, 0.8, 110.0)]
     turned_pass = [
         _face([5, 5, 105, 105], 0.9, 0.5, 0.99, -130.0),
         _face([300, 0, 400, 100], 0.8, 0.5, 0.9, 180.0),
     ]
-    kept = _better_readings(upright_pass, [(f, f.bbox) for f in turned_pass])
+    kept = better_readings(upright_pass, [(f, f.bbox) for f in turned_pass])
     assert [f.roll for f in kept] == [-130.0, 180.0]
     # the upright pass's reading is better: it stays, with its own roll
     better = _face([0, 0, 100, 100], 0.7, 0.6, 0.99, 100.0)
-    kept = _better_readings([better], [(turned_pass[0], turned_pass[0].bbox)])
+    kept = better_readings([better], [(turned_pass[0], turned_pass[0].bbox)])
     assert [f.roll for f in kept] == [100.0]
 
 
@@ -298,33 +300,37 @@ def test_turned_face_sends_the_search_to_the_turned_passes(sample_aligner, monke
     passes at the same zoom (a 180 deg photo: one face found upside down, the others
     only in the half turn); a turned detection that agrees with a reading is not read
     again. An upright pass that finds upright faces runs no more passes."""
-    from util import aligner as module
+    from util import crop_policy
+    from util.detect import Candidate
 
     passes, aligned = [], []
     upside_down = _face([0, 0, 100, 100], 0.7, 0.5, 0.9, 175.0)
     other = _face([300, 0, 400, 100], 0.9, 0.5, 0.9, 178.0)
-    turned = [(np.array([2.0, 0, 100, 100]), 0.8, 170.0), (other.bbox, 0.9, 178.0)]
+    turned = [
+        Candidate(np.array([2.0, 0, 100, 100]), 0.8, 170.0),
+        Candidate(other.bbox, 0.9, 178.0),
+    ]
 
-    def detect(image, canvas, turns):  # noqa: ANN001, ANN202
-        passes.append((canvas, turns))
+    def detect(image, detector_pass):  # noqa: ANN001, ANN202
+        passes.append(detector_pass)
         return list(turned)
 
     def align(image, found, keep_heatmaps):  # noqa: ANN001, ANN202
-        aligned.append([float(d[0][0]) for d in found])
+        aligned.append([float(d.bbox[0]) for d in found])
         by_x = {0.0: upside_down, 300.0: other}
-        return [by_x[float(d[0][0])] for d in found]
+        return [by_x[float(d.bbox[0])] for d in found]
 
-    monkeypatch.setattr(sample_aligner, "_detect", detect)
-    monkeypatch.setattr(sample_aligner, "_align_detections", align)
+    monkeypatch.setattr(sample_aligner.search, "run", detect)
+    monkeypatch.setattr(sample_aligner, "read_faces", align)
     image = np.zeros((8, 8, 3), np.uint8)
-    first = [(upside_down.bbox, 0.7, 175.0)]
-    found = sample_aligner._align_detected(image, first, False)
+    first = [Candidate(upside_down.bbox, 0.7, 175.0)]
+    found = sample_aligner.align_found(image, first, False)
     assert passes == [(1.0, (1, 2, 3))]
     assert aligned == [[0.0], [300.0]]  # the agreeing turned detection is not read again
     assert [f.roll for f in found] == [178.0, 175.0]
     passes.clear()
-    upside_down.roll = module.UPRIGHT_DEGREES - 1
-    assert len(sample_aligner._align_detected(image, first, False)) == 1
+    upside_down.roll = crop_policy.UPRIGHT_DEGREES - 1
+    assert len(sample_aligner.align_found(image, first, False)) == 1
     assert passes == []
 
 
@@ -332,10 +338,10 @@ def test_confirmed_reading_replaces_a_worse_one_on_the_same_face() -> None:
     """The turned pass confirms a good reading: a worse-read false face on the same
     spot goes, though the upright pass's two boxes overlap each other too little to
     tell (the sample at 225 deg: boxes 0.26 IoU, the false one at presence 0.50)."""
-    from util.aligner import _better_readings
+    from util.crop_policy import better_readings
 
     good = _face([445, 394, 509, 458], 0.7, 0.55, 0.99, 136.0)
     false = _face([458, 430, 511, 483], 0.5, 0.11, 0.5, -72.0)
-    assert len(_better_readings([good, false], [(good, good.bbox)])) == 2
-    kept = _better_readings([good, false], [(good, np.array([441.0, 393, 527, 479]))])
+    assert len(better_readings([good, false], [(good, good.bbox)])) == 2
+    kept = better_readings([good, false], [(good, np.array([441.0, 393, 527, 479]))])
     assert len(kept) == 1 and kept[0] is good

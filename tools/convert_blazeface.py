@@ -39,12 +39,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chat
 
 from training.paths import MODELS_DIR, VAL_300W
 from util.detect import (
-    BOX_STATS_KEY,
     KEYPOINT_NAMES,
     detect_in_outputs,
     generate_anchors,
     letterbox,
 )
+from util.model_facts import BOX_STATS_KEY
 from util.runtime import ModelSpec, load_model
 
 OPSET = 13
@@ -228,8 +228,8 @@ def verify(tflite: Path, onnx_path: Path) -> bool:
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     model = load_model(onnx_path, "onnxruntime", threads=1)
-    spec = model.spec
-    anchors = generate_anchors(spec.extra["anchors"])
+    spec, facts = model.spec, model.facts
+    anchors = generate_anchors(facts.anchors)
     interpreter = Interpreter(model_path=str(tflite), num_threads=1)
     interpreter.allocate_tensors()
     # TFLite's reference kernels: shows the float32 noise floor between two TFLite runs.
@@ -240,7 +240,7 @@ def verify(tflite: Path, onnx_path: Path) -> bool:
     )
     reference.allocate_tensors()
     names = model.output_names
-    min_score = float(spec.extra["min_score"])
+    min_score = facts.min_score
 
     ok = True
     worst_raw = worst_scaled = worst_decoded = 0.0
@@ -250,8 +250,8 @@ def verify(tflite: Path, onnx_path: Path) -> bool:
         tfl = run_tflite(interpreter, tensor, names)
         ref = run_tflite(reference, tensor, names)
         onnx = model.run(tensor)
-        found_tfl = detect_in_outputs(tfl, anchors, spec.extra, min_score)
-        found_onnx = detect_in_outputs(onnx, anchors, spec.extra, min_score)
+        found_tfl = detect_in_outputs(tfl, anchors, facts, min_score)
+        found_onnx = detect_in_outputs(onnx, anchors, facts, min_score)
         raw_diff = max_diff(tfl, onnx)
         decoded = detections_diff(found_tfl, found_onnx)
         good = raw_outputs_agree(tfl, onnx) and decoded < DECODED_TOLERANCE and bool(found_tfl)

@@ -70,7 +70,8 @@ def upside_down_readings(
     found = []
     for sample in tqdm(samples, desc="upside down", unit="img"):
         image = np.ascontiguousarray(read_image(sample.image)[::-1, ::-1])
-        for bbox, _, roll in aligner.detect_first(image):
+        for found_face in aligner.detect_first(image):
+            bbox, roll = found_face.bbox, found_face.roll
             crops = [stage.crop(image, bbox, roll), stage.crop(image, bbox, roll + 180.0)]
             upright, twin = (stage.reading_quality(*r) for r in stage.run_crops(crops))
             if twin > upright:

@@ -17,9 +17,10 @@ import numpy as np
 
 from training.paths import DATA_ROOT as DATA_ROOT  # re-exported: the trainers import it here
 from util.crop import box_from_landmarks, crop_box, crop_matrix, transform_points, warp_crop
-from util.detect import BOX_STATS_FIELDS, BOX_STATS_KEY, box_stats, default_detector_path
+from util.detect import default_detector_path
 from util.landmarks import MIRROR_PERMUTATION, read_pts
-from util.runtime import ModelError, read_spec
+from util.model_facts import BOX_STATS_FIELDS, BOX_STATS_KEY, DetectorFacts
+from util.runtime import ModelError, read_spec, spec_facts
 
 # Crops are small; OpenCV threads would only fight torch for the two cores.
 cv2.setNumThreads(1)
@@ -31,7 +32,8 @@ def load_box_stats(detector: Path | None = None) -> dict[str, float]:
     default detector's unless given), where training/detector_box_stats.py writes them
     and where the tool reads them too, so training and run time crop alike."""
     path = default_detector_path() if detector is None else Path(detector)
-    stats = box_stats(read_spec(path).extra, path)
+    facts = spec_facts(read_spec(path), path)
+    stats = facts.box_vs_landmarks if isinstance(facts, DetectorFacts) else None
     wanted = [f"{key}_std" for key in BOX_STATS_FIELDS]
     if stats is None or any(key not in stats for key in wanted):
         raise ModelError(

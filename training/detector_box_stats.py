@@ -15,7 +15,7 @@ detection is a miss.
    det_size / lm_size, where size = sqrt(w * h).
 
 The pooled statistics (means and spreads) are written into the detector's spec, the JSON
-file beside it (key ``box_vs_landmarks``, see util.detect.BOX_STATS_KEY): the one home
+file beside it (key ``box_vs_landmarks``, see util.model_facts.BOX_STATS_KEY): the one home
 that training (detector-like crops, training/data.py) and the tool (video following,
 re-cropping) read, and that tools/convert_blazeface.py keeps when it converts again. The
 miss counts and the per-split numbers go to the report, training/detector_box_stats.json.
@@ -38,8 +38,6 @@ import numpy as np
 
 from training.paths import DATA_300W, MODELS_DIR, REPO
 from util.detect import (
-    BOX_STATS_FIELDS,
-    BOX_STATS_KEY,
     RETRY_CANVAS,
     Detection,
     FaceDetector,
@@ -47,6 +45,7 @@ from util.detect import (
     default_detector_path,
 )
 from util.landmarks import read_pts
+from util.model_facts import BOX_STATS_FIELDS, BOX_STATS_KEY
 from util.runtime import read_spec
 
 DEFAULT_DATA = DATA_300W

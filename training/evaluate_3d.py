@@ -130,7 +130,7 @@ def main() -> int:
 
     common = {"runtime": "onnxruntime", "threads": args.threads, "precision": args.precision}
     before = FaceAligner(active_3d=True, model_depth=args.model_depth, **common)
-    before.landmark_model_3d = None  # the pipeline as it was: 2D points into depth
+    before.stage_3d.landmark_model_3d = None  # the pipeline as it was: 2D points into depth
     configs = {
         "2D points + depth net": before,
         "3D model + shape fit": FaceAligner(active_3d=True, model_3d=args.model_3d, **common),
@@ -138,7 +138,7 @@ def main() -> int:
             active_3d=True, model_3d=args.model_3d, model_depth=args.model_depth, **common
         ),
     }
-    if configs["3D model + shape fit"].landmark_model_3d is None:
+    if configs["3D model + shape fit"].stage_3d.landmark_model_3d is None:
         print("no 3D-convention model: give --model-3d", file=sys.stderr)
         return 2
     prior = ShapePrior.load(MODELS_DIR / "shape_prior.npz")

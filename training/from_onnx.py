@@ -31,7 +31,8 @@ from onnx import numpy_helper
 from torch import nn
 
 from training.model import FAN, FOLDED_BLOCKS, LastStack
-from util.runtime import read_spec
+from util.model_facts import LandmarkFacts
+from util.runtime import read_spec, spec_facts
 
 # Eval-mode outputs of the imported network may differ from onnxruntime's by float
 # rounding only (heatmaps reach about 1).
@@ -186,10 +187,11 @@ def checkpoint_from_onnx(path: Path, inputs: list[np.ndarray] | None = None) -> 
     is not such a file or the network does not reproduce it."""
     path = Path(path)
     spec = read_spec(path)
-    config = spec.extra.get("architecture")
-    if spec.kind not in ("fan2d", "fan3d") or not isinstance(config, dict):
+    facts = spec_facts(spec, path)
+    config = facts.architecture if isinstance(facts, LandmarkFacts) else None
+    if config is None:
         raise ValueError(f"{path}: not one of our FAN files (no architecture in its spec)")
-    if spec.extra.get("precision") == "int8":
+    if facts.precision == "int8":
         raise ValueError(f"{path}: an int8 file; import its fp32 file")
     if config.get("block") not in FOLDED_BLOCKS:
         kinds = " and ".join(FOLDED_BLOCKS)

@@ -46,6 +46,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +61,8 @@ from training.paths import DATA_300W
 from util.crop import transform_points
 from util.landmark_stage import ORIGINAL_FAN_SPEC
 from util.landmarks import read_pts
-from util.runtime import ModelSpec, int8_path, read_spec
+from util.model_facts import LandmarkFacts
+from util.runtime import ModelSpec, int8_path, read_spec, spec_facts
 
 DEFAULT_DATA = DATA_300W / "train"
 DEFAULT_FACES = 200  # calibration crops
@@ -102,11 +104,11 @@ def pick_faces(folder: Path, count: int, exclude: set[str] = frozenset()) -> lis
 def crop_settings(spec: ModelSpec) -> CropSettings:
     """The crop the model runs on: its spec's, else the tool's default (as a depth model,
     which reads the 2D model's crop)."""
-    default = CropSettings()
+    facts = spec_facts(spec, f"{spec.kind} spec")
+    if not isinstance(facts, LandmarkFacts):
+        return replace(CropSettings(), size=int(spec.input_size[0]))
     return CropSettings(
-        size=int(spec.input_size[0]),
-        scale=float(spec.extra.get("crop_scale", default.scale)),
-        shift_y=float(spec.extra.get("crop_shift_y", default.shift_y)),
+        size=int(spec.input_size[0]), scale=facts.crop_scale, shift_y=facts.crop_shift_y
     )
 
 
@@ -269,11 +271,13 @@ def correct_offsets(fp32: Path, int8: Path, faces: list[Face]) -> np.ndarray:
 
     models = [LandmarkModel(load_model(p, default_spec=ORIGINAL_FAN_SPEC)) for p in (fp32, int8)]
     fp32_bias, int8_bias = (measure_offsets(m, faces, progress=False) for m in models)
-    spec = models[1].model.spec
-    offsets = np.asarray(spec.extra["landmark_offsets"]) + (int8_bias - fp32_bias)
+    spec, codec = models[1].model.spec, models[1].facts.codec
+    if codec.landmark_offsets is None:
+        raise ValueError(f"{int8}: no landmark_offsets to correct")
+    offsets = codec.landmark_offsets + (int8_bias - fp32_bias)
     extra = dict(spec.extra) | {"landmark_offsets": np.round(offsets, 4).tolist()}
     extra["landmark_offsets_from"] = (
-        f"{spec.extra.get('landmark_offsets_from', 'the fp32 model')}; plus the int8 - fp32 "
+        f"{codec.landmark_offsets_from or 'the fp32 model'}; plus the int8 - fp32 "
         f"bias on {len(faces)} training faces (training/quantize.py)"
     )
     write_spec(int8, dataclasses.replace(spec, extra=extra))
@@ -292,7 +296,10 @@ def referee_band(
     from training.negatives import NegativeCrops
 
     spec = read_spec(int8)
-    threshold = float(spec.extra["presence_threshold"])
+    facts = spec_facts(spec, int8)
+    threshold = facts.presence_threshold if isinstance(facts, LandmarkFacts) else None
+    if threshold is None:
+        raise ValueError(f"{int8}: no presence_threshold to referee")
     negatives = NegativeCrops(faces, spec.input_size[0]).with_turned_faces(0.25)
     rng = np.random.default_rng(0)
     crops = [spec.to_tensor(negatives(rng)) for _ in range(count)]
@@ -434,7 +441,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     spec = read_spec(args.model, ORIGINAL_FAN_SPEC)
-    if spec.extra.get("precision") == "int8":
+    facts = spec_facts(spec, args.model)
+    if getattr(facts, "precision", "fp32") == "int8":
         print(f"{args.model}: already int8", file=sys.stderr)
         return 2
     out = args.out or int8_path(args.model)
@@ -460,16 +468,17 @@ def main(argv: list[str] | None = None) -> int:
         range_quantile=args.range_quantile,
     )
     print(f"wrote {out} ({time.perf_counter() - start:.0f} s): {json.dumps(note)}")
-    if args.offset_faces > 0 and "landmark_offsets" in spec.extra:
+    landmarks = facts if isinstance(facts, LandmarkFacts) else None
+    if args.offset_faces > 0 and landmarks and landmarks.codec.landmark_offsets is not None:
         start = time.perf_counter()
         offsets = correct_offsets(args.model, out, pick_faces(args.data, args.offset_faces))
-        moved = np.linalg.norm(offsets - np.asarray(spec.extra["landmark_offsets"]), axis=1)
+        moved = np.linalg.norm(offsets - landmarks.codec.landmark_offsets, axis=1)
         print(
             f"landmark offsets corrected by the int8 - fp32 bias on {args.offset_faces} "
             f"training faces ({time.perf_counter() - start:.0f} s): moved "
             f"{moved.mean():.3f} heatmap px on average"
         )
-    if "presence" in spec.extra.get("outputs", []) and "presence_threshold" in spec.extra:
+    if landmarks and "presence" in landmarks.outputs and landmarks.presence_threshold is not None:
         band = referee_band(args.model, out, faces)
         print(f"presence referee band: {json.dumps(band)}")
     if args.check > 0:

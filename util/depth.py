@@ -13,6 +13,7 @@ import numpy as np
 
 from .heatmap_codec import HeatmapCodec
 from .landmarks import NUM_LANDMARKS
+from .model_facts import DepthFacts, LandmarkFacts
 from .runtime import Model, ModelError, ModelSpec, check_single_input, format_shape
 from .shape_prior import Fit, ShapePrior, fit_to_2d, fit_yaw, near_side
 
@@ -28,20 +29,27 @@ ORIGINAL_DEPTH_SPEC = ModelSpec(
 )
 
 
-def depth_input(crop_rgb: np.ndarray, points_crop: np.ndarray, spec: ModelSpec) -> np.ndarray:
+def depth_input(
+    crop_rgb: np.ndarray,
+    points_crop: np.ndarray,
+    spec: ModelSpec,
+    codec: HeatmapCodec | None = None,
+) -> np.ndarray:
     """(1, 71, S, S) float32: the crop as the 2D model takes it, then 68 Gaussian maps
-    (the spec's ``HeatmapCodec``: at the crop's size, sigma from its ``heatmap_sigma``)."""
+    (the spec's ``HeatmapCodec``, unless given: at the crop's size, sigma from its
+    ``heatmap_sigma``)."""
     image = spec.to_tensor(crop_rgb)
-    maps = HeatmapCodec.from_spec(spec).encode(points_crop)[None]
+    maps = (codec or HeatmapCodec.from_spec(spec)).encode(points_crop)[None]
     return np.concatenate([image, maps], axis=1).astype(np.float32)
 
 
-def depth_to_image(z_model: np.ndarray, spec: ModelSpec, crop_side: float) -> np.ndarray:
+def depth_to_image(
+    z_model: np.ndarray, facts: DepthFacts, crop_size: float, crop_side: float
+) -> np.ndarray:
     """Model z -> original-image pixels, zero-mean, larger = closer."""
-    size = float(spec.input_size[0])
     z = np.asarray(z_model, dtype=np.float64).reshape(-1)
-    z = z * float(spec.extra["z_scale"]) * float(spec.extra["z_sign"])
-    z = z * crop_side / size  # crop pixels -> image pixels
+    z = z * facts.z_scale * facts.z_sign
+    z = z * crop_side / float(crop_size)  # crop pixels -> image pixels
     return z - z.mean()
 
 
@@ -75,22 +83,12 @@ class ShapeFitDepth:
         self.far_side = None if far_side is None else (float(far_side[0]), float(far_side[1]))
 
     @classmethod
-    def from_spec(cls, prior: ShapePrior, extra: dict, source: str = "spec") -> ShapeFitDepth:
-        """The fit a 3D model's spec asks for (regulariser 1, no refit, without one); a
-        ModelError naming ``source`` when its values are not numbers."""
-        refits = {key: extra.get(key) for key in ("shape_fit_turned", "shape_fit_far_side")}
-        try:
-            turned, far_side = (
-                None if refit is None else (refit["from_yaw"], refit["regulariser"])
-                for refit in refits.values()
-            )
-            return cls(prior, float(extra.get("shape_fit_regulariser", 1.0)), turned, far_side)
-        except (KeyError, TypeError, ValueError):
-            raise ModelError(
-                f"{source}: shape_fit_regulariser must be a number, and shape_fit_turned "
-                f'and shape_fit_far_side {{"from_yaw": deg, "regulariser": r}}, not '
-                f"{refits['shape_fit_turned']!r} and {refits['shape_fit_far_side']!r}"
-            ) from None
+    def from_facts(cls, prior: ShapePrior, facts: LandmarkFacts | None) -> ShapeFitDepth:
+        """The fit a 3D model's spec asks for (regulariser 1, no refit, without one)."""
+        if facts is None:
+            return cls(prior)
+        return cls(prior, facts.shape_fit_regulariser, facts.shape_fit_turned,
+                   facts.shape_fit_far_side)  # fmt: skip
 
     def describe(self) -> str:
         """What the info line says of this stage."""
@@ -137,7 +135,11 @@ class DepthModel:
     """A depth network with its spec."""
 
     def __init__(self, model: Model) -> None:
+        if not isinstance(model.facts, DepthFacts):
+            raise ModelError(f"{model.path}: spec kind {model.spec.kind!r}, not a depth model")
         self.model = model
+        self.facts: DepthFacts = model.facts
+        self.codec = HeatmapCodec.from_facts(model.spec, model.facts.codec)
         self._check_shapes()
 
     def _check_shapes(self) -> None:
@@ -157,5 +159,5 @@ class DepthModel:
     def depth(self, crop_rgb: np.ndarray, points_crop: np.ndarray, crop_side: float) -> np.ndarray:
         """(68,) z in original-image pixels for one face."""
         spec = self.model.spec
-        outputs = self.model.run(depth_input(crop_rgb, points_crop, spec))
-        return depth_to_image(outputs[0], spec, crop_side)
+        outputs = self.model.run(depth_input(crop_rgb, points_crop, spec, self.codec))
+        return depth_to_image(outputs[0], self.facts, spec.input_size[0], crop_side)

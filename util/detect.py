@@ -24,6 +24,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from .model_facts import DetectorFacts
 from .paths import MODELS_DIR
 from .runtime import Model, ModelError, check_single_input, format_shape, load_model
 
@@ -44,10 +45,8 @@ RETRY_CANVAS = 1.5
 # landmarks, in landmark-box sizes (sqrt of area): means ``centre_dx``, ``centre_dy``,
 # ``size_ratio`` and their spreads (``*_std``). Measured on 300-W by
 # training/detector_box_stats.py, which writes them into the detector's spec under this
-# key, the one place training (detector-like crops) and the tool (the box a face's
-# landmarks imply: video following, re-cropping) read them from.
-BOX_STATS_KEY = "box_vs_landmarks"
-BOX_STATS_FIELDS = ("centre_dx", "centre_dy", "size_ratio")
+# key (util.model_facts.BOX_STATS_KEY), the one place training (detector-like crops) and
+# the tool (the box a face's landmarks imply: video following, re-cropping) read them from.
 
 # MediaPipe's keypoint order (the subject's right and left, as in the iBUG scheme).
 KEYPOINT_NAMES = (
@@ -266,6 +265,18 @@ def image_to_model(points: np.ndarray, mapping: Letterbox) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class Candidate:
+    """Where the landmark model reads a face: a box (x1, y1, x2, y2, original-image
+    pixels), its score, and the roll (degrees) the crop is turned by. A detection gives
+    one; so do boxes a caller gives (roll 0), the last frame's landmarks (video) and the
+    profile pass."""
+
+    bbox: np.ndarray
+    score: float
+    roll: float = 0.0
+
+
+@dataclass(frozen=True)
 class Detection:
     """One face: box (x1, y1, x2, y2) and 6 keypoints (x, y), in original-image pixels."""
 
@@ -288,6 +299,10 @@ class Detection:
         keypoints fall on one side and their line points anywhere."""
         down = self.keypoints[3] - (self.keypoints[0] + self.keypoints[1]) / 2
         return float(np.degrees(np.arctan2(-down[0], down[1]))) if down.any() else 0.0
+
+    def candidate(self, roll: float | None = None) -> Candidate:
+        """This detection to read, at its eye line's roll unless ``roll`` is given."""
+        return Candidate(self.bbox, self.score, self.roll if roll is None else roll)
 
 
 
@@ -367,30 +382,15 @@ def split_outputs(outputs: list[np.ndarray], num_coords: int) -> tuple[np.ndarra
 
 
 def detect_in_outputs(
-    outputs: list[np.ndarray], anchors: np.ndarray, extra: dict[str, Any], min_score: float
+    outputs: list[np.ndarray], anchors: np.ndarray, facts: DetectorFacts, min_score: float
 ) -> list[tuple[np.ndarray, float, np.ndarray]]:
     """Raw model outputs -> merged detections in 0-1 model-input units, best first."""
-    num_coords = 4 + 2 * int(extra.get("num_keypoints", 6))
+    num_coords = 4 + 2 * facts.num_keypoints
     raw_boxes, raw_scores = split_outputs(outputs, num_coords)
-    boxes = decode_boxes(raw_boxes, anchors, extra["box_scale"])
-    scores = sigmoid_scores(raw_scores, float(extra["raw_score_limit"]))
+    boxes = decode_boxes(raw_boxes, anchors, facts.box_scale)
+    scores = sigmoid_scores(raw_scores, facts.raw_score_limit)
     keep = (scores >= min_score) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-    return weighted_nms(boxes[keep], scores[keep], float(extra["nms_threshold"]))
-
-
-def box_stats(extra: dict[str, Any], path: str | os.PathLike) -> dict[str, float] | None:
-    """The box statistics in a detector spec's ``extra``: {field: mean} for
-    BOX_STATS_FIELDS, and {field_std: spread} where measured; None when it has none; a
-    ModelError naming ``path`` when a mean is missing or not a number."""
-    stats = extra.get(BOX_STATS_KEY)
-    if stats is None:
-        return None
-    # The spreads are for training's jittered boxes; the tool uses only the means.
-    spreads = [f"{key}_std" for key in BOX_STATS_FIELDS if f"{key}_std" in stats]
-    try:
-        return {key: float(stats[key]) for key in [*BOX_STATS_FIELDS, *spreads]}
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelError(f"{path}: incomplete {BOX_STATS_KEY} in its spec ({exc!r})") from None
+    return weighted_nms(boxes[keep], scores[keep], facts.nms_threshold)
 
 
 class FaceDetector:
@@ -414,20 +414,19 @@ class FaceDetector:
         self.model: Model = load_model(
             path, runtime, env_id=env_id, threads=threads, expected_kind="blazeface"
         )
-        spec = self.model.spec
+        facts = self.model.facts
+        assert isinstance(facts, DetectorFacts)  # load_model checked the kind
+        self.facts: DetectorFacts = facts
         try:
-            self.anchors = generate_anchors(spec.extra["anchors"])
-            self.min_score = float(spec.extra["min_score"] if min_score is None else min_score)
-            for key in ("box_scale", "raw_score_limit", "nms_threshold"):
-                float(spec.extra[key])
-            num_coords = 4 + 2 * int(spec.extra.get("num_keypoints", 6))
+            self.anchors = generate_anchors(facts.anchors)
         except (KeyError, TypeError, ValueError) as exc:
-            raise ModelError(f"{path}: incomplete BlazeFace spec ({exc!r})") from None
-        self._check_shapes(num_coords)
+            raise ModelError(f"{path}: spec key anchors is incomplete ({exc!r})") from None
+        self.min_score = facts.min_score if min_score is None else float(min_score)
+        self._check_shapes(4 + 2 * facts.num_keypoints)
         self.retry_canvas = retry_canvas
         # None: the spec has no box statistics (a detector nobody measured); the tracker
         # refuses it, since it cannot follow faces without them.
-        self.box_stats = box_stats(spec.extra, path)
+        self.box_stats = facts.box_vs_landmarks
 
     def _check_shapes(self, num_coords: int) -> None:
         """A ModelError unless the file takes the image and gives boxes and scores for
@@ -491,9 +490,9 @@ class FaceDetector:
         for k in quarter_turns:
             turned = np.ascontiguousarray(np.rot90(boxed, k)) if k % 4 else boxed
             outputs = self.model.run(self.model.spec.to_tensor(turned))
-            extra = self.model.spec.extra
+            threshold = self.min_score if min_score is None else min_score
             for box, score, keypoints in detect_in_outputs(
-                outputs, self.anchors, extra, self.min_score if min_score is None else min_score
+                outputs, self.anchors, self.facts, threshold
             ):
                 corners = unturn_units(box.reshape(2, 2), k)
                 corners = np.stack([corners.min(0), corners.max(0)])

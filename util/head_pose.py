@@ -25,7 +25,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .runtime import ModelError
 from .shape_prior import Fit, ShapePrior, fit_to_2d
 
 # The shape fits the pose is read from keep this close to the prior (as the depth fit).
@@ -104,20 +103,6 @@ def pose_fit(
     from_2d = fit_to_2d(prior, np.asarray(points_2d)[:, :2], regulariser=POSE_REGULARISER,
                         visible=INNER_POINTS)  # fmt: skip
     return from_3d, nearest_rotation(from_3d.rotation + from_2d.rotation)
-
-
-def spec_pose_frame(extra: dict, source: str) -> np.ndarray | None:
-    """A 3D model's own pose frame (its spec's ``pose_frame``, measured on its points by
-    training/pose_frame.py), or None; a malformed one is a ModelError naming ``source``."""
-    if extra.get("pose_frame") is None:
-        return None
-    try:
-        frame = np.asarray(extra["pose_frame"], np.float64)
-        if frame.shape == (3, 3) and np.allclose(frame @ frame.T, np.eye(3), atol=1e-4):
-            return frame
-    except (TypeError, ValueError):
-        pass
-    raise ModelError(f"{source}: pose_frame must be a 3x3 rotation")
 
 
 def pose_frame_from_fits(fit_rotations: np.ndarray, angles: np.ndarray) -> np.ndarray:

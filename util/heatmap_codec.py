@@ -15,6 +15,7 @@ from functools import lru_cache
 import numpy as np
 
 from .face_frame import apply_offsets
+from .model_facts import CodecFacts, read_facts
 from .runtime import ModelSpec
 
 
@@ -187,19 +188,20 @@ class HeatmapCodec:
         """The codec a model's spec describes; what it leaves out takes FAN's defaults:
         landmark maps a quarter of the crop, decoded by "dark". A depth model takes its
         maps at the crop's own size, of sigma 2 crop px (FAN's depth_estimation)."""
-        extra = spec.extra
+        return cls.from_facts(spec, read_facts(CodecFacts, spec.extra, f"{spec.kind} spec"))
+
+    @classmethod
+    def from_facts(cls, spec: ModelSpec, facts: CodecFacts) -> HeatmapCodec:
+        """``from_spec`` with its codec facts parsed already (as a model loads them)."""
         crop_size = int(spec.input_size[0])
         size, sigma = (crop_size, 2.0) if spec.kind == "depth" else (crop_size // 4, None)
-        sigma = extra.get("heatmap_sigma", sigma)
-        radius = extra.get("centroid_radius")
-        offsets = extra.get("landmark_offsets")
         return cls(
             crop_size=crop_size,
-            heatmap_size=int(extra.get("heatmap_size", size)),
-            sigma=None if sigma is None else float(sigma),
-            method=str(extra.get("decode", "dark")),
-            centroid_radius=None if radius is None else float(radius),
-            landmark_offsets=None if offsets is None else np.asarray(offsets, np.float64),
+            heatmap_size=size if facts.heatmap_size is None else facts.heatmap_size,
+            sigma=sigma if facts.heatmap_sigma is None else facts.heatmap_sigma,
+            method=facts.decode,
+            centroid_radius=facts.centroid_radius,
+            landmark_offsets=facts.landmark_offsets,
         )
 
     def to_heatmap(self, points_crop: np.ndarray) -> np.ndarray:

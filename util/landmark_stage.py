@@ -17,6 +17,7 @@ import numpy as np
 from .crop import crop_box, crop_matrix, invert_matrix, transform_points, warp_crop
 from .heatmap_codec import HeatmapCodec
 from .landmarks import MIRROR_PERMUTATION, NUM_LANDMARKS
+from .model_facts import LandmarkFacts
 from .runtime import (
     Model,
     ModelError,
@@ -67,29 +68,31 @@ class LandmarkModel:
 
     def __init__(self, model: Model, referee: Model | None = None) -> None:
         self.model = model
-        spec = model.spec
-        self.codec = HeatmapCodec.from_spec(spec)
+        facts = model.facts
+        if not isinstance(facts, LandmarkFacts):
+            raise ModelError(f"{model.path}: spec kind {model.spec.kind!r}, not a landmark model")
+        self.facts: LandmarkFacts = facts
+        self.codec = HeatmapCodec.from_facts(model.spec, facts.codec)
         self._check_shapes()
-        self.crop_scale = float(spec.extra["crop_scale"])  # required: runtime.REQUIRED_KEYS
-        self.crop_shift_y = float(spec.extra["crop_shift_y"])
+        self.crop_scale = facts.crop_scale
+        self.crop_shift_y = facts.crop_shift_y
         # Which output is which: our models name them in the spec; the original FAN
         # files have heatmaps only (the last output).
-        names = list(spec.extra.get("outputs", []))
+        names = list(facts.outputs)
         shapes = getattr(model, "output_shapes", None) or []
         ranked = [i for i, shape in enumerate(shapes) if len(shape) == 4]
         fallback = ranked[0] if len(ranked) == 1 else -1
         self.heatmap_output = names.index("heatmaps") if "heatmaps" in names else fallback
         self.presence_output = names.index("presence") if "presence" in names else None
-        threshold = spec.extra.get("presence_threshold")
-        self.presence_threshold = None if threshold is None else float(threshold)
-        band = spec.extra.get("presence_referee")
+        self.presence_threshold = facts.presence_threshold
+        band = facts.presence_referee
         self.referee: LandmarkModel | None = None
         self.referee_band = (1.0, 0.0)  # empty
         if referee is not None and band is not None and self.presence_output is not None:
             self.referee = LandmarkModel(referee)
             if not self.referee.has_presence:
                 raise ModelError(f"{referee.path}: no presence output to referee {model.path}")
-            self.referee_band = (float(band["low"]), float(band["high"]))
+            self.referee_band = (band.low, band.high)
 
     def _check_shapes(self) -> None:
         """A ModelError unless the file takes the crop and gives 68 heatmaps: one output
@@ -205,8 +208,7 @@ class LandmarkModel:
         """Reading quality above which a crop is taken to be upright without reading
         its half-turned twin (the spec's, chosen by training/choose_presence.py), or
         None: always read the twin."""
-        value = self.model.spec.extra.get("upright_read_quality")
-        return None if value is None else float(value)
+        return self.facts.upright_read_quality
 
     def peaks(self, views: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Heatmap views -> ((68, 2) heatmap coordinates, (68,) peak scores), uncorrected
@@ -229,10 +231,10 @@ def load_landmark_model(
     fp32 file beside an int8 one) loaded through the same runtime. Without that file
     the int8 presence decides alone, with a warning."""
     model = load_model(path, default_spec=default_spec, expected_kind=expected_kind, **load_args)
-    band = model.spec.extra.get("presence_referee")
+    band = model.facts.presence_referee if isinstance(model.facts, LandmarkFacts) else None
     referee = None
     if band is not None:
-        referee_path = Path(path).with_name(str(band["model"]))
+        referee_path = Path(path).with_name(band.model)
         if referee_path.is_file():
             referee = load_model(
                 referee_path, default_spec=default_spec, expected_kind=expected_kind, **load_args

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .detect import Detection, FaceDetector
+from .detect import Candidate, Detection, FaceDetector
 
 # Detector threshold of this pass: BlazeFace scores some profiles 0.2-0.5 (AFLW2000-3D
 # dev faces), below the first passes' threshold; the presence check drops non-faces.
@@ -46,7 +46,7 @@ def candidate_rolls(detection: Detection) -> list[float]:
 
 
 class ProfileRescue:
-    """``__call__(image)``: (box, score, roll) of the boxes to read, each at its best
+    """``__call__(image)``: the Candidates to read, each at its best
     roll (the landmark model's reading quality decides)."""
 
     def __init__(self, detector: FaceDetector, landmark_model, settings=None) -> None:  # noqa: ANN001
@@ -54,7 +54,7 @@ class ProfileRescue:
         self.model = landmark_model
         self.settings = settings or ProfileRescueSettings()
 
-    def __call__(self, image_rgb: np.ndarray) -> list[tuple[np.ndarray, float, float]]:
+    def __call__(self, image_rgb: np.ndarray) -> list[Candidate]:
         found = self.detector.detect(image_rgb, (0,), min_score=self.settings.min_score)
         chosen = []
         for detection in found[: self.settings.candidates]:
@@ -62,5 +62,5 @@ class ProfileRescue:
             crops = [self.model.crop(image_rgb, detection.bbox, roll) for roll in rolls]
             reads = self.model.run_crops(crops, flip=False)
             quality = [self.model.reading_quality(*read) for read in reads]
-            chosen.append((detection.bbox, detection.score, rolls[int(np.argmax(quality))]))
+            chosen.append(detection.candidate(rolls[int(np.argmax(quality))]))
         return chosen

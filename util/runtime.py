@@ -17,35 +17,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .model_facts import ModelFacts, SpecError, kind_name, parse_facts
+
 AILIA_LICENCE_PATH = "~/.shalo/AILIA.lic"
 
 
 class ModelError(RuntimeError):
     """A model file that cannot be found, read or run; the message names the file."""
 
-
-# What each spec ``kind`` is, for errors that say which kind was given and which wanted.
-MODEL_KINDS = {
-    "fan2d": "a 2D landmark model",
-    "fan3d": "a 3D-convention landmark model",
-    "depth": "a depth model",
-    "blazeface": "a BlazeFace detector",
-}
-
-# The spec keys (in ``extra``) each kind must carry, because its stage has no safe guess
-# for them: checked when a model loads, so a spec that lacks one is a one-line ModelError
-# naming the file instead of a stage quietly using some default. The family defaults for
-# files without any spec (the original FAN files) are whole specs, in heatmaps.py
-# (ORIGINAL_FAN_SPEC) and depth.py (ORIGINAL_DEPTH_SPEC), and carry every key here.
-REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
-    # The crop the model was trained on: the wrong one shifts every point.
-    "fan2d": ("crop_scale", "crop_shift_y"),
-    "fan3d": ("crop_scale", "crop_shift_y"),
-    # The Gaussians of its input, and its z units.
-    "depth": ("heatmap_sigma", "z_scale", "z_sign"),
-    # MediaPipe's anchors and decoding options.
-    "blazeface": ("anchors", "min_score", "box_scale", "raw_score_limit", "nms_threshold"),
-}
 
 # A tensor shape as the model file declares it; None is a dimension it leaves open.
 Shape = tuple[int | None, ...]
@@ -62,7 +41,8 @@ class ModelSpec:
     scale: float = 1.0 / 255.0  # pixel value * scale, then (x - mean) / std
     mean: tuple[float, ...] = (0.0, 0.0, 0.0)
     std: tuple[float, ...] = (1.0, 1.0, 1.0)
-    extra: dict[str, Any] = field(default_factory=dict)  # model-specific facts
+    # The facts of its kind, as stored; read only through util.model_facts.
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
@@ -164,6 +144,7 @@ class Model(Protocol):
     """
 
     spec: ModelSpec
+    facts: ModelFacts | None  # the spec's facts, typed (util.model_facts)
     path: Path
     input_names: list[str]
     input_shapes: list[Shape] | None
@@ -206,7 +187,11 @@ class OnnxModel:
     """A model run by onnxruntime on the CPU; its spec is read from the loaded session."""
 
     def __init__(
-        self, path: str | os.PathLike, default_spec: ModelSpec | None = None, threads: int = 0
+        self,
+        path: str | os.PathLike,
+        default_spec: ModelSpec | None = None,
+        threads: int = 0,
+        expected_kind: str | None = None,
     ) -> None:
         import onnxruntime as ort
 
@@ -241,6 +226,8 @@ class OnnxModel:
             raise ModelError(f"{self.path}: cannot load ONNX model ({_first_line(exc)})") from None
         metadata = dict(self._session.get_modelmeta().custom_metadata_map)
         self.spec = read_spec(self.path, default_spec, metadata)
+        check_kind(self.spec, self.path, expected_kind)
+        self.facts = spec_facts(self.spec, self.path)
         self.input_names = [i.name for i in self._session.get_inputs()]
         self.output_names = [o.name for o in self._session.get_outputs()]
         # A symbolic first dimension: several images can go in one call.
@@ -263,13 +250,21 @@ class OnnxModel:
 class AiliaModel:
     """A model run by the ailia SDK (needs its licence file, which we cannot ship)."""
 
-    def __init__(self, path: str | os.PathLike, spec: ModelSpec, env_id: int = -1) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        spec: ModelSpec,
+        env_id: int = -1,
+        expected_kind: str | None = None,
+    ) -> None:
         try:
             import ailia
         except ImportError:
             raise ModelError("ailia SDK is not installed (pip install ailia)") from None
         self.path = Path(path)
         self.spec = spec
+        check_kind(spec, self.path, expected_kind)
+        self.facts = spec_facts(spec, self.path)
         if not self.path.is_file():
             raise ModelError(f"{self.path}: model file not found")
         try:
@@ -332,28 +327,34 @@ def load_model(
     if not path.is_file():
         raise ModelError(f"{path}: model file not found")
     if resolve_runtime(runtime) == "ailia":
-        model: Model = AiliaModel(path, read_spec(path, default_spec), env_id=env_id)
-    else:
-        model = OnnxModel(path, default_spec, threads=threads)
-    check_spec(model.spec, path, expected_kind)
-    return model
+        spec = read_spec(path, default_spec)
+        return AiliaModel(path, spec, env_id=env_id, expected_kind=expected_kind)
+    return OnnxModel(path, default_spec, threads=threads, expected_kind=expected_kind)
 
 
-def check_spec(spec: ModelSpec, path: str | os.PathLike, expected_kind: str | None = None) -> None:
-    """A ModelError naming ``path`` unless the spec is of ``expected_kind`` (when given)
-    and has the keys its kind requires (REQUIRED_KEYS)."""
+def spec_facts(spec: ModelSpec, path: str | os.PathLike) -> ModelFacts | None:
+    """The typed facts of a spec's kind (None for a kind without any); a ModelError
+    naming ``path`` and the key when one is missing or malformed."""
+    try:
+        return parse_facts(spec.kind, spec.extra, path)
+    except SpecError as exc:
+        raise ModelError(str(exc)) from None
+
+
+def check_kind(spec: ModelSpec, path: str | os.PathLike, expected_kind: str | None) -> None:
+    """A ModelError naming ``path`` unless the spec is of ``expected_kind`` (when given)."""
     kind = spec.kind
     if expected_kind is not None and kind != expected_kind:
         raise ModelError(
-            f"{path}: spec kind {kind!r} ({MODEL_KINDS.get(kind, 'unknown kind')}), "
-            f"not {MODEL_KINDS.get(expected_kind, expected_kind)} (kind {expected_kind!r})"
+            f"{path}: spec kind {kind!r} ({kind_name(kind)}), "
+            f"not {kind_name(expected_kind)} (kind {expected_kind!r})"
         )
-    missing = [key for key in REQUIRED_KEYS.get(kind, ()) if key not in spec.extra]
-    if missing:
-        raise ModelError(
-            f"{path}: spec of kind {kind!r} lacks {', '.join(missing)} "
-            f"(needed by {MODEL_KINDS[kind]})"
-        )
+
+
+def check_spec(spec: ModelSpec, path: str | os.PathLike, expected_kind: str | None = None) -> None:
+    """``check_kind``, and a ModelError naming ``path`` unless its facts parse."""
+    check_kind(spec, path, expected_kind)
+    spec_facts(spec, path)
 
 
 def shape_fits(shape: Shape, wanted: Shape) -> bool:

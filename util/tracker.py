@@ -35,9 +35,10 @@ import numpy as np
 
 from .aligner import FaceAligner
 from .crop import box_from_landmarks
-from .detect import BOX_STATS_KEY, box_iou
+from .detect import box_iou
 from .face import Face
 from .face_frame import face_roll
+from .model_facts import BOX_STATS_KEY
 from .runtime import ModelError
 from .smooth import FaceSmoother
 
