@@ -80,3 +80,16 @@ def test_readme_aflw_table_is_the_results_file() -> None:
     results = (REPO / "benchmarks" / "results" / "aflw2000" / "val.md").read_text(encoding="utf-8")
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     assert results.strip() in readme
+
+
+def test_compare_outputs_names_the_first_difference(tmp_path: Path) -> None:
+    from tools.compare_outputs import compare
+
+    same = {"image": "a.png", "faces": [{"bbox": [1, 2, 3, 4], "score": 0.9}]}
+    moved = {"image": "b.png", "faces": [{"bbox": [1, 2, 3, 5], "score": 0.9}]}
+    ours, theirs = tmp_path / "ours.jsonl", tmp_path / "theirs.jsonl"
+    ours.write_text("\n".join(json.dumps(r) for r in (same, moved)), encoding="utf-8")
+    moved_back = dict(moved, faces=[{"bbox": [1, 2, 3, 4], "score": 0.9}])
+    theirs.write_text("\n".join(json.dumps(r) for r in (same, moved_back)), encoding="utf-8")
+    assert compare(ours, theirs) == [("b.png", ".faces[0].bbox[3] (5 against 4)")]
+    assert compare(ours, ours) == []
