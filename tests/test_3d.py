@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.paths import REPO, SAMPLES_DIR
+from training.paths import REPO, SAMPLES_DIR, SHAPE_PRIOR_PATH
 
 SAMPLE = SAMPLES_DIR / "astronaut.png"
 
@@ -19,7 +19,7 @@ SAMPLE = SAMPLES_DIR / "astronaut.png"
 def _prior():
     from util.shape_prior import ShapePrior
 
-    return ShapePrior.load(REPO / "models" / "shape_prior.npz")
+    return ShapePrior.load(SHAPE_PRIOR_PATH)
 
 
 def _turned_shape(yaw_deg: float, scale: float = 2.0) -> np.ndarray:

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from training.paths import DATA_ROOT, MODELS_DIR, REPO, SAMPLES_DIR
+from training.paths import DATA_ROOT, REPO, SAMPLES_DIR, SHAPE_PRIOR_PATH
 from util.head_pose import HeadPose, angles_from_rotation, rotation_from_angles
 from util.shape_prior import ShapePrior, fit_to_2d
 
@@ -18,7 +18,7 @@ FLIP_Y = np.diag([1.0, -1.0, 1.0])
 
 
 def _prior() -> ShapePrior:
-    return ShapePrior.load(MODELS_DIR / "shape_prior.npz")
+    return ShapePrior.load(SHAPE_PRIOR_PATH)
 
 
 @pytest.mark.parametrize("angles", [(0, 0, 0), (30, -15, 10), (-70, 20, -25), (85, 5, 40)])

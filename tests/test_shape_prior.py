@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.paths import DATA_ROOT, MODELS_DIR
+from training.paths import DATA_ROOT, SHAPE_PRIOR_PATH
 from util.landmarks import MIRROR_PERMUTATION
 from util.shape_prior import (
     ShapePrior,
@@ -24,7 +24,7 @@ from util.shape_prior import (
 )
 
 REAL_SHAPES = DATA_ROOT / "aflw2000_3d_shapes.npy"
-SHIPPED_PRIOR = MODELS_DIR / "shape_prior.npz"
+SHIPPED_PRIOR = SHAPE_PRIOR_PATH
 
 
 def template() -> np.ndarray:

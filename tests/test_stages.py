@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.paths import REPO, SAMPLES_DIR
+from training.paths import REPO, SAMPLES_DIR, SHAPE_PRIOR_PATH
 from util.crop import crop_box, crop_matrix, invert_matrix, transform_points, warp_crop
 from util.depth import depth_input, depth_to_image
 from util.face_frame import apply_offsets, face_roll
@@ -60,7 +60,7 @@ SAMPLES = SAMPLES_DIR
 def frontal_face(centre: tuple[float, float] = (200.0, 150.0), scale: float = 1.0) -> np.ndarray:
     """(68, 3) points of an average frontal face (the shipped shape prior's mean):
     x right, y down, z toward the camera, about 105 * scale pixels wide."""
-    mean = np.load(REPO / "models" / "shape_prior.npz")["mean"].astype(np.float64)
+    mean = np.load(SHAPE_PRIOR_PATH)["mean"].astype(np.float64)
     return mean * scale + [centre[0], centre[1], 0.0]
 
 

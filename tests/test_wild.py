@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.paths import REPO, SAMPLES_DIR
+from training.paths import REPO, SAMPLES_DIR, SHAPE_PRIOR_PATH
 from util.crop import transform_points
 from util.detect import Detection, merge_detections, unturn_units
 from util.landmark_stage import ORIGINAL_FAN_SPEC, LandmarkModel
@@ -20,7 +20,7 @@ def _face_points() -> np.ndarray:
     """A plausible 68-point face (the shape prior's mean) around (200, 150)."""
     from util.shape_prior import ShapePrior
 
-    mean = ShapePrior.load(REPO / "models" / "shape_prior.npz").mean[:, :2]
+    mean = ShapePrior.load(SHAPE_PRIOR_PATH).mean[:, :2]
     return mean * 1.2 + [200.0, 150.0]
 
 
@@ -178,7 +178,7 @@ def test_turned_face_synthesis() -> None:
     from training.synthesis import face_depths, turn_face
     from util.shape_prior import ShapePrior
 
-    prior = ShapePrior.load(REPO / "models" / "shape_prior.npz")
+    prior = ShapePrior.load(SHAPE_PRIOR_PATH)
     points = _face_points()
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (320, 400, 3), dtype=np.uint8)

@@ -26,12 +26,12 @@ from pathlib import Path
 import numpy as np
 
 from training.aflw import AFLW_SHAPES, AflwLabels, load_labels, split_mask
-from training.paths import MODELS_DIR
+from training.paths import SHAPE_PRIOR_PATH
 from util.head_pose import HeadPose, pose_frame_from_fits
 from util.shape_prior import ShapePrior, build_prior, fit_to_2d
 
 DEFAULT_DATA = AFLW_SHAPES
-DEFAULT_OUT = MODELS_DIR / "shape_prior.npz"
+DEFAULT_OUT = SHAPE_PRIOR_PATH
 
 
 def box_sizes(points: np.ndarray) -> np.ndarray:

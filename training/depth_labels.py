@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from training.paths import DATA_300W, MODELS_DIR, REPO
+from training.paths import DATA_300W, REPO, SHAPE_PRIOR_PATH
 from util.landmarks import box_size, read_pts
 from util.shape_prior import ShapePrior, fit_to_2d
 
-DEFAULT_PRIOR = MODELS_DIR / "shape_prior.npz"
+DEFAULT_PRIOR = SHAPE_PRIOR_PATH
 DEFAULT_DATA = DATA_300W
 
 # Human 2D annotations are noisier than exact projections: a stronger prior than the

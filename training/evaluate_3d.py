@@ -37,7 +37,7 @@ import numpy as np
 from training.evaluate import DEFAULT_DATA, load_annotated, match_annotated
 from training.evaluate_shape_fit import add_far_side_option, add_turned_option
 from training.labels_3d import lift_to_3d
-from training.paths import MODELS_DIR
+from training.paths import MODELS_DIR, SHAPE_PRIOR_PATH
 from training.synthesis import face_depths, look_side, turn_face, turn_to
 from util.depth import ShapeFitDepth
 from util.landmarks import box_size
@@ -141,7 +141,7 @@ def main() -> int:
     if configs["3D model + shape fit"].stage_3d.landmark_model_3d is None:
         print("no 3D-convention model: give --model-3d", file=sys.stderr)
         return 2
-    prior = ShapePrior.load(MODELS_DIR / "shape_prior.npz")
+    prior = ShapePrior.load(SHAPE_PRIOR_PATH)
     samples = load_annotated(args.data)[: args.limit]
     all_points = np.stack([s.points for s in samples]).astype(np.float64)
     truth_all = lift_to_3d(prior, all_points)

@@ -13,9 +13,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from util.paths import MODELS_DIR, SAMPLES_DIR
+from util.paths import MODELS_DIR, SAMPLES_DIR, SHAPE_PRIOR_PATH
 
-__all__ = ["DATA_300W", "DATA_ROOT", "MODELS_DIR", "REPO", "SAMPLES_DIR", "VAL_300W"]
+__all__ = [
+    "DATA_300W",
+    "DATA_ROOT",
+    "MODELS_DIR",
+    "REPO",
+    "SAMPLES_DIR",
+    "SHAPE_PRIOR_PATH",
+    "VAL_300W",
+]
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_ROOT = REPO.parent / "shared" / "data"

@@ -25,7 +25,7 @@ import numpy as np
 from training.aflw import POSE_RANGE, pose_mae, split
 from training.evaluate_aflw import match_face, read_records
 from training.export import write_spec
-from training.paths import MODELS_DIR
+from training.paths import MODELS_DIR, SHAPE_PRIOR_PATH
 from util.head_pose import HeadPose, pose_fit, pose_frame_from_fits
 from util.runtime import read_spec
 from util.shape_prior import ShapePrior
@@ -60,7 +60,7 @@ def main() -> int:
     parser.add_argument("--model-3d", type=Path, default=MODELS_DIR / "fan3d_compact.onnx")
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
-    prior = ShapePrior.load(MODELS_DIR / "shape_prior.npz")
+    prior = ShapePrior.load(SHAPE_PRIOR_PATH)
     records = read_records(args.records)
     labels, rotations, index = fit_rotations("train", records, prior)
     # Pose_Para is (pitch, yaw, roll); the head_pose functions take (yaw, pitch, roll).

@@ -38,6 +38,7 @@ from training.loop import TrainLoop, initial_weights
 from training.losses import adaptive_wing, foreground_weight, integral_loss, weighted_mse
 from training.model import BLOCKS, FAN, LastStack, count_macs, widen_channels, widen_to_3d
 from training.negatives import NegativeCrops
+from training.paths import SHAPE_PRIOR_PATH
 from training.runlog import RunLog
 from training.synthesis import face_depths, random_total_turn, random_yaw, turn_face
 from util.crop import invert_matrix, transform_points
@@ -46,7 +47,7 @@ from util.landmarks import inter_ocular, nme
 from util.runtime import ModelSpec
 from util.shape_prior import ShapePrior, fit_to_2d, fit_yaw
 
-SHAPE_PRIOR = Path(__file__).resolve().parents[1] / "models" / "shape_prior.npz"
+SHAPE_PRIOR = SHAPE_PRIOR_PATH
 
 HEATMAP_SIZE = 64  # the network's output: a quarter of the crop
 # The centroid decoding keeps the mass within this many heatmap px of each map's

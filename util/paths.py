@@ -17,3 +17,5 @@ _DATA_ROOT = _PACKAGE if (_PACKAGE / "models").is_dir() else _PACKAGE.parent
 
 MODELS_DIR = _DATA_ROOT / "models"
 SAMPLES_DIR = _DATA_ROOT / "samples"
+# The 3D shape prior: depth and head pose at run time, 3D labels in training.
+SHAPE_PRIOR_PATH = MODELS_DIR / "shape_prior.npz"

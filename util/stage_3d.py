@@ -19,12 +19,11 @@ from .depth import ORIGINAL_DEPTH_SPEC, DepthModel, ShapeFitDepth
 from .face import Face, StageTimes
 from .head_pose import HeadPose, pose_fit
 from .landmark_stage import ORIGINAL_FAN3D_SPEC, FaceCrop, LandmarkModel
-from .paths import MODELS_DIR
+from .paths import MODELS_DIR, SHAPE_PRIOR_PATH
 from .runtime import load_model, model_for_precision
 from .shape_prior import ShapePrior
 
 DEFAULT_MODEL_3D = MODELS_DIR / "fan3d_compact.onnx"
-SHAPE_PRIOR = MODELS_DIR / "shape_prior.npz"
 
 
 class Stage3D:
@@ -66,7 +65,7 @@ class Stage3D:
                     **load_args,
                 )
             )  # fmt: skip
-        prior = ShapePrior.load(SHAPE_PRIOR)
+        prior = ShapePrior.load(SHAPE_PRIOR_PATH)
         # The fit's regulariser suits the points' noise: a fact of the 3D model. With a
         # depth network the fit still gives the head pose.
         facts_3d = landmark_model_3d.facts if landmark_model_3d else None
