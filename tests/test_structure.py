@@ -93,3 +93,19 @@ def test_compare_outputs_names_the_first_difference(tmp_path: Path) -> None:
     theirs.write_text("\n".join(json.dumps(r) for r in (same, moved_back)), encoding="utf-8")
     assert compare(ours, theirs) == [("b.png", ".faces[0].bbox[3] (5 against 4)")]
     assert compare(ours, ours) == []
+
+
+def test_readme_results_are_the_results_files() -> None:
+    """The README's results table is generated (python -m tools.readme_results) from
+    benchmarks/results/ and current."""
+    from tools.readme_results import readme_block
+
+    assert readme_block() in (REPO / "README.md").read_text(encoding="utf-8")
+
+
+def test_readme_and_model_card_stay_short() -> None:
+    # Issue 34: the README is the package's index page, the model card one card per file.
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    card = (REPO / "models" / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 300 and len(readme) <= 25_000
+    assert len(card.splitlines()) <= 300
