@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +45,7 @@ from training.runlog import RunLog
 from training.synthesis import face_depths, random_total_turn, random_yaw, turn_face
 from util.crop import invert_matrix, transform_points
 from util.heatmap_codec import DECODINGS, HeatmapCodec
-from util.landmarks import inter_ocular, nme
+from util.landmarks import NUM_LANDMARKS, inter_ocular, nme
 from util.runtime import ModelSpec
 from util.shape_prior import ShapePrior, fit_to_2d, fit_yaw
 
@@ -120,7 +122,7 @@ class TrainSet(torch.utils.data.Dataset):
         self.points_3d = lift_to_3d(prior, points) if labels_3d else None
         # Each face's own yaw, for turns to a total yaw.
         self.yaws = fit_yaw(fit_to_2d(prior, points).rotation) if wide_total else None
-        self.maps = 136 if labels_3d else 68
+        self.maps = 2 * NUM_LANDMARKS if labels_3d else NUM_LANDMARKS
         self.n_negatives = round(negative_share * len(faces)) if self.negatives else 0
         self.real_faces, self.real_points = real_3d if real_3d is not None else ([], None)
         if self.real_faces and not labels_3d:
@@ -222,10 +224,10 @@ def evaluate(
                 i = start + k
                 iod = inter_ocular(faces[i].points)
                 for method, decoder in decoders.items():
-                    pts = transform_points(decoder.decode(maps[:68])[0], inverses[i])
+                    pts = transform_points(decoder.decode(maps[:NUM_LANDMARKS])[0], inverses[i])
                     errors[method].append(nme(pts, faces[i].points, iod))
                 if points_3d is not None:
-                    in_crop, _ = decoders["centroid"].decode(maps[68:])
+                    in_crop, _ = decoders["centroid"].decode(maps[NUM_LANDMARKS:])
                     errors_3d.append(nme(transform_points(in_crop, inverses[i]),
                                          points_3d[i, :, :2], iod))  # fmt: skip
     net.train(was_training)
@@ -244,7 +246,7 @@ def evaluate(
     return result | {"best_decode": best}
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -374,16 +376,26 @@ def main() -> None:
         action="store_true",
         help="export the checkpoint in --workdir without training",
     )
-    args = parser.parse_args()
+    return parser
 
-    torch.manual_seed(args.seed)
-    torch.set_num_threads(args.threads)
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    log = RunLog(args.workdir / "log.jsonl")
-    crop, stats = CropSettings(), load_box_stats()
-    spec = landmark_spec(crop, args.sigma)
-    codec = HeatmapCodec.from_spec(spec)
 
+@dataclass
+class RunData:
+    """The faces of a run: 300-W's training and validation faces, their validation
+    crops and 3D labels, and (``--real-3d``) the real AFLW2000-3D faces."""
+
+    train_faces: list
+    val_faces: list
+    val_x: torch.Tensor
+    val_inv: list
+    val_3d: np.ndarray | None
+    real_3d: tuple[list, np.ndarray] | None
+    real_val: tuple | None
+
+
+def load_run_data(
+    args: argparse.Namespace, crop: CropSettings, stats: dict, spec: ModelSpec
+) -> RunData:
     train_faces = load_folder(args.data / "train", args.limit, required=True)
     val_faces = load_folder(args.data / "val", args.limit, required=True)
     print(f"train {len(train_faces)} faces, val {len(val_faces)} faces", flush=True)
@@ -394,7 +406,6 @@ def main() -> None:
         if with_3d
         else None
     )
-
     real_3d, real_val = None, None
     if args.real_3d:
         if not with_3d:
@@ -405,52 +416,37 @@ def main() -> None:
         faces_3d, points_3d, bins = real_faces("val", args.real_3d_records)
         real_val = (*validation_crops(faces_3d, crop, stats, spec), points_3d, bins)
         print(f"real 3D faces: {len(repeat)} training crops, {len(faces_3d)} val", flush=True)
+    return RunData(train_faces, val_faces, val_x, val_inv, val_3d, real_3d, real_val)
 
+
+def build_network(args: argparse.Namespace) -> FAN:
+    """The network, from --init's weights when given (widened to 3D maps or to more
+    channels as the run asks)."""
+    with_3d = args.out_3d is not None
     net = FAN(
         args.stacks,
         args.channels,
         block=args.block,
         presence=args.negatives > 0,
-        landmarks_3d=68 if with_3d else 0,
+        landmarks_3d=NUM_LANDMARKS if with_3d else 0,
     )
     if args.init is not None and not args.resume:
         checkpoint = load_checkpoint(args.init)
         state = initial_weights(checkpoint)
-        if with_3d and state["heads.0.weight"].shape[0] == 68:
+        if with_3d and state["heads.0.weight"].shape[0] == NUM_LANDMARKS:
             widen_to_3d(state, net)
         elif checkpoint["config"]["channels"] != args.channels:
             net = widen_channels(checkpoint_network(checkpoint), args.channels, args.seed)
         else:
             net.load_state_dict(state)
         print(f"initialised from {args.init}", flush=True)
-    macs = count_macs(net)
-    net = net.to(memory_format=torch.channels_last)
-    teacher = load_teacher(args.teacher, net) if args.teacher is not None else None
-    optimizer = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
-    dataset = TrainSet(
-        train_faces,
-        crop,
-        stats,
-        spec,
-        args.seed,
-        args.negatives,
-        args.turn,
-        turned_negatives=args.turned_negatives,
-        labels_3d=with_3d,
-        most_3d=args.most_3d,
-        wide_share=args.wide_share,
-        wide_total=args.wide_total,
-        real_3d=real_3d,
-    )
-    loader_args = {
-        "batch_size": args.batch,
-        "shuffle": True,
-        "drop_last": len(dataset) > args.batch,
-        "num_workers": args.workers,
-    }
-    steps_per_epoch = max(1, len(dataset) // args.batch)
-    # Two cosine cycles: the first from scratch, then a warm restart at a lower peak
-    # (measured: the first cycle ended still improving, 4.6 -> 4.3 % in its last epochs).
+    return net
+
+
+def learning_rate(args: argparse.Namespace, steps_per_epoch: int) -> Callable[[int], float]:
+    """The learning rate at each step: two cosine cycles, the first from scratch, then a
+    warm restart at a lower peak (measured: the first cycle ended still improving, 4.6
+    -> 4.3 % in its last epochs)."""
     first_cycle = min(args.epochs, args.first_cycle_epochs or args.epochs)
     cycle_1 = steps_per_epoch * first_cycle
     cycle_2 = steps_per_epoch * (args.epochs - first_cycle)
@@ -467,21 +463,15 @@ def main() -> None:
             peak = args.lr * args.restart_lr
         return args.lr * 0.01 + (peak - args.lr * 0.01) * 0.5 * (1 + math.cos(math.pi * progress))
 
-    loop = TrainLoop(
-        net,
-        optimizer,
-        lr_at,
-        log,
-        args,
-        saved_with={
-            "config": net.config,
-            "args": vars(args)
-            | {"data": str(args.data), "out": str(args.out), "workdir": str(args.workdir)},
-        },
-        average_decay=args.average_decay,
-    )
-    if args.resume or args.export_only:
-        loop.resume()
+    return lr_at
+
+
+def make_train_step(
+    net: FAN, teacher: FAN | None, args: argparse.Namespace
+) -> Callable[[list[torch.Tensor]], tuple[torch.Tensor, dict[str, float]]]:
+    """One batch's loss: heatmaps (2D, and 3D with --out-3d), the integral coordinates
+    and presence."""
+    with_3d = args.out_3d is not None
 
     def train_step(batch: list[torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         x, target, points, is_face, train_2d = batch
@@ -497,7 +487,8 @@ def main() -> None:
         weight = foreground_weight(target)
         # The 2D maps of faces turned past --most-3d's 2D limit are not trained.
         keep = train_2d[faces] > 0.5
-        parts = [(keep, slice(0, 68))] + ([(slice(None), slice(68, None))] if with_3d else [])
+        parts = [(keep, slice(0, NUM_LANDMARKS))]
+        parts += [(slice(None), slice(NUM_LANDMARKS, None))] if with_3d else []
         heat_loss = sum(
             (adaptive_wing if args.loss == "awing" else weighted_mse)(
                 o[rows, maps], target[rows, maps], weight[rows, maps]
@@ -524,27 +515,22 @@ def main() -> None:
             "presence": round(presence_loss.item(), 4),
         }
 
-    def validate() -> dict:
-        result = evaluate(loop.trained, val_x, val_inv, val_faces, codec, val_3d)
-        if real_val is not None:
-            result |= evaluate_real_3d(loop.trained, *real_val, codec)
-        return result
+    return train_step
 
-    log(
-        {
-            "event": "start",
-            "macs": macs,
-            "params": sum(p.numel() for p in net.parameters()),
-            "args": {k: str(v) for k, v in vars(args).items()},
-            "box_stats": stats,
-        }
-    )
-    epochs = 0 if args.export_only else args.epochs
-    if not loop.run(dataset, epochs, train_step, validate, loader_args):
-        return
 
-    result = validate()
-    log({"event": "final", "step": loop.step, "minutes": loop.minutes, **result})
+def export_run(
+    loop: TrainLoop,
+    net: FAN,
+    spec: ModelSpec,
+    result: dict,
+    macs: int,
+    args: argparse.Namespace,
+    data: RunData,
+    dataset: TrainSet,
+    log: RunLog,
+) -> None:
+    """The trained network to --out (and --out-3d) with its spec, its landmark offsets
+    measured on held-out faces, and its presence thresholds."""
     spec = dataclasses.replace(
         spec,
         extra=spec.extra
@@ -572,24 +558,100 @@ def main() -> None:
     # The per-landmark bias on faces it has not seen (calibrate.py: on its training faces
     # the network hides it), stored in the model.
     source = f"faces of {args.data.name}/val (held out)"
-    offsets = calibrate(args.out, val_faces, threads=args.threads, progress=False, source=source)
+    offsets = calibrate(
+        args.out, data.val_faces, threads=args.threads, progress=False, source=source
+    )
     log({"event": "calibrated", "mean_offset_xy": offsets.mean(0).round(4).tolist()})
-    if with_3d:
+    if args.out_3d is not None:
         export_3d(
-            loop.trained, spec, args.out_3d, result, train_faces, dataset.points_3d, args.threads
-        )
+            loop.trained, spec, args.out_3d, result, data.train_faces, dataset.points_3d,
+            args.threads,
+        )  # fmt: skip
         log({"event": "exported", "path": str(args.out_3d)})
     if net.presence is not None:
         # The presence and detector thresholds, chosen on the validation faces.
-        log(
-            {
-                "event": "presence",
-                **(
-                    choose(args.out, args.data / "val", threads=args.threads, limit=args.limit)
-                    or {}
-                ),
-            }
-        )
+        chosen = choose(args.out, args.data / "val", threads=args.threads, limit=args.limit)
+        log({"event": "presence", **(chosen or {})})
+
+
+def main() -> None:
+    """parse -> data -> network -> train (validating as it goes) -> export."""
+    args = build_parser().parse_args()
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    log = RunLog(args.workdir / "log.jsonl")
+    crop, stats = CropSettings(), load_box_stats()
+    spec = landmark_spec(crop, args.sigma)
+    codec = HeatmapCodec.from_spec(spec)
+    data = load_run_data(args, crop, stats, spec)
+
+    net = build_network(args)
+    macs = count_macs(net)
+    net = net.to(memory_format=torch.channels_last)
+    teacher = load_teacher(args.teacher, net) if args.teacher is not None else None
+    optimizer = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
+    dataset = TrainSet(
+        data.train_faces,
+        crop,
+        stats,
+        spec,
+        args.seed,
+        args.negatives,
+        args.turn,
+        turned_negatives=args.turned_negatives,
+        labels_3d=args.out_3d is not None,
+        most_3d=args.most_3d,
+        wide_share=args.wide_share,
+        wide_total=args.wide_total,
+        real_3d=data.real_3d,
+    )
+    loader_args = {
+        "batch_size": args.batch,
+        "shuffle": True,
+        "drop_last": len(dataset) > args.batch,
+        "num_workers": args.workers,
+    }
+    steps_per_epoch = max(1, len(dataset) // args.batch)
+    loop = TrainLoop(
+        net,
+        optimizer,
+        learning_rate(args, steps_per_epoch),
+        log,
+        args,
+        saved_with={
+            "config": net.config,
+            "args": vars(args)
+            | {"data": str(args.data), "out": str(args.out), "workdir": str(args.workdir)},
+        },
+        average_decay=args.average_decay,
+    )
+    if args.resume or args.export_only:
+        loop.resume()
+
+    def validate() -> dict:
+        result = evaluate(loop.trained, data.val_x, data.val_inv, data.val_faces, codec,
+                          data.val_3d)  # fmt: skip
+        if data.real_val is not None:
+            result |= evaluate_real_3d(loop.trained, *data.real_val, codec)
+        return result
+
+    log(
+        {
+            "event": "start",
+            "macs": macs,
+            "params": sum(p.numel() for p in net.parameters()),
+            "args": {k: str(v) for k, v in vars(args).items()},
+            "box_stats": stats,
+        }
+    )
+    epochs = 0 if args.export_only else args.epochs
+    train_step = make_train_step(net, teacher, args)
+    if not loop.run(dataset, epochs, train_step, validate, loader_args):
+        return
+    result = validate()
+    log({"event": "final", "step": loop.step, "minutes": loop.minutes, **result})
+    export_run(loop, net, spec, result, macs, args, data, dataset, log)
 
 
 def evaluate_real_3d(
@@ -611,7 +673,7 @@ def evaluate_real_3d(
             heat = net(x[start : start + 16].contiguous(memory_format=torch.channels_last))[-1]
             for k, maps in enumerate(heat.numpy()):
                 i = start + k
-                pts = transform_points(decoder.decode(maps[68:])[0], inverses[i])
+                pts = transform_points(decoder.decode(maps[NUM_LANDMARKS:])[0], inverses[i])
                 gt = points_3d[i]
                 errors.append(np.linalg.norm(pts - gt[:, :2], axis=1).mean()
                               / float(gt_box_size(gt)))  # fmt: skip
