@@ -38,6 +38,7 @@ def _mirror_permutation() -> np.ndarray:
     perm = np.arange(NUM_LANDMARKS)
     for a, b in pairs:
         perm[a], perm[b] = b, a
+    perm.setflags(write=False)  # a fact of the scheme, shared: nobody may change it
     return perm
 
 
