@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from tools.readme_fields import write_block
 from training.paths import REPO
 
 RESULTS = REPO / "benchmarks" / "results"
@@ -119,15 +120,7 @@ def readme_block() -> str:
 
 
 def main() -> int:
-    path = REPO / "README.md"
-    text = path.read_text(encoding="utf-8")
-    if START not in text or END not in text:
-        raise SystemExit(f"{path}: no {START} ... {END} markers")
-    before, rest = text.split(START, 1)
-    after = rest.split(END, 1)[1]
-    path.write_text(before + readme_block() + after, encoding="utf-8")
-    print(f"wrote the results into {path}")
-    return 0
+    return write_block(START, END, readme_block(), "the results")
 
 
 if __name__ == "__main__":
