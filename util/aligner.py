@@ -30,7 +30,7 @@ from .detection_search import DetectionSearch
 from .face import Face, StageTimes
 from .face_frame import face_roll
 from .io import InputError, expand_inputs, read_image
-from .landmark_stage import ORIGINAL_FAN_SPEC, FaceCrop, load_landmark_model
+from .landmark_stage import ORIGINAL_FAN_SPEC, FaceCrop, PresenceGate, load_landmark_model
 from .paths import MODELS_DIR
 from .prefetch import prefetched
 from .profile_rescue import ProfileRescue
@@ -275,16 +275,13 @@ class FaceAligner:
             crops, probes = crop_policy.upright_or_upside_down(model, image_rgb, candidates, crops)
         else:
             probes = model.run_crops(crops)
-        threshold = model.presence_threshold if check_presence else None
-
-        def no_face(presence: float | None) -> bool:
-            return presence is not None and threshold is not None and presence < threshold
+        gate = PresenceGate(model.presence_threshold if check_presence else None)
 
         # (candidate, crop it ends with, box of that crop, the probe's reading of that
         # crop decoded, or None when the face was cropped again)
         ends = []
         for candidate, crop, probe in zip(candidates, crops, probes, strict=True):
-            if no_face(probe[1]):
+            if gate.rejects(probe[1]):
                 continue
             points, scores = model.landmarks(probe[0], crop)
             again = (
@@ -320,7 +317,7 @@ class FaceAligner:
                 # The crop a face ends with has the last word: the threshold was chosen
                 # on the presence faces end with (training/choose_presence.py), and a
                 # face reported below it broke the contract (the coffee cup's 0.44).
-                if no_face(presence):
+                if gate.rejects(presence):
                     continue
                 points, scores = model.landmarks(views, crop)
             else:  # the probe is the reading, judged and decoded above

@@ -57,6 +57,18 @@ class FaceCrop:
         return invert_matrix(self.matrix)
 
 
+@dataclass(frozen=True)
+class PresenceGate:
+    """The presence check: a crop whose face presence is below ``threshold`` holds no
+    face. No threshold (a model without presence output, or boxes read as given) or no
+    presence rejects nothing."""
+
+    threshold: float | None
+
+    def rejects(self, presence: float | None) -> bool:
+        return presence is not None and self.threshold is not None and presence < self.threshold
+
+
 class LandmarkModel:
     """A FAN-format model with the crop it was trained for (from its spec).
 
