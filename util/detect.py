@@ -415,7 +415,8 @@ class FaceDetector:
             path, runtime, env_id=env_id, threads=threads, expected_kind="blazeface"
         )
         facts = self.model.facts
-        assert isinstance(facts, DetectorFacts)  # load_model checked the kind
+        if not isinstance(facts, DetectorFacts):  # load_model checked the kind already
+            raise ModelError(f"{path}: spec kind {self.model.spec.kind!r}, not a detector")
         self.facts: DetectorFacts = facts
         try:
             self.anchors = generate_anchors(facts.anchors)
