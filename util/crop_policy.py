@@ -14,7 +14,7 @@ import numpy as np
 from .crop import box_from_landmarks
 from .detect import Candidate, box_iou
 from .face import Face
-from .face_frame import face_roll
+from .face_frame import angle_difference, face_roll
 from .landmark_stage import FaceCrop, LandmarkModel
 
 # Residual roll (degrees) past which a face is cropped again at its landmarks' roll.
@@ -30,11 +30,6 @@ SAME_FACE_IOU = 0.3
 # --recrop-iou X): NME 7.37 % never, 5.98 % at 0.7, 5.73 % at 0.85, 5.72 % at 0.95; the
 # whole photos 3.95, 3.95, 3.93, 3.91 %.
 RECROP_IOU = 0.85
-
-
-def angle_difference(a: float, b: float) -> float:
-    """a - b in degrees, in [-180, 180)."""
-    return (a - b + 180.0) % 360.0 - 180.0
 
 
 def is_upright(face: Face) -> bool:

@@ -24,6 +24,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from .face_frame import angle_difference
 from .model_facts import DetectorFacts
 from .paths import MODELS_DIR
 from .runtime import Model, ModelError, check_single_input, format_shape, load_model
@@ -328,11 +329,11 @@ def unturn_units(points: np.ndarray, quarter_turns: int) -> np.ndarray:
 
 def _tilt(det: Detection) -> float:
     """How far from upright (degrees) the face stood in the turned input it was found in."""
-    return abs((det.roll - 90.0 * det.quarter_turns + 180.0) % 360.0 - 180.0)
+    return abs(angle_difference(det.roll, 90.0 * det.quarter_turns))
 
 
 def _roll_gap(a: Detection, b: Detection) -> float:
-    return abs((a.roll - b.roll + 180.0) % 360.0 - 180.0)
+    return abs(angle_difference(a.roll, b.roll))
 
 
 def merge_detections(

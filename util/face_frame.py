@@ -17,6 +17,11 @@ def face_roll(points: np.ndarray) -> float:
     return float(np.arctan2(dy, dx))
 
 
+def angle_difference(a: float, b: float) -> float:
+    """a - b in degrees, wrapped into [-180, 180): how far one roll is from another."""
+    return (a - b + 180.0) % 360.0 - 180.0
+
+
 def face_rotation(points: np.ndarray) -> np.ndarray:
     """2x2 rotation from the face's own frame (x along the eye line) to the image's:
     ``vectors @ R.T`` turns face-frame vectors into image ones, ``vectors @ R`` back."""

@@ -18,6 +18,7 @@ import numpy as np
 
 from .crop_policy import SAME_FACE_IOU
 from .detect import Candidate, Detection, FaceDetector, box_iou
+from .face_frame import angle_difference
 
 # Detector threshold of this pass: BlazeFace scores some profiles 0.2-0.5 (AFLW2000-3D
 # dev faces), below the first passes' threshold; the presence check drops non-faces.
@@ -48,7 +49,7 @@ def candidate_rolls(detection: Detection) -> list[float]:
     the upright of the image turn it was found in."""
     rolls: list[float] = []
     for roll in (detection.roll, detection.mouth_roll, 90.0 * detection.quarter_turns):
-        if all(abs((roll - r + 180.0) % 360.0 - 180.0) > SAME_ROLL_DEGREES for r in rolls):
+        if all(abs(angle_difference(roll, r)) > SAME_ROLL_DEGREES for r in rolls):
             rolls.append(roll)
     return rolls
 
