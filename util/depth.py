@@ -104,19 +104,26 @@ class ShapeFitDepth:
         """(68, 3) for (68, 2) image points of the 3D convention: their x, y (the far
         half's from the fit when ``far_side`` applies) and the fit's z, in the points'
         pixels."""
+        return self.fit_points(points)[0]
+
+    def fit_points(self, points: np.ndarray) -> tuple[np.ndarray, Fit | None]:
+        """(``points_3d``, the fit to the given x, y at ``regulariser`` when those x, y
+        are kept, else None: the far half replaced), so that the head pose, which fits
+        the same x, y, need not fit them again."""
         points = np.asarray(points, np.float64)
         fit = fit_to_2d(self.prior, points, regulariser=self.regulariser)
         yaw = abs(float(fit_yaw(fit.rotation)))
         out = np.column_stack([points, fit.points[:, 2]])
         if self.far_side is not None and yaw >= self.far_side[0]:
             near = near_side(self.prior, fit.rotation)
-            fit = fit_to_2d(self.prior, points, regulariser=self.far_side[1], visible=near)
+            refit = fit_to_2d(self.prior, points, regulariser=self.far_side[1], visible=near)
             far = np.setdiff1d(np.arange(len(points)), near)
-            out[far, :2] = fit.points[far, :2]
-            out[:, 2] = fit.points[:, 2]
-        elif self.turned is not None and yaw >= self.turned[0]:
+            out[far, :2] = refit.points[far, :2]
+            out[:, 2] = refit.points[:, 2]
+            return out, None
+        if self.turned is not None and yaw >= self.turned[0]:
             out[:, 2] = fit_to_2d(self.prior, points, regulariser=self.turned[1]).points[:, 2]
-        return out
+        return out, fit
 
     def depth_turned(self, fit: Fit, rotation: np.ndarray) -> np.ndarray:
         """(68,) z of a fit's shape seen at ``rotation`` (prior frame -> image frame)

@@ -91,15 +91,21 @@ class HeadPose:
 
 
 def pose_fit(
-    prior: ShapePrior, points_3d: np.ndarray, points_2d: np.ndarray
+    prior: ShapePrior,
+    points_3d: np.ndarray,
+    points_2d: np.ndarray,
+    from_3d: Fit | None = None,
 ) -> tuple[Fit, np.ndarray]:
     """(the prior's fit to the 3D-convention x, y, the fit rotation a face's head pose is
     read from). The rotation (prior frame -> image frame) is the mean of that fit's and
     of the fit to the 2D model's inner points, made a rotation again: the two networks
     err differently. On the AFLW2000-3D validation faces (training/pose_frame.py), 5.5 deg
     MAE from the 3D points alone, 4.5 from the 2D points' inner ones, 4.0 from both
-    (version 11's 3D file). The first fit also gives z at that rotation (util.depth)."""
-    from_3d = fit_to_2d(prior, np.asarray(points_3d)[:, :2], regulariser=POSE_REGULARISER)
+    (version 11's 3D file). The first fit also gives z at that rotation (util.depth).
+    ``from_3d``: that first fit, when the caller has made it already (the same x, y at
+    POSE_REGULARISER)."""
+    if from_3d is None:
+        from_3d = fit_to_2d(prior, np.asarray(points_3d)[:, :2], regulariser=POSE_REGULARISER)
     from_2d = fit_to_2d(prior, np.asarray(points_2d)[:, :2], regulariser=POSE_REGULARISER,
                         visible=INNER_POINTS)  # fmt: skip
     return from_3d, nearest_rotation(from_3d.rotation + from_2d.rotation)

@@ -17,7 +17,7 @@ import numpy as np
 
 from .depth import ORIGINAL_DEPTH_SPEC, DepthModel, ShapeFitDepth
 from .face import Face, StageTimes
-from .head_pose import HeadPose, pose_fit
+from .head_pose import POSE_REGULARISER, HeadPose, pose_fit
 from .landmark_stage import ORIGINAL_FAN3D_SPEC, FaceCrop, LandmarkModel
 from .paths import MODELS_DIR, SHAPE_PRIOR_PATH
 from .runtime import load_model, model_for_precision
@@ -120,15 +120,18 @@ class Stage3D:
         self.times.add("landmarks_3d", time.perf_counter() - start)
         start = time.perf_counter()
         for face, crop, xy in zip(faces, crops, points, strict=True):
+            made = None  # the pose's fit to these x, y, when the depth fit made it
             if isinstance(self.depth_model, ShapeFitDepth):
                 # (the far half of a profile's x, y comes from the fit too)
-                face.landmarks_3d = self.depth_model.points_3d(xy)
+                face.landmarks_3d, made = self.depth_model.fit_points(xy)
+                if self.depth_model.regulariser != POSE_REGULARISER:
+                    made = None
             else:
                 points_crop = xy @ crop.matrix[:, :2].T + crop.matrix[:, 2]
                 z = self.depth_model.depth(crop.image, points_crop, crop.side)
                 face.landmarks_3d = np.column_stack([xy, z])
             if self.pose_frame is not None:
-                fit, rotation = pose_fit(self.prior, face.landmarks_3d, face.landmarks)
+                fit, rotation = pose_fit(self.prior, face.landmarks_3d, face.landmarks, made)
                 face.pose = HeadPose.from_fit(rotation, self.pose_frame)
                 if isinstance(self.depth_model, ShapeFitDepth):
                     # z follows the pose (AFLW2000-3D validation faces: z 3.79 -> 3.34 %),
