@@ -182,18 +182,28 @@ def usual_mode(path: str | os.PathLike) -> None:
     os.chmod(path, 0o666 & ~_UMASK)
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it into place, so
-    a reader never sees half a file and a failure leaves the old file (or none)."""
-    path = Path(path)
+def _written_temp(path: Path, data: bytes) -> Path:
+    """``data`` in a new temporary file beside ``path`` (hidden, removed again when
+    writing it fails), not yet in place."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         usual_mode(tmp)
-        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+    return Path(tmp)
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, then rename it into place, so
+    a reader never sees half a file and a failure leaves the old file (or none)."""
+    tmp = _written_temp(Path(path), data)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -232,13 +242,10 @@ class StagedFiles:
     def stage(self, path: str | os.PathLike, data: bytes) -> tuple[Path, Path]:
         """(temporary file, target) with ``data`` written, not yet in place."""
         path = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        tmp = _written_temp(path, data)
         with self._lock:
-            self._pending.add(Path(tmp))
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        usual_mode(tmp)
-        return Path(tmp), path
+            self._pending.add(tmp)
+        return tmp, path
 
     def commit(self, staged: list[tuple[Path, Path]]) -> None:
         for tmp, path in staged:
