@@ -500,12 +500,9 @@ def _crops_problem(args: argparse.Namespace) -> str | None:
     """Why --crops cannot take the crops, found before any work."""
     if args.crops is None or args.benchmark:
         return None
-    folder = Path(args.crops)
-    for path in [folder, *folder.parents]:
-        if os.path.exists(path):
-            if not os.path.isdir(path):
-                return f"{args.crops}: cannot write crops there ({path} is a file)"
-            break
+    blocker = _file_in_the_way(Path(args.crops))
+    if blocker is not None:
+        return f"{args.crops}: cannot write crops there ({blocker} is a file)"
     return None
 
 
@@ -598,10 +595,7 @@ def run_images(aligner: FaceAligner, args: argparse.Namespace, sink: _JsonLines,
             for path, shape, faces, error, pairs in written:
                 if shape is not None and not faces:  # read, and no face in it
                     log.warn(f"{path}: no face found")
-                if upsampled and upsampled[0] is not None:
-                    log.warn(f"{upsampled[0]}: a face smaller than its --crop-size crop is "
-                             "up-sampled (said once per run)")  # fmt: skip
-                    upsampled[0] = None
+                _say_upsampled_once(upsampled, log)
                 with interrupt_deferred():  # an output and its record, both or neither
                     if pairs:
                         try:
@@ -662,11 +656,9 @@ def _savepath_problem(args: argparse.Namespace, paths: list[Path] | None) -> str
         return None
     save, as_folder = _save_target(args, paths)
     name = args.savepath
-    for parent in save.parents:
-        if os.path.exists(parent):
-            if not os.path.isdir(parent):
-                return f"{name}: cannot write there ({parent} is a file)"
-            break
+    blocker = _file_in_the_way(save.parent)
+    if blocker is not None:
+        return f"{name}: cannot write there ({blocker} is a file)"
     if not as_folder:
         if save.suffix.lower() not in IMAGE_WRITE_SUFFIXES:
             known = ", ".join(sorted(IMAGE_WRITE_SUFFIXES))
@@ -798,21 +790,31 @@ def encode_image(path: Path, image_rgb: np.ndarray) -> bytes:
     return data.tobytes()
 
 
-def write_image_atomic(path: Path, image_rgb: np.ndarray) -> None:
-    """Encode, write to a temporary file in the same folder, then rename."""
-    data = encode_image(path, image_rgb)
-    _check_folder(path.parent)
-    write_bytes_atomic(path, data)
+def _file_in_the_way(folder: Path) -> Path | None:
+    """The nearest of ``folder`` and its parents that exists, when it is a file (so no
+    folder can be made there), else None. os.path, not pathlib: a name too long for the
+    file system is then just not there."""
+    for parent in [folder, *folder.parents]:
+        if os.path.exists(parent):
+            return None if os.path.isdir(parent) else parent
+    return None
 
 
 def _check_folder(folder: Path) -> None:
     """Make ``folder`` (and its parents) or say in one line why it cannot be."""
-    for parent in [folder, *folder.parents]:
-        if parent.exists():
-            if not parent.is_dir():
-                raise InputError(f"{folder}: cannot write there ({parent} is a file)")
-            break
+    blocker = _file_in_the_way(folder)
+    if blocker is not None:
+        raise InputError(f"{folder}: cannot write there ({blocker} is a file)")
     folder.mkdir(parents=True, exist_ok=True)
+
+
+def _say_upsampled_once(upsampled: list, log: _Log) -> None:
+    """The run's one warning that faces smaller than their crop are up-sampled
+    (``upsampled``: the first such crop, set by write_face_crops; None once said)."""
+    if upsampled and upsampled[0] is not None:
+        log.warn(f"{upsampled[0]}: a face smaller than its --crop-size crop is "
+                 "up-sampled (said once per run)")  # fmt: skip
+        upsampled[0] = None
 
 
 _record = record_json  # the name the engines and tests use
@@ -867,10 +869,7 @@ def run_video(aligner: FaceAligner, args: argparse.Namespace, sink: _JsonLines, 
                     stem = Path(args.crops) / f"{frames - 1:06d}"
                     write_face_crops(stem, frame, faces, crop_settings(args), None, upsampled)
                     sink.write(_record(args.video, faces, None, frame.shape, frame=frames - 1))
-                if upsampled and upsampled[0] is not None:
-                    log.warn(f"{upsampled[0]}: a face smaller than its --crop-size crop is "
-                             "up-sampled (said once per run)")  # fmt: skip
-                    upsampled[0] = None
+                _say_upsampled_once(upsampled, log)
             else:
                 sink.write(_record(args.video, faces, None, frame.shape, frame=frames - 1))
             if writer is None and not show:
