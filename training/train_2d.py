@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -197,6 +197,21 @@ def validation_crops(
     return torch.from_numpy(spec.to_batch(images)), inverses
 
 
+def last_stack_maps(net: FAN, x: torch.Tensor, batch: int = 16) -> Iterator[tuple[int, np.ndarray]]:
+    """(index, the last stack's maps) of each crop of ``x``, run in batches with the
+    network in eval mode (its mode is restored afterwards)."""
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            for start in range(0, len(x), batch):
+                crops = x[start : start + batch].contiguous(memory_format=torch.channels_last)
+                for k, maps in enumerate(net(crops)[-1].numpy()):
+                    yield start + k, maps
+    finally:
+        net.train(was_training)
+
+
 def evaluate(
     net: FAN,
     x: torch.Tensor,
@@ -208,8 +223,6 @@ def evaluate(
     """Validation NME (inter-ocular) with each decoding the tool offers: the refined
     heatmap peak ("dark") and the positive centroid the integral loss trains; with
     ``points_3d``, also the 3D maps' centroid NME against those (lifted) labels."""
-    was_training = net.training
-    net.eval()
     errors: dict[str, list[float]] = {method: [] for method in DECODINGS}
     errors_3d = []
     # Each decoding on the whole map (no centroid radius), as every run has logged it.
@@ -217,20 +230,15 @@ def evaluate(
         method: dataclasses.replace(codec, method=method, centroid_radius=None)
         for method in DECODINGS
     }
-    with torch.no_grad():
-        for start in range(0, len(faces), 16):
-            heat = net(x[start : start + 16].contiguous(memory_format=torch.channels_last))[-1]
-            for k, maps in enumerate(heat.numpy()):
-                i = start + k
-                iod = inter_ocular(faces[i].points)
-                for method, decoder in decoders.items():
-                    pts = transform_points(decoder.decode(maps[:NUM_LANDMARKS])[0], inverses[i])
-                    errors[method].append(nme(pts, faces[i].points, iod))
-                if points_3d is not None:
-                    in_crop, _ = decoders["centroid"].decode(maps[NUM_LANDMARKS:])
-                    errors_3d.append(nme(transform_points(in_crop, inverses[i]),
-                                         points_3d[i, :, :2], iod))  # fmt: skip
-    net.train(was_training)
+    for i, maps in last_stack_maps(net, x):
+        iod = inter_ocular(faces[i].points)
+        for method, decoder in decoders.items():
+            pts = transform_points(decoder.decode(maps[:NUM_LANDMARKS])[0], inverses[i])
+            errors[method].append(nme(pts, faces[i].points, iod))
+        if points_3d is not None:
+            in_crop, _ = decoders["centroid"].decode(maps[NUM_LANDMARKS:])
+            errors_3d.append(nme(transform_points(in_crop, inverses[i]),
+                                 points_3d[i, :, :2], iod))  # fmt: skip
     result = {}
     for method, values in errors.items():
         values = np.array(values)
@@ -664,20 +672,12 @@ def evaluate_real_3d(
 ) -> dict:
     """The 3D maps' x, y NME over sqrt(w * h) of the labels' box (the AFLW2000-3D
     benchmark's), by |yaw| bin and balanced, on crops placed as validation_crops does."""
-    was_training = net.training
-    net.eval()
     decoder = dataclasses.replace(codec, method="centroid", centroid_radius=None)
     errors = []
-    with torch.no_grad():
-        for start in range(0, len(x), 16):
-            heat = net(x[start : start + 16].contiguous(memory_format=torch.channels_last))[-1]
-            for k, maps in enumerate(heat.numpy()):
-                i = start + k
-                pts = transform_points(decoder.decode(maps[NUM_LANDMARKS:])[0], inverses[i])
-                gt = points_3d[i]
-                errors.append(np.linalg.norm(pts - gt[:, :2], axis=1).mean()
-                              / float(gt_box_size(gt)))  # fmt: skip
-    net.train(was_training)
+    for i, maps in last_stack_maps(net, x):
+        pts = transform_points(decoder.decode(maps[NUM_LANDMARKS:])[0], inverses[i])
+        gt = points_3d[i]
+        errors.append(np.linalg.norm(pts - gt[:, :2], axis=1).mean() / float(gt_box_size(gt)))
     per_bin, mean = balanced(np.array(errors), bins)
     return {"aflw_3d_nme_bins": [round(v, 5) for v in per_bin], "aflw_3d_nme": round(mean, 5)}
 
