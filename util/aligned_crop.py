@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
+from .crop import invert_matrix, transform_points, warp_crop
 from .io import InputError, StagedFiles, write_bytes_atomic
 
 if TYPE_CHECKING:
@@ -115,9 +116,8 @@ def _padded_for_ffhq(
     """(image, matrix) with the image padded as NVlabs pads it where the crop leaves it:
     reflected, then blurred and flattened toward the median with the distance from the
     border; the matrix moved with the padding."""
-    inverse = cv2.invertAffineTransform(matrix)
     corners = np.array([[0, 0], [size, 0], [0, size], [size, size]], np.float64) - 0.5
-    source = corners @ inverse[:, :2].T + inverse[:, 2]
+    source = transform_points(corners, invert_matrix(matrix))
     height, width = image.shape[:2]
     qsize = size / crop_scale(matrix)
     border = max(int(round(qsize * 0.1)), 3)
@@ -157,8 +157,7 @@ def warp(image: np.ndarray, matrix: np.ndarray, size: int, reflect: bool = False
     factor = max(1, min(int(np.ceil(1.0 / max(crop_scale(matrix), 1e-9))),
                         MAX_SUPERSAMPLED // size))  # fmt: skip
     big = square_matrix(matrix, size, size * factor) if factor > 1 else matrix
-    out = cv2.warpAffine(image, big, (size * factor, size * factor), flags=cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)  # fmt: skip
+    out = warp_crop(image, big, size * factor)
     if factor > 1:
         out = cv2.resize(out, (size, size), interpolation=cv2.INTER_AREA)
     return out
@@ -184,7 +183,7 @@ def paste_back(image: np.ndarray, crop: np.ndarray, matrix: np.ndarray,
     from, blended in over a border of ``feather`` times the crop's side."""
     height, width = image.shape[:2]
     size = crop.shape[0]
-    inverse = cv2.invertAffineTransform(np.asarray(matrix, np.float64))
+    inverse = invert_matrix(matrix)
     back = cv2.warpAffine(crop, inverse, (width, height), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_REFLECT)  # fmt: skip
     margin = max(1, int(round(feather * size)))
