@@ -40,7 +40,7 @@ from training.labels_3d import lift_to_3d
 from training.paths import MODELS_DIR, SHAPE_PRIOR_PATH
 from training.synthesis import face_depths, look_side, turn_face, turn_to
 from util.depth import ShapeFitDepth
-from util.landmarks import box_size
+from util.landmarks import box_size, nme
 from util.shape_prior import ShapePrior, fit_to_2d, fit_yaw
 
 BINS = ((0.0, 30.0), (30.0, 60.0), (60.0, 90.0))
@@ -78,7 +78,7 @@ def errors(face, truth: np.ndarray) -> tuple[float, float]:
     points)."""
     size = box_size(truth[:, :2])
     pred = face if isinstance(face, np.ndarray) else face.landmarks_3d
-    xy = float(np.linalg.norm(pred[:, :2] - truth[:, :2], axis=1).mean() / size)
+    xy = nme(pred, truth, size)
     z, zt = pred[:, 2] - pred[:, 2].mean(), truth[:, 2] - truth[:, 2].mean()
     return xy, float(np.abs(z - zt).mean() / size)
 

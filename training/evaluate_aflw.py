@@ -37,6 +37,7 @@ from training.aflw import (
     split,
 )
 from training.paths import REPO
+from util.landmarks import nme
 
 
 def run_cli(labels: AflwLabels, out: Path, cli_args: list[str], threads: int) -> None:
@@ -92,12 +93,12 @@ def score(labels: AflwLabels, records: dict[str, dict]) -> dict:
         box = float(gt_box_size(gt))
         if face.get("landmarks_3d") is not None:
             p3 = np.asarray(face["landmarks_3d"], np.float64)
-            nme_3d[i] = np.linalg.norm(p3[:, :2] - gt[:, :2], axis=1).mean() / box
+            nme_3d[i] = nme(p3, gt, box)
             error = (p3[:, 2] - p3[:, 2].mean()) - (gt[:, 2] - gt[:, 2].mean())
             z_err[i] = np.abs(error).mean() / box
             z_flat[i] = np.abs(detilted(error, gt[:, :2])).mean() / box
         p2 = np.asarray(face["landmarks"], np.float64)
-        nme_2d[i] = np.linalg.norm(p2 - gt[:, :2], axis=1).mean() / box
+        nme_2d[i] = nme(p2, gt, box)
         if face.get("pose") is not None:
             pose[i] = [face["pose"]["pitch"], face["pose"]["yaw"], face["pose"]["roll"]]
     found = ~np.isnan(nme_2d)

@@ -677,7 +677,7 @@ def evaluate_real_3d(
     for i, maps in last_stack_maps(net, x):
         pts = transform_points(decoder.decode(maps[NUM_LANDMARKS:])[0], inverses[i])
         gt = points_3d[i]
-        errors.append(np.linalg.norm(pts - gt[:, :2], axis=1).mean() / float(gt_box_size(gt)))
+        errors.append(nme(pts, gt, float(gt_box_size(gt))))
     per_bin, mean = balanced(np.array(errors), bins)
     return {"aflw_3d_nme_bins": [round(v, 5) for v in per_bin], "aflw_3d_nme": round(mean, 5)}
 
