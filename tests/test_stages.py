@@ -271,6 +271,62 @@ def test_landmark_offsets_from_the_spec_are_applied() -> None:
     np.testing.assert_allclose(shifted - plain, np.tile([[1.0, -2.0]], (68, 1)), atol=0.05)
 
 
+def _mirrored_points(points: np.ndarray, size: int) -> np.ndarray:
+    """Points of the mirror image of a face (iBUG order kept)."""
+    out = points[MIRROR_PERMUTATION].copy()
+    out[:, 0] = size - 1 - out[:, 0]
+    return out
+
+
+@pytest.mark.parametrize("yaw", [35.0, -60.0])
+def test_yaw_offsets_are_mirrored_for_the_other_side(yaw: float) -> None:
+    # A face at -yaw is the mirror image of one at +yaw: its corrected points must be
+    # the mirror of the other's. Constant offsets mirror-symmetric, the yaw term not.
+    rng = np.random.default_rng(7)
+    base = rng.normal(0, 0.3, (68, 2))
+    base = 0.5 * (base + base[MIRROR_PERMUTATION] * [-1.0, 1.0])
+    per_yaw = rng.normal(0, 1.0, (68, 2))
+    extra = {"landmark_offsets": base.tolist(), "landmark_offsets_per_yaw": per_yaw.tolist()}
+    codec = _fake_landmark_model(extra).codec
+    points = frontal_face((30.0, 33.0), 0.2)[:, :2] + rng.normal(0, 0.5, (68, 2))
+    maps = gaussian_maps(points, 64, 1.5)[None]
+    mirrored_maps = maps[:, MIRROR_PERMUTATION, :, ::-1]
+    here, _ = codec.decode(maps, yaw)
+    there, _ = codec.decode(mirrored_maps, -yaw)
+    np.testing.assert_allclose(_mirrored_points(there, 256), here, atol=0.02)
+    # The yaw term grows with |yaw| and is absent at 0 and without a yaw.
+    plain, _ = codec.decode(maps)
+    np.testing.assert_allclose(codec.decode(maps, 0.0)[0], plain)
+    assert np.abs(here - plain).max() > 1.0
+    np.testing.assert_allclose(codec.offsets_at(yaw) - base, (abs(yaw) / 90) * (
+        per_yaw if yaw > 0 else per_yaw[MIRROR_PERMUTATION] * [-1.0, 1.0]))  # fmt: skip
+
+
+def test_calibrate_3d_recovers_offsets_that_depend_on_yaw() -> None:
+    from training.aflw import AflwLabels
+    from training.calibrate_3d import Reading, fit_offsets
+    from util.landmark_stage import FaceCrop
+
+    rng = np.random.default_rng(3)
+    base, per_yaw = rng.normal(0, 0.3, (68, 2)), rng.normal(0, 1.0, (68, 2))
+    extra = {"landmark_offsets": base.tolist(), "landmark_offsets_per_yaw": per_yaw.tolist()}
+    model = _fake_landmark_model(extra)
+    readings, truths = [], []
+    for i in range(12):
+        roll = rng.uniform(-40, 40)
+        matrix = crop_matrix(np.array([200.0, 180.0]), 150.0, 256, roll)
+        peaks = frontal_face((32.0, 31.0), 0.25)[:, :2] + rng.normal(0, 0.4, (68, 2))
+        yaw = float(rng.uniform(-90, 90))
+        truth = transform_points(model.codec.correct(peaks, yaw), invert_matrix(matrix))
+        crop = FaceCrop(np.zeros((256, 256, 3), np.uint8), matrix, 150.0, roll)
+        readings.append(Reading(i, peaks, crop, yaw))
+        truths.append(np.column_stack([truth, np.zeros(68)]))
+    labels = AflwLabels(np.arange(12).astype(str), np.stack(truths), np.zeros((12, 3)))
+    found_base, found_per_yaw = fit_offsets(readings, model, labels)
+    np.testing.assert_allclose(found_base, base, atol=1e-6)
+    np.testing.assert_allclose(found_per_yaw, per_yaw, atol=1e-6)
+
+
 # -- iBUG 68: .pts, mirror, metrics -------------------------------------------------------
 
 
@@ -447,6 +503,7 @@ def test_spec_without_a_required_key_is_refused_at_load(
         ("fan2d", "crop_scale", "1.5"),
         ("fan2d", "outputs", "heatmaps"),
         ("fan2d", "landmark_offsets", [[0.0, 0.0]]),
+        ("fan3d", "landmark_offsets_per_yaw", [[0.0, 0.0, 0.0]] * 68),
         ("fan2d", "presence_referee", {"low": 0.1}),
         ("fan3d", "pose_frame", [[1, 0, 0], [0, 1, 0], [0, 0, 2]]),
         ("fan3d", "shape_fit_turned", {"from_yaw": 30}),

@@ -88,6 +88,18 @@ def gt_box_size(pt3d: np.ndarray) -> np.ndarray:
     return np.sqrt(span[..., 0] * span[..., 1])
 
 
+def nearest_face(centres: list[np.ndarray], pt3d: np.ndarray) -> int | None:
+    """Index of the found face over the labelled one: the one whose points' centre
+    (``centres``) lies nearest the labels' centre, within half the labels' box; None
+    when none does."""
+    centre, best, best_distance = pt3d[:, :2].mean(0), None, 0.5 * float(gt_box_size(pt3d))
+    for k, found in enumerate(centres):
+        distance = float(np.linalg.norm(np.asarray(found)[:2] - centre))
+        if distance < best_distance:
+            best, best_distance = k, distance
+    return best
+
+
 def balanced(values: np.ndarray, bins: np.ndarray) -> tuple[list[float], float]:
     """Per-bin means (NaN for empty bins) and their mean."""
     means = [

@@ -33,6 +33,7 @@ from training.aflw import (
     AflwLabels,
     balanced,
     gt_box_size,
+    nearest_face,
     pose_mae,
     split,
 )
@@ -59,18 +60,16 @@ def read_records(path: Path) -> dict[str, dict]:
 
 
 def match_face(record: dict | None, gt: np.ndarray) -> dict | None:
-    """The record's face over the labelled one: the face whose 3D points' centre lies
-    nearest the labels' centre, within half the labels' box; None when none does."""
+    """The record's face over the labelled one (``nearest_face``, by the centre of its 3D
+    points, or of its 2D points without them); None when none is."""
     if record is None or not record.get("faces"):
         return None
-    centre, size = gt[:, :2].mean(0), float(gt_box_size(gt))
-    best, best_distance = None, 0.5 * size
-    for face in record["faces"]:
-        points = np.asarray(face.get("landmarks_3d") or face["landmarks"], np.float64)
-        distance = float(np.linalg.norm(points[:, :2].mean(0) - centre))
-        if distance < best_distance:
-            best, best_distance = face, distance
-    return best
+    centres = [
+        np.asarray(face.get("landmarks_3d") or face["landmarks"], np.float64)[:, :2].mean(0)
+        for face in record["faces"]
+    ]
+    k = nearest_face(centres, gt)
+    return None if k is None else record["faces"][k]
 
 
 def detilted(error: np.ndarray, xy: np.ndarray) -> np.ndarray:

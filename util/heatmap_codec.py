@@ -15,6 +15,7 @@ from functools import lru_cache
 import numpy as np
 
 from .face_frame import apply_offsets
+from .landmarks import MIRROR_PERMUTATION
 from .model_facts import CodecFacts, read_facts
 from .runtime import ModelSpec
 
@@ -182,6 +183,9 @@ class HeatmapCodec:
     # Per-landmark corrections (heatmap px, face frame) measured on the training set by
     # training/calibrate.py; None for models without them.
     landmark_offsets: np.ndarray | None = None
+    # Their change per 90 deg of the face's yaw (training/calibrate_3d.py): a 3D model's
+    # bias on real faces grows as they turn (the hidden jaw most). None: no yaw term.
+    offsets_per_yaw: np.ndarray | None = None
 
     @classmethod
     def from_spec(cls, spec: ModelSpec) -> HeatmapCodec:
@@ -202,6 +206,7 @@ class HeatmapCodec:
             method=facts.decode,
             centroid_radius=facts.centroid_radius,
             landmark_offsets=facts.landmark_offsets,
+            offsets_per_yaw=facts.landmark_offsets_per_yaw,
         )
 
     def to_heatmap(self, points_crop: np.ndarray) -> np.ndarray:
@@ -241,10 +246,32 @@ class HeatmapCodec:
         scores = np.mean([view_scores for _, view_scores in decoded], axis=0)
         return points, scores.astype(np.float32)
 
-    def decode(self, heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def offsets_at(self, yaw: float | None) -> np.ndarray | None:
+        """(68, 2) face-frame offsets (heatmap px) for a face at ``yaw`` degrees (the
+        shape fit's sign; None or no yaw term: the constant offsets). The yaw term is
+        measured on faces turned to positive yaw; a face turned the other way is their
+        mirror image, so it gets the term mirrored (points swapped left for right, x
+        negated)."""
+        if self.offsets_per_yaw is None or yaw is None:
+            return self.landmark_offsets
+        term = self.offsets_per_yaw * (abs(yaw) / 90.0)
+        if yaw < 0:
+            term = term[MIRROR_PERMUTATION] * np.array([-1.0, 1.0])
+        base = 0.0 if self.landmark_offsets is None else self.landmark_offsets
+        return base + term
+
+    def decode(
+        self, heatmaps: np.ndarray, yaw: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Maps or views as ``peaks`` takes them -> ((68, 2) crop points, (68,) scores):
-        the peaks, corrected by the model's calibration, in crop pixels."""
+        the peaks, corrected (``correct``), in crop pixels."""
         points, scores = self.peaks(heatmaps)
-        if self.landmark_offsets is not None:
-            points = apply_offsets(points, self.landmark_offsets)
-        return self.to_crop(points), scores
+        return self.correct(points, yaw), scores
+
+    def correct(self, peaks: np.ndarray, yaw: float | None = None) -> np.ndarray:
+        """(68, 2) heatmap peaks -> crop points, corrected by the model's calibration (at
+        ``yaw``: ``offsets_at``)."""
+        offsets = self.offsets_at(yaw)
+        if offsets is not None:
+            peaks = apply_offsets(peaks, offsets)
+        return self.to_crop(peaks)

@@ -227,9 +227,12 @@ class LandmarkModel:
         (``HeatmapCodec.peaks``: each view decoded, the points averaged)."""
         return self.codec.peaks(views)
 
-    def landmarks(self, views: np.ndarray, crop: FaceCrop) -> tuple[np.ndarray, np.ndarray]:
-        """Heatmap views -> ((68, 2) original-image points, (68,) peak scores)."""
-        in_crop, scores = self.codec.decode(views)
+    def landmarks(
+        self, views: np.ndarray, crop: FaceCrop, yaw: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Heatmap views -> ((68, 2) original-image points, (68,) peak scores);
+        ``yaw``: the face's, for a model whose calibration depends on it."""
+        in_crop, scores = self.codec.decode(views, yaw)
         return transform_points(in_crop, crop.inverse), scores
 
 

@@ -147,6 +147,9 @@ class CodecFacts:
     centroid_radius: float | None = _fact(_optional(_number), None)
     # Per-landmark corrections (heatmap px) measured by training/calibrate.py.
     landmark_offsets: np.ndarray | None = _fact(_optional(_offsets), None)
+    # How they change per 90 deg of yaw, for a face turned to the shape fit's positive
+    # yaw (mirrored for the other side): training/calibrate_3d.py, fan3d files only.
+    landmark_offsets_per_yaw: np.ndarray | None = _fact(_optional(_offsets), None)
     landmark_offsets_from: str | None = _fact(_optional(_text), None)  # what measured them
 
 

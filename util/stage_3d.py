@@ -15,15 +15,24 @@ from pathlib import Path
 
 import numpy as np
 
+from .crop import transform_points
 from .depth import ORIGINAL_DEPTH_SPEC, DepthModel, ShapeFitDepth
 from .face import Face, StageTimes
 from .head_pose import POSE_REGULARISER, HeadPose, pose_fit
 from .landmark_stage import ORIGINAL_FAN3D_SPEC, FaceCrop, LandmarkModel
 from .paths import MODELS_DIR, SHAPE_PRIOR_PATH
 from .runtime import load_model, model_for_precision
-from .shape_prior import ShapePrior
+from .shape_prior import ShapePrior, fit_to_2d, fit_yaw
 
 DEFAULT_MODEL_3D = MODELS_DIR / "fan3d_compact.onnx"
+
+
+def calibration_yaw(prior: ShapePrior, points: np.ndarray, model: LandmarkModel) -> float:
+    """The yaw (degrees, the shape fit's sign) at which a 3D model's yaw-dependent
+    offsets are read: the fit, at the model's regulariser, to its uncorrected points.
+    training/calibrate_3d.py measures the offsets at this same yaw."""
+    fit = fit_to_2d(prior, points, regulariser=model.facts.shape_fit_regulariser)
+    return float(fit_yaw(fit.rotation))
 
 
 class Stage3D:
@@ -115,8 +124,13 @@ class Stage3D:
                 for face, box in zip(faces, boxes, strict=True)
             ]
             results = model.run_crops(crops, flip=flip)
-            points = [model.landmarks(views, crop)[0] for crop, (views, _) in zip(
-                crops, results, strict=True)]  # fmt: skip
+            points = []
+            for crop, (views, _) in zip(crops, results, strict=True):
+                yaw = None
+                if model.codec.offsets_per_yaw is not None:
+                    raw = transform_points(model.codec.to_crop(model.peaks(views)[0]), crop.inverse)
+                    yaw = calibration_yaw(self.prior, raw, model)
+                points.append(model.landmarks(views, crop, yaw)[0])
         self.times.add("landmarks_3d", time.perf_counter() - start)
         start = time.perf_counter()
         for face, crop, xy in zip(faces, crops, points, strict=True):
