@@ -290,7 +290,7 @@ def make_aligner(
     model_2d,
     model_depth=None,
     threads: int = 0,
-    flip: bool = False,
+    flip: bool | None = False,
     running_mode: str = "image",
 ):
     """``model_2d`` None: the running mode's default model, as the tool loads it."""

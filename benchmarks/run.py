@@ -124,6 +124,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "util.cli.folder_threads; 1 = read ahead, the model on all threads)",
     )
     parser.add_argument(
+        "--folder-flip",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="folder: the CLI's --flip (default auto, the CLI's for images)",
+    )
+    parser.add_argument(
         "--folder-worker",
         type=Path,
         default=None,

@@ -386,14 +386,17 @@ def run_folder_benchmark(
     count: int,
     prefetch: int | None = None,
     workers: int | None = None,
+    flip: str = "auto",
 ) -> dict:
-    """Throughput and memory on the folder, measured in a fresh process (worker below)."""
+    """Throughput and memory on the folder, measured in a fresh process (worker below),
+    with the CLI's ``--flip`` ``flip``."""
     cmd = ["--folder-worker", str(folder), "--threads", str(FOLDER_THREADS)]
     cmd += ["--model-2d", str(setup.shipped[1])]
     if prefetch is not None:
         cmd += ["--prefetch", str(prefetch)]
     if workers is not None:
         cmd += ["--folder-workers", str(workers)]
+    cmd += ["--folder-flip", flip]
     result, _ = run_worker(setup, cmd, "folder")
     if result is None:
         return {}
@@ -409,6 +412,7 @@ def folder_worker(folder: Path, args: argparse.Namespace) -> int:
     from util.aligner import PREFETCH_IMAGES, FaceAligner
     from util.cli import folder_threads
     from util.io import expand_inputs
+    from util.run_options import flip_setting
     from util.runtime import limit_heap_growth
 
     limit_heap_growth()  # as the command line's process
@@ -424,6 +428,7 @@ def folder_worker(folder: Path, args: argparse.Namespace) -> int:
         detector_model=args.detector,
         runtime="onnxruntime",
         threads=session_threads,
+        flip=flip_setting(args.folder_flip),
     )
     rss_loaded = rss_bytes()
     total = len(paths)
@@ -457,6 +462,7 @@ def folder_worker(folder: Path, args: argparse.Namespace) -> int:
                 "session_threads": session_threads,
                 "workers": workers,
                 "prefetch": prefetch,
+                "flip": aligner.flip_mode,
                 **rss_growth(samples),
                 "rss_start": rss_start,
                 "rss_models_loaded": rss_loaded,
@@ -597,7 +603,8 @@ def run_speed(setup: Setup, args: argparse.Namespace) -> dict:
             folder = Path(tmp) / "images"
             write_folder(samples, args.folder_images, folder)
             out["folder"] = run_folder_benchmark(
-                setup, folder, args.folder_images, args.prefetch, args.folder_workers
+                setup, folder, args.folder_images, args.prefetch, args.folder_workers,
+                args.folder_flip,
             )
         else:
             notes.add(f"folder benchmark skipped: no annotated images in {args.data}")

@@ -210,3 +210,34 @@ def test_cpu_profile_puts_functions_in_their_stage():
     assert stage_of("{resize}") == "detector letterbox"
     assert stage_of("/x/util/decode.py:102(positive_centroid)") == "heatmap decoding"
     assert stage_of("/x/util/aligner.py:306(_align_detections)").startswith("other")
+
+
+def test_flip_tradeoff_scores_the_records_its_runs_wrote(tmp_path: Path):
+    import json
+
+    import numpy as np
+
+    from benchmarks.flip_tradeoff import errors, markdown
+    from training.evaluate import Sample
+    from util.landmarks import inter_ocular, nme
+
+    rng = np.random.default_rng(0)
+    truth = [rng.uniform(100, 300, (68, 2)) for _ in range(3)]
+    samples = [Sample(tmp_path / f"{k}.jpg", points) for k, points in enumerate(truth)]
+    guess = truth[0] + 2.0
+    records = tmp_path / "records.jsonl"
+    lines = [
+        {"image": str(samples[0].image), "faces": [
+            {"bbox": [0, 0, 20, 20], "landmarks": (guess + 500).tolist()},  # another face
+            {"bbox": [*truth[0].min(0), *truth[0].max(0)], "landmarks": guess.tolist()}]},
+        {"image": str(samples[1].image), "faces": []},  # missed
+    ]  # the third image has no record: missed too
+    records.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    found, missed = errors(records, samples)
+    assert missed == 2
+    np.testing.assert_allclose(found, [nme(guess, truth[0], inter_ocular(truth[0]))])
+    report = {"modes": {mode: {"nme_mean": 0.0336, "images_per_s": fps, "seconds": 100 / fps}
+                        for mode, fps in (("off", 40.0), ("auto", 35.0), ("on", 28.0))}}
+    table = markdown(report)
+    assert "| auto (default for images) |" in table and "| 1.14x |" in table
+    assert "| off (default for video) |" in table and "| 1.00x |" in table

@@ -505,6 +505,7 @@ def test_spec_without_a_required_key_is_refused_at_load(
         ("fan2d", "landmark_offsets", [[0.0, 0.0]]),
         ("fan3d", "landmark_offsets_per_yaw", [[0.0, 0.0, 0.0]] * 68),
         ("fan2d", "presence_referee", {"low": 0.1}),
+        ("fan2d", "mirror_model", 3),
         ("fan3d", "pose_frame", [[1, 0, 0], [0, 1, 0], [0, 0, 2]]),
         ("fan3d", "shape_fit_turned", {"from_yaw": 30}),
         ("depth", "z_sign", None),

@@ -12,6 +12,8 @@ Sources (each written by the command it names):
 - benchmarks/results/aflw2000/val.md: 3D and head pose on our AFLW2000-3D validation
   faces (python -m training.evaluate_aflw --summary benchmarks/results/aflw2000/val.json),
   and peers.md beside it: the figures measured on the sealed half, which we cannot run;
+- benchmarks/results/flip/report.json: each --flip setting's NME and time through the
+  command line (python -m benchmarks.flip_tradeoff);
 - benchmarks/results/targets/report.json: speed (python -m benchmarks.run --targets).
 """
 
@@ -54,6 +56,10 @@ def _row(
     )
 
 
+# The accuracy report's system that is the CLI's default for images (benchmarks/accuracy.py).
+DEFAULT_SYSTEM = "ours int8, flip auto"
+
+
 def accuracy_table() -> str:
     ours, peers = _load(RESULTS / "accuracy" / "report.json"), _load(RESULTS / "report.json")
     # The peers were run when val held the 171 HELEN photos only; it now also holds LFPW's,
@@ -68,15 +74,13 @@ def accuracy_table() -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for system in ours["accuracy"]["systems"]:
-        if system["name"] in ("ours int8, flip", "ours int8"):
-            name = system["name"].replace("ours int8, flip", "ours (default for images)")
-            name = name.replace("ours int8", "ours, --flip off (default for video)")
+        if system["name"] == DEFAULT_SYSTEM:
+            name = "ours (default for images)"
             if system["metrics"]["misses"]:  # then the first 171 errors are not HELEN's
                 raise SystemExit(f"{system['name']} missed faces: rerun with the peers")
             lines.append(_row(name, system["detector"], system["errors_io"], 0, ours))
-            if system["name"] == "ours int8, flip":
-                lines.append(_row(f"{name}, HELEN only", system["detector"],
-                                  system["errors_io"][:shared], 0, ours))  # fmt: skip
+            lines.append(_row(f"{name}, HELEN only", system["detector"],
+                              system["errors_io"][:shared], 0, ours))  # fmt: skip
     for system in peers["accuracy"]["systems"]:
         if not system["name"].startswith("ours"):
             lines.append(_row(system["name"] + ", HELEN only", system["detector"],
@@ -90,6 +94,18 @@ def accuracy_table() -> str:
         "(`benchmarks/results/report.md` says how).",
     ]
     return "\n".join(lines)
+
+
+def flip_table() -> str:
+    from benchmarks.flip_tradeoff import markdown
+
+    report = _load(RESULTS / "flip" / "report.json")
+    return "\n".join([
+        f"**Mirror views, accuracy against time** (300w/val, {report['images']} photos, "
+        f"through the command line; {_machine(report)}; `{report['command']}`):",
+        "",
+        markdown(report),
+    ])  # fmt: skip
 
 
 def speed_lines() -> str:
@@ -106,7 +122,8 @@ def speed_lines() -> str:
         f"| landmark step, 1 thread | {ratio['ours_ms']:.1f} ms ({ratio['shipped']}), "
         f"{ratio['ratio']:.1f}x faster than the FAN-4 network ({ratio['fan4_ms']:.0f} ms) |",
         f"| video 640x480, one face, {video['threads']} threads | {video['fps']:.0f} frames/s |",
-        f"| folder with flip, {folder['threads']} threads | {folder['images_per_s']:.1f} "
+        f"| folder, {folder.get('flip', 'on')} flip, {folder['threads']} threads | "
+        f"{folder['images_per_s']:.1f} "
         f"images/s, memory flat ({folder['rss_growth_mib']:+.1f} MiB over the run) |",
     ])  # fmt: skip
 
@@ -114,8 +131,8 @@ def speed_lines() -> str:
 def readme_block() -> str:
     aflw = (RESULTS / "aflw2000" / "val.md").read_text(encoding="utf-8").strip()
     aflw += "\n\n" + (RESULTS / "aflw2000" / "peers.md").read_text(encoding="utf-8").strip()
-    parts = [accuracy_table(), "**3D and head pose, real faces at every yaw**: " + aflw,
-             speed_lines()]  # fmt: skip
+    parts = [accuracy_table(), flip_table(),
+             "**3D and head pose, real faces at every yaw**: " + aflw, speed_lines()]  # fmt: skip
     return f"{START}\n" + "\n\n".join(parts) + f"\n{END}"
 
 

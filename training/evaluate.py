@@ -405,10 +405,10 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None, help="per-image errors as JSON")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument(
-        "--no-flip",
-        dest="flip",
-        action="store_false",
-        help="no mirror-image averaging (the CLI's default for video)",
+        "--flip",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="mirror views as the CLI's --flip (auto: its default for images)",
     )
     parser.add_argument("--wild", action="store_true", help="rotation, close-ups, non-faces")
     parser.add_argument(
@@ -445,13 +445,14 @@ def main() -> int:
     args = parser.parse_args()
 
     from util.aligner import FaceAligner
+    from util.run_options import flip_setting
 
     aligner = FaceAligner(
         model_2d=args.model_2d,
         detector_model=args.detector,
         runtime="onnxruntime",
         threads=args.threads,
-        flip=args.flip,
+        flip=flip_setting(args.flip),
         precision=args.precision,
         **({} if args.recrop_iou is None else {"recrop_iou": args.recrop_iou}),
     )

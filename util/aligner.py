@@ -30,7 +30,13 @@ from .detection_search import DetectionSearch
 from .face import Face, StageTimes
 from .face_frame import face_roll
 from .io import InputError, expand_inputs, read_image
-from .landmark_stage import ORIGINAL_FAN_SPEC, FaceCrop, PresenceGate, load_landmark_model
+from .landmark_stage import (
+    ORIGINAL_FAN_SPEC,
+    FaceCrop,
+    PresenceGate,
+    load_landmark_model,
+    load_mirror_model,
+)
 from .paths import MODELS_DIR
 from .prefetch import prefetched
 from .profile_rescue import ProfileRescue
@@ -88,16 +94,23 @@ class FaceAligner:
         """``running_mode`` "image" (stills) or "video" (frames of one stream, with
         util.tracker.FaceTracker) picks the defaults: the 2D model when ``model_2d`` is
         not given (DEFAULT_MODELS_2D: the accurate one for both, as measured) and
-        ``flip`` when it is None (on for images, off for video, where it would halve
-        the frame rate).
+        ``flip`` when it is None (for images the mirror policy below, for video off,
+        where mirror views would halve the frame rate).
 
-        ``flip`` averages each face with its mirror image: more accurate, twice the
-        landmark cost. ``any_roll`` looks for faces in the image turned by each
-        quarter turn too (four detector passes), so faces at any in-plane angle are
-        found. ``max_pixels``: larger image files are refused when read (default
-        util.io.MAX_PIXELS). ``precision``: the default models' int8 versions when they
-        are there ("int8"), or the fp32 files ("fp32"); model paths given are used as
-        given.
+        ``flip`` True averages each face with its mirror image: more accurate, twice the
+        landmark cost. None for images (``--flip auto``) averages two views at less
+        cost: a face the policy crops again (a third of them) keeps its first crop's
+        unmirrored reading (the probe, which decided the new crop) and adds its new
+        crop's mirror view; the others' mirror view is read by the cheaper network the
+        2D model's spec names (``mirror_model``: models/fan2d_fast for the shipped one),
+        when it is there. docs/experiments.md has what each costs and saves. False reads
+        one view per crop.
+
+        ``any_roll`` looks for faces in the image turned by each quarter turn too (four
+        detector passes), so faces at any in-plane angle are found. ``max_pixels``:
+        larger image files are refused when read (default util.io.MAX_PIXELS).
+        ``precision``: the default models' int8 versions when they are there ("int8"),
+        or the fp32 files ("fp32"); model paths given are used as given.
 
         ``active_3d``: x, y from ``model_3d`` (default models/fan3d_compact.onnx; the
         original 3DFAN-4.onnx loads too), z from the shape prior fitted to them, or from
@@ -114,6 +127,9 @@ class FaceAligner:
         default_model_2d(running_mode)  # an unknown mode fails here, model given or not
         self.running_mode = running_mode
         self.flip = (running_mode == "image") if flip is None else flip
+        # --flip auto: a re-cropped face's probe stands in for its new crop's unmirrored
+        # view, and the mirror model (below) reads the others' mirror views.
+        self.probe_stands_in = flip is None and running_mode == "image"
         self.recrop_iou = recrop_iou
         self.max_pixels = max_pixels
         self.runtime = resolve_runtime(runtime)
@@ -124,6 +140,9 @@ class FaceAligner:
         # landmarks (with the presence check)
         self.landmark_model = load_landmark_model(
             model_2d, default_spec=ORIGINAL_FAN_SPEC, expected_kind="fan2d", **common
+        )
+        self.mirror_model = (
+            load_mirror_model(self.landmark_model, **common) if self.probe_stands_in else None
         )
         # detect: the threshold the 2D model's presence check was chosen with
         if min_score is None and self.landmark_model.presence_threshold is not None:
@@ -147,6 +166,11 @@ class FaceAligner:
         )
         # Median heatmap peak below which a followed face counts as lost (video).
         self.follow_min_score = self.landmark_model.facts.follow_min_score
+
+    @property
+    def flip_mode(self) -> str:
+        """The ``--flip`` this aligner reads with: "auto" (the mirror policy), "on", "off"."""
+        return "auto" if self.probe_stands_in else ("on" if self.flip else "off")
 
     @property
     def quarter_turns(self) -> tuple[int, ...]:
@@ -280,6 +304,7 @@ class FaceAligner:
         # (candidate, crop it ends with, box of that crop, the probe's reading of that
         # crop decoded, or None when the face was cropped again)
         ends = []
+        probe_points = {}  # of the faces cropped again, when their probe stands in
         for candidate, crop, probe in zip(candidates, crops, probes, strict=True):
             if gate.rejects(probe[1]):
                 continue
@@ -293,20 +318,37 @@ class FaceAligner:
             )
             if again is not None:
                 box, roll = again
+                if self.probe_stands_in:
+                    probe_points[len(ends)] = (points, scores)
                 ends.append((candidate, model.crop(image_rgb, box, roll), box, None))
             else:
                 ends.append((candidate, crop, candidate.bbox, (probe, points, scores)))
-        # Read again: the new crops (with flip, both views), and with flip the mirror
-        # view of the others; without flip the others' probe is their reading.
+        # Read again: the new crops (with flip, both views; under --flip auto the mirror
+        # view only, the probe standing in for the other), and with flip the mirror view
+        # of the others (by the mirror model when there is one); without flip the
+        # others' probe is their reading.
         again = [i for i, end in enumerate(ends) if end[3] is None]
         mirror = [i for i, end in enumerate(ends) if end[3] is not None] if self.flip else []
         reads: dict[int, tuple[np.ndarray, float | None]] = {}
-        if mirror:
+        second: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # the mirror model's points
+        if mirror and self.mirror_model is not None:
+            other = self.mirror_model
+            read = other.mirror_views([ends[i][1] for i in mirror])
+            second = {
+                i: other.landmarks(views, ends[i][1])
+                for i, (views, _) in zip(mirror, read, strict=True)
+            }
+        elif mirror:
             probed = [ends[i][3][0] for i in mirror]
             mirrored = model.with_mirror_views([ends[i][1] for i in mirror], probed)
             reads |= dict(zip(mirror, mirrored, strict=True))
         if again:
-            read = model.run_crops([ends[i][1] for i in again], flip=self.flip)
+            new_crops = [ends[i][1] for i in again]
+            read = (
+                model.mirror_views(new_crops)
+                if self.probe_stands_in
+                else model.run_crops(new_crops, flip=self.flip)
+            )
             reads |= dict(zip(again, read, strict=True))
         faces: list[Face] = []
         face_crops: list[FaceCrop] = []
@@ -320,8 +362,14 @@ class FaceAligner:
                 if gate.rejects(presence):
                     continue
                 points, scores = model.landmarks(views, crop)
+                if i in probe_points:  # two views, as flip's, from two crops of the face
+                    points = (points + probe_points[i][0]) / 2.0
+                    scores = (scores + probe_points[i][1]) / 2.0
             else:  # the probe is the reading, judged and decoded above
                 (views, presence), points, scores = first
+                if i in second:  # with the mirror model's view (the presence: the probe's)
+                    points = (points + second[i][0]) / 2.0
+                    scores = (scores + second[i][1]) / 2.0
             faces.append(
                 Face(
                     np.asarray(candidate.bbox, dtype=np.float64),

@@ -175,16 +175,26 @@ class LandmarkModel:
         the mirrored crops go through the model. The upside-down check has the
         unmirrored views already; running them again cost a quarter of the landmark
         step of an image with flip (4 crops per face instead of 3)."""
+        results = []
+        for (maps, face), (mirrored, presence) in zip(
+            single, self.mirror_views(crops), strict=True
+        ):
+            if face is not None and presence is not None:
+                face = (face + presence) / 2.0  # the mean of the views, as run_crops gives
+            results.append((np.concatenate([maps[:1], mirrored]), face))
+        return results
+
+    def mirror_views(self, crops: list[FaceCrop]) -> list[tuple[np.ndarray, float | None]]:
+        """Per crop: ((1, 68, H, W) the mirrored crop's heatmaps, brought back into the
+        crop's frame with the iBUG left/right swap, as ``run_crops`` does; its presence)."""
         if not crops:
             return []
         heat, presence = self._run([np.ascontiguousarray(c.image[:, ::-1]) for c in crops])
-        results = []
-        for i, (maps, face) in enumerate(single):
-            both = np.stack([maps[0], heat[i][MIRROR_PERMUTATION, :, ::-1]])
-            if face is not None and presence is not None:
-                face = (face + float(presence[i])) / 2.0  # the mean of the views, as above
-            results.append((both, face))
-        return results
+        return [
+            (heat[i][MIRROR_PERMUTATION, :, ::-1][None],
+             None if presence is None else float(presence[i]))  # fmt: skip
+            for i in range(len(crops))
+        ]
 
     def _run(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
         """(N, 68, H, W) heatmaps and (N,) presence (or None) of N crops."""
@@ -261,3 +271,25 @@ def load_landmark_model(
                 stacklevel=2,
             )
     return LandmarkModel(model, referee)
+
+
+def load_mirror_model(model: LandmarkModel, **load_args: object) -> LandmarkModel | None:
+    """The model that reads ``model``'s mirror views under --flip auto: the file its
+    spec names (``mirror_model``, beside it), or None when it names none. A named file
+    that is missing is a warning, and ``model`` reads its own mirror views."""
+    name = model.facts.mirror_model if isinstance(model.facts, LandmarkFacts) else None
+    if name is None:
+        return None
+    path = Path(model.model.path).with_name(name)
+    if not path.is_file():
+        warnings.warn(
+            f"{model.model.path}: its mirror model {path} is missing; it reads its own "
+            "mirror views (slower with --flip auto)",
+            stacklevel=2,
+        )
+        return None
+    # Without its presence referee: the views it reads judge no presence (the probe's
+    # does).
+    return LandmarkModel(
+        load_model(path, default_spec=ORIGINAL_FAN_SPEC, expected_kind="fan2d", **load_args)
+    )

@@ -173,6 +173,9 @@ class LandmarkFacts:
     detector_min_score: float | None = _fact(_optional(_number), None)
     presence_referee: PresenceReferee | None = _fact(_optional(_referee), None)
     upright_read_quality: float | None = _fact(_optional(_number), None)
+    # The file beside this one whose mirror view stands in for this model's under
+    # --flip auto (a cheaper network: util.aligner, docs/experiments.md).
+    mirror_model: str | None = _fact(_optional(_text), None)
     # Median heatmap peak below which a followed face counts as lost (video).
     follow_min_score: float = _fact(_number, 0.3)
     # fan3d: the shape fit for its points (training/evaluate_3d.py) and its pose frame

@@ -18,6 +18,12 @@ if TYPE_CHECKING:
 SAMPLE_IMAGE = SAMPLES_DIR / "astronaut.png"  # the input when -i is not given
 
 
+def flip_setting(value: str) -> bool | None:
+    """``--flip``'s value as FaceAligner's ``flip``: "auto" None (the running mode's
+    default: the mirror policy for images, off for video), "on" True, "off" False."""
+    return {"auto": None, "on": True, "off": False}[value]
+
+
 def aligner_options(args: argparse.Namespace) -> dict:
     """FaceAligner's keyword arguments from the flags, threads aside: the one place for
     them, so the Ray engine's actors get the same aligner as this process."""
@@ -30,7 +36,7 @@ def aligner_options(args: argparse.Namespace) -> dict:
         "runtime": args.runtime,
         "env_id": args.env_id,
         "min_score": args.min_score,
-        "flip": args.flip == "on" or (args.flip == "auto" and args.video is None),
+        "flip": flip_setting(args.flip),
         "running_mode": "image" if args.video is None else "video",
         "max_pixels": args.max_pixels,
         "precision": args.precision,
