@@ -52,35 +52,63 @@ def test_a_face_not_cropped_again_averages_its_probe_with_the_mirror_models_view
     off = FaceAligner(flip=False, threads=1, recrop_iou=0.0)
     (face,), (probe,) = auto.align(image), off.align(image)
     np.testing.assert_array_equal(face.landmark_crop[0], probe.landmark_crop[0])
-    points, scores = _mirror_reading(auto.mirror_model, _crop_of(face, image))
+    crop = _crop_of(face, image)
+    points, scores = _mirror_reading(auto.mirror_model, crop)
+    ((_, mirror_presence),) = auto.mirror_model.mirror_views([crop])
     np.testing.assert_allclose(face.landmarks, (probe.landmarks + points) / 2, atol=1e-9)
     np.testing.assert_allclose(face.landmark_scores, (probe.landmark_scores + scores) / 2,
                                atol=1e-6)  # fmt: skip
-    assert face.presence == pytest.approx(probe.presence)  # the probe's
+    # Judged on both views, as flip's presence is.
+    assert face.presence == pytest.approx((probe.presence + mirror_presence) / 2)
     # Not the 2D model's own mirror view: that is --flip on.
     (both,) = FaceAligner(flip=True, threads=1, recrop_iou=0.0).align(image)
     assert np.abs(both.landmarks - face.landmarks).max() > 0.01
 
 
-def test_a_face_cropped_again_averages_its_probe_with_the_new_crops_mirror_view(
+def test_a_face_turned_again_averages_its_probe_with_the_new_crops_mirror_view(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     image = read_image(SAMPLE)
     off = FaceAligner(flip=False, threads=1, recrop_iou=0.0)
     (probe,) = off.align(image)  # the first crop's reading
-    moved = np.asarray(probe.bbox) + [6.0, -4.0, 6.0, -4.0]
+    rolls = {}
 
-    def always_again(points, candidate, crop, box_stats, recrop_iou):  # noqa: ANN001, ANN202, ARG001
-        return moved, 3.0
+    def turn_again(points, candidate, crop, box_stats, recrop_iou):  # noqa: ANN001, ANN202, ARG001
+        rolls["new"] = crop.roll + 12.0
+        return candidate.bbox, rolls["new"]  # the same box, a new roll
 
-    monkeypatch.setattr(crop_policy, "recrop_place", always_again)
+    monkeypatch.setattr(crop_policy, "recrop_place", turn_again)
     auto = FaceAligner(threads=1)
     (face,) = auto.align(image)
     model = auto.landmark_model
-    new_crop = model.crop(image, moved, 3.0)
+    new_crop = model.crop(image, np.asarray(probe.bbox), rolls["new"])
     np.testing.assert_allclose(face.landmark_crop[0], new_crop.matrix)
     points, _ = _mirror_reading(model, new_crop)  # the 2D model's own, not the mirror model's
     np.testing.assert_allclose(face.landmarks, (probe.landmarks + points) / 2, atol=1e-9)
+
+
+def test_the_probe_stands_in_only_near_its_first_box() -> None:
+    box = np.array([100.0, 100.0, 200.0, 200.0])
+    assert crop_policy.probe_can_stand_in(box, box)
+    assert crop_policy.probe_can_stand_in(box, box + [10.0, 0.0, 10.0, 0.0])  # IoU 0.82
+    assert not crop_policy.probe_can_stand_in(box, box + [30.0, 0.0, 30.0, 0.0])  # IoU 0.54
+
+
+def test_a_face_moved_to_a_new_box_is_read_both_ways_as_with_flip_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    image = read_image(SAMPLE)
+
+    def move(points, candidate, crop, box_stats, recrop_iou):  # noqa: ANN001, ANN202, ARG001
+        box = np.asarray(candidate.bbox, np.float64)
+        moved = box + 0.3 * (box[2] - box[0]) * np.array([1.0, 0.0, 1.0, 0.0])
+        assert not crop_policy.probe_can_stand_in(box, moved)  # IoU 0.54
+        return moved, crop.roll
+
+    monkeypatch.setattr(crop_policy, "recrop_place", move)
+    (auto,) = FaceAligner(threads=1).align(image)
+    (on,) = FaceAligner(flip=True, threads=1).align(image)
+    np.testing.assert_array_equal(auto.landmarks, on.landmarks)
 
 
 def test_a_missing_mirror_model_warns_and_the_model_reads_its_own(tmp_path: Path) -> None:

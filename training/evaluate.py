@@ -224,8 +224,9 @@ def close_up(image: np.ndarray, points: np.ndarray, margin: float = 0.05):
 
 
 class CallCounter:
-    """Counts the detector passes and landmark-model crop views an aligner makes, by
-    wrapping its two models' ``run`` (the batch size of a landmark call is its views)."""
+    """Counts the detector passes and landmark-model crop views an aligner makes (the
+    mirror model's too), by wrapping its models' ``run`` (the batch size of a landmark
+    call is its views)."""
 
     def __init__(self, aligner) -> None:
         self.detector_passes = 0
@@ -242,6 +243,15 @@ class CallCounter:
             return landmark_run(*inputs)
 
         detector.run, landmarks.run = count_detector, count_landmarks
+        mirror = getattr(aligner, "mirror_model", None)  # --flip auto's mirror views
+        if mirror is not None:
+            mirror_run = mirror.model.run
+
+            def count_mirror(*inputs: np.ndarray) -> list[np.ndarray]:
+                self.crop_views += int(np.shape(inputs[0])[0])
+                return mirror_run(*inputs)
+
+            mirror.model.run = count_mirror
 
     def snapshot(self) -> tuple[int, int]:
         return self.detector_passes, self.crop_views

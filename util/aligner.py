@@ -129,7 +129,7 @@ class FaceAligner:
         self.flip = (running_mode == "image") if flip is None else flip
         # --flip auto: a re-cropped face's probe stands in for its new crop's unmirrored
         # view, and the mirror model (below) reads the others' mirror views.
-        self.probe_stands_in = flip is None and running_mode == "image"
+        self.flip_auto = flip is None and running_mode == "image"
         self.recrop_iou = recrop_iou
         self.max_pixels = max_pixels
         self.runtime = resolve_runtime(runtime)
@@ -142,7 +142,7 @@ class FaceAligner:
             model_2d, default_spec=ORIGINAL_FAN_SPEC, expected_kind="fan2d", **common
         )
         self.mirror_model = (
-            load_mirror_model(self.landmark_model, **common) if self.probe_stands_in else None
+            load_mirror_model(self.landmark_model, **common) if self.flip_auto else None
         )
         # detect: the threshold the 2D model's presence check was chosen with
         if min_score is None and self.landmark_model.presence_threshold is not None:
@@ -170,7 +170,7 @@ class FaceAligner:
     @property
     def flip_mode(self) -> str:
         """The ``--flip`` this aligner reads with: "auto" (the mirror policy), "on", "off"."""
-        return "auto" if self.probe_stands_in else ("on" if self.flip else "off")
+        return "auto" if self.flip_auto else ("on" if self.flip else "off")
 
     @property
     def quarter_turns(self) -> tuple[int, ...]:
@@ -318,37 +318,38 @@ class FaceAligner:
             )
             if again is not None:
                 box, roll = again
-                if self.probe_stands_in:
+                if self.flip_auto and crop_policy.probe_can_stand_in(candidate.bbox, box):
                     probe_points[len(ends)] = (points, scores)
                 ends.append((candidate, model.crop(image_rgb, box, roll), box, None))
             else:
                 ends.append((candidate, crop, candidate.bbox, (probe, points, scores)))
-        # Read again: the new crops (with flip, both views; under --flip auto the mirror
-        # view only, the probe standing in for the other), and with flip the mirror view
-        # of the others (by the mirror model when there is one); without flip the
-        # others' probe is their reading.
+        # Read again: the new crops (with flip, both views; under --flip auto, near the
+        # first crop, the mirror view only, the probe standing in for the other), and
+        # with flip the mirror view of the others (by the mirror model when
+        # there is one); without flip the others' probe is their reading.
         again = [i for i, end in enumerate(ends) if end[3] is None]
         mirror = [i for i, end in enumerate(ends) if end[3] is not None] if self.flip else []
         reads: dict[int, tuple[np.ndarray, float | None]] = {}
-        second: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # the mirror model's points
+        # the mirror model's reading: (points, scores, presence)
+        second: dict[int, tuple[np.ndarray, np.ndarray, float | None]] = {}
         if mirror and self.mirror_model is not None:
             other = self.mirror_model
             read = other.mirror_views([ends[i][1] for i in mirror])
             second = {
-                i: other.landmarks(views, ends[i][1])
-                for i, (views, _) in zip(mirror, read, strict=True)
+                i: (*other.landmarks(views, ends[i][1]), presence)
+                for i, (views, presence) in zip(mirror, read, strict=True)
             }
         elif mirror:
             probed = [ends[i][3][0] for i in mirror]
             mirrored = model.with_mirror_views([ends[i][1] for i in mirror], probed)
             reads |= dict(zip(mirror, mirrored, strict=True))
+        stood_in = [i for i in again if i in probe_points]
+        again = [i for i in again if i not in probe_points]
+        if stood_in:
+            read = model.mirror_views([ends[i][1] for i in stood_in])
+            reads |= dict(zip(stood_in, read, strict=True))
         if again:
-            new_crops = [ends[i][1] for i in again]
-            read = (
-                model.mirror_views(new_crops)
-                if self.probe_stands_in
-                else model.run_crops(new_crops, flip=self.flip)
-            )
+            read = model.run_crops([ends[i][1] for i in again], flip=self.flip)
             reads |= dict(zip(again, read, strict=True))
         faces: list[Face] = []
         face_crops: list[FaceCrop] = []
@@ -367,9 +368,14 @@ class FaceAligner:
                     scores = (scores + probe_points[i][1]) / 2.0
             else:  # the probe is the reading, judged and decoded above
                 (views, presence), points, scores = first
-                if i in second:  # with the mirror model's view (the presence: the probe's)
-                    points = (points + second[i][0]) / 2.0
-                    scores = (scores + second[i][1]) / 2.0
+                if i in second:  # with the mirror model's view, judged on both views
+                    other_points, other_scores, other_presence = second[i]
+                    if presence is not None and other_presence is not None:
+                        presence = (presence + other_presence) / 2.0
+                    if gate.rejects(presence):
+                        continue
+                    points = (points + other_points) / 2.0
+                    scores = (scores + other_scores) / 2.0
             faces.append(
                 Face(
                     np.asarray(candidate.bbox, dtype=np.float64),

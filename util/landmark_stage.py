@@ -288,8 +288,5 @@ def load_mirror_model(model: LandmarkModel, **load_args: object) -> LandmarkMode
             stacklevel=2,
         )
         return None
-    # Without its presence referee: the views it reads judge no presence (the probe's
-    # does).
-    return LandmarkModel(
-        load_model(path, default_spec=ORIGINAL_FAN_SPEC, expected_kind="fan2d", **load_args)
-    )
+    return load_landmark_model(path, default_spec=ORIGINAL_FAN_SPEC, expected_kind="fan2d",
+                               **load_args)  # fmt: skip
