@@ -72,8 +72,8 @@ def markdown(report: dict) -> str:
     ]
     views = {
         "off": "one (two for a face cropped again)",
-        "auto": "two: the mirror view by `fan2d_fast`; a face cropped again, its first "
-        "crop's and its new crop's mirror",
+        "auto": "two: the mirror view by `fan2d_fast`; a face cropped again near its "
+        "first box, its first crop's view and its new crop's mirror",
         "on": "two (three for a face cropped again)",
     }
     off = report["modes"]["off"]["seconds"]

@@ -47,10 +47,11 @@ def _contract(path: Path) -> tuple[list, list]:
 
 def _spec_without_precision(path: Path) -> dict:
     """The spec less what quantization adds or corrects (the landmark offsets get the
-    int8 model's own bias added)."""
+    int8 model's own bias added, or are measured on its own outputs) and the siblings
+    each file names at its own precision."""
     data = read_spec(path).to_dict()
     for key in ("precision", "quantization", "landmark_offsets", "landmark_offsets_from",
-                "presence_referee"):  # fmt: skip
+                "landmark_offsets_per_yaw", "presence_referee", "mirror_model"):  # fmt: skip
         data["extra"].pop(key, None)
     return data
 
@@ -192,6 +193,15 @@ def test_shipped_int8_contract_matches_fp32(fp32: Path, int8: Path) -> None:
     if offsets[0] is not None:  # corrected by the int8 model's own bias: a small change
         moved = np.linalg.norm(np.subtract(offsets[1], offsets[0]), axis=1)
         assert moved.shape == (68,) and moved.max() < 0.5
+    # Each file's yaw term is measured on its own outputs (training/calibrate_3d.py).
+    per_yaw = [read_spec(p).extra.get("landmark_offsets_per_yaw") for p in (fp32, int8)]
+    if per_yaw[0] is not None:
+        assert np.linalg.norm(np.subtract(per_yaw[1], per_yaw[0]), axis=1).max() < 1.5
+    # --flip auto's mirror model: the sibling at the same precision.
+    mirror = [read_spec(p).extra.get("mirror_model") for p in (fp32, int8)]
+    if mirror[0] is not None:
+        assert mirror[1] == mirror[0].replace(".onnx", ".int8.onnx")
+        assert (fp32.parent / mirror[0]).is_file() and (int8.parent / mirror[1]).is_file()
     meta = {p.key: p.value for p in __import__("onnx").load(str(int8)).metadata_props}
     assert json.loads(meta["model_spec"])["extra"]["precision"] == "int8"
 
@@ -322,5 +332,7 @@ def test_cli_says_in_one_line_that_an_int8_file_runs_without_its_referee(
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("warning: "), done.stderr
+    # One line for the missing referee, one for the missing --flip auto mirror model.
+    assert len(lines) == 2 and all(line.startswith("warning: ") for line in lines), done.stderr
     assert PAIRS[0][0].name in lines[0] and "Traceback" not in done.stderr
+    assert "fan2d_fast.int8.onnx is missing" in lines[1]

@@ -122,7 +122,8 @@ def speed_lines() -> str:
         f"| landmark step, 1 thread | {ratio['ours_ms']:.1f} ms ({ratio['shipped']}), "
         f"{ratio['ratio']:.1f}x faster than the FAN-4 network ({ratio['fan4_ms']:.0f} ms) |",
         f"| video 640x480, one face, {video['threads']} threads | {video['fps']:.0f} frames/s |",
-        f"| folder, {folder.get('flip', 'on')} flip, {folder['threads']} threads | "
+        # (reports before --flip auto ran the folder with flip on, and do not say so)
+        f"| folder, --flip {folder.get('flip', 'on')}, {folder['threads']} threads | "
         f"{folder['images_per_s']:.1f} "
         f"images/s, memory flat ({folder['rss_growth_mib']:+.1f} MiB over the run) |",
     ])  # fmt: skip
