@@ -39,6 +39,8 @@ def test_flip_modes_of_the_api_and_the_cli() -> None:
     # The shipped 2D file names its mirror model, loaded only where it is used.
     assert auto.mirror_model.model.path.name == "fan2d_fast.int8.onnx"
     assert on.mirror_model is None and video.mirror_model is None
+    assert auto.sources()["mirror views"].endswith("fan2d_fast.int8.onnx")  # the info line
+    assert "mirror views" not in on.sources()
     parser = build_parser()
     for value, flip in (("auto", None), ("on", True), ("off", False)):
         assert aligner_options(parser.parse_args(["-i", "a.jpg", "--flip", value]))["flip"] is flip

@@ -183,6 +183,8 @@ class FaceAligner:
             "detector": str(self.detector.model.path),
             "2D model": str(self.landmark_model.model.path),
         }
+        if self.mirror_model is not None:  # --flip auto
+            out["mirror views"] = str(self.mirror_model.model.path)
         return out | (self.stage_3d.sources() if self.stage_3d else {})
 
     # -- the pipeline -------------------------------------------------------------------
