@@ -113,7 +113,8 @@ def target_summary(speed: dict) -> list[str]:
     if folder.get("images_per_s"):
         rate = folder["images_per_s"]
         lines.append(
-            f"  folder with flip, {FOLDER_THREADS} threads ({folder.get('workers', 1)} "
+            f"  folder, --flip {folder.get('flip', 'on')}, {FOLDER_THREADS} threads "
+            f"({folder.get('workers', 1)} "
             f"worker(s) x {folder.get('session_threads', folder['threads'])} onnxruntime "
             f"thread(s)), {folder['images']} images: {rate:.1f} images/s "
             f"({_cpu(folder.get('cpu_ms_per_image'))} ms CPU per image); target "
