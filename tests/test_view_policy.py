@@ -122,3 +122,19 @@ def test_a_missing_mirror_model_warns_and_the_model_reads_its_own(tmp_path: Path
         aligner = FaceAligner(model_2d=tmp_path / "fan2d_compact.int8.onnx", threads=1)
     assert aligner.mirror_model is None and aligner.flip_mode == "auto"
     assert len(aligner.align(SAMPLE)) == 1
+
+
+def test_a_half_turned_twin_read_surely_wins_on_its_heatmaps() -> None:
+    from util.heatmap_codec import gaussian_maps
+
+    model = FaceAligner(threads=1).landmark_model
+    points = np.tile([[30.0, 32.0]], (68, 1))
+
+    def views(peak: float) -> np.ndarray:
+        maps = peak * gaussian_maps(points, 64, 1.5)[None]
+        assert model.codec.peaks(maps)[1].mean() == pytest.approx(peak, rel=0.02)
+        return maps
+
+    assert crop_policy.sure_twin(model, views(0.57), views(0.34))  # the sweep's face
+    assert not crop_policy.sure_twin(model, views(0.50), views(0.25))  # not sure enough
+    assert not crop_policy.sure_twin(model, views(0.60), views(0.45))  # not far enough ahead

@@ -25,6 +25,15 @@ ROLL_RECROP_DEGREES = 15.0
 # 1.11x of whole photos; at 0.65, 1.04x (as --flip on) and val 3.38 %, at 1.20x the
 # command line's time of --flip off; for none (same box only), 1.03x but 1.35x.
 PROBE_STANDS_IN_IOU = 0.65
+# The twin check compares peak x presence, but since the presence head was retrained on
+# profiles (aa09390) an upside-down face's upright crop can score 0.98 at a mean peak of
+# 0.34 while its twin, the right reading, scores 0.21 at 0.57: the rotation sweep's 180
+# deg read 6.4 % (1.9x upright). A twin whose mean peak is at least TWIN_SURE_PEAK (good
+# upright readings peak about 0.65) and TWIN_PEAK_RATIO times the upright crop's wins on
+# its heatmaps. Measured on the unsure crops of the 249 AFLW2000-3D validation faces
+# (profiles: no twin peak above 0.52) and of the sweep's 180 deg faces.
+TWIN_SURE_PEAK = 0.55
+TWIN_PEAK_RATIO = 1.5
 # Roll (degrees) past which a face found by an upright detector pass stands outside
 # BlazeFace's range (it finds faces within about 45 deg of upright, util/detect.py) and
 # the model's (trained for a residual roll up to 45 deg): the turned passes look again.
@@ -92,6 +101,15 @@ def upright_box(landmarks: np.ndarray, roll: float, stats: dict) -> np.ndarray:
     return np.concatenate([moved - half, moved + half])
 
 
+def sure_twin(model: LandmarkModel, twin_views: np.ndarray, upright_views: np.ndarray) -> bool:
+    """Whether the half-turned twin's reading wins on its heatmaps alone: peaks as high as
+    a good upright reading's (TWIN_SURE_PEAK) and TWIN_PEAK_RATIO times the upright
+    crop's. The presence of a half-turned crop is unreliable (see TWIN_SURE_PEAK)."""
+    twin = float(model.codec.peaks(twin_views)[1].mean())
+    upright = float(model.codec.peaks(upright_views)[1].mean())
+    return twin >= TWIN_SURE_PEAK and twin >= TWIN_PEAK_RATIO * upright
+
+
 def upright_or_upside_down(
     model: LandmarkModel, image_rgb: np.ndarray, candidates: list[Candidate], crops: list[FaceCrop]
 ) -> tuple[list[FaceCrop], list]:
@@ -113,7 +131,9 @@ def upright_or_upside_down(
         return crops, probes
     twins = [model.crop(image_rgb, candidates[i].bbox, candidates[i].roll + 180.0) for i in unsure]
     for i, twin, probe in zip(unsure, twins, model.run_crops(twins, flip=False), strict=True):
-        if model.reading_quality(*probe) > model.reading_quality(*probes[i]):
+        if model.reading_quality(*probe) > model.reading_quality(*probes[i]) or sure_twin(
+            model, probe[0], probes[i][0]
+        ):
             crops[i], probes[i] = twin, probe
     return crops, probes
 
