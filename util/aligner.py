@@ -99,11 +99,12 @@ class FaceAligner:
 
         ``flip`` True averages each face with its mirror image: more accurate, twice the
         landmark cost. None for images (``--flip auto``) averages two views at less
-        cost: a face the policy crops again (a third of them) keeps its first crop's
-        unmirrored reading (the probe, which decided the new crop) and adds its new
-        crop's mirror view; the others' mirror view is read by the cheaper network the
-        2D model's spec names (``mirror_model``: models/fan2d_fast for the shipped one),
-        when it is there. docs/experiments.md has what each costs and saves. False reads
+        cost: a face the policy crops again near its first box (crop_policy.
+        probe_can_stand_in) keeps its first crop's unmirrored reading (the probe, which
+        decided the new crop) and adds its new crop's mirror view; the others' mirror
+        view is read by the cheaper network the 2D model's spec names (``mirror_model``:
+        models/fan2d_fast for the shipped one), when it is there, and their presence is
+        the mean of both views'. docs/experiments.md has what each costs and saves. False reads
         one view per crop.
 
         ``any_roll`` looks for faces in the image turned by each quarter turn too (four
