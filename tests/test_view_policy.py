@@ -11,17 +11,10 @@ import pytest
 from training.paths import MODELS_DIR, SAMPLES_DIR
 from util import crop_policy
 from util.aligner import FaceAligner
-from util.crop import warp_crop
 from util.io import read_image
 from util.landmark_stage import FaceCrop, LandmarkModel
 
 SAMPLE = SAMPLES_DIR / "astronaut.png"
-
-
-def _crop_of(face, image: np.ndarray) -> FaceCrop:  # noqa: ANN001
-    matrix, size = face.landmark_crop
-    side = size / float(np.hypot(*matrix[0, :2]))
-    return FaceCrop(warp_crop(image, matrix, size), matrix, side, face.roll)
 
 
 def _mirror_reading(model: LandmarkModel, crop: FaceCrop) -> tuple[np.ndarray, np.ndarray]:
@@ -54,7 +47,7 @@ def test_a_face_not_cropped_again_averages_its_probe_with_the_mirror_models_view
     off = FaceAligner(flip=False, threads=1, recrop_iou=0.0)
     (face,), (probe,) = auto.align(image), off.align(image)
     np.testing.assert_array_equal(face.landmark_crop[0], probe.landmark_crop[0])
-    crop = _crop_of(face, image)
+    crop = FaceCrop.of_face(image, face)
     points, scores = _mirror_reading(auto.mirror_model, crop)
     ((_, mirror_presence),) = auto.mirror_model.mirror_views([crop])
     np.testing.assert_allclose(face.landmarks, (probe.landmarks + points) / 2, atol=1e-9)

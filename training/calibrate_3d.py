@@ -42,9 +42,10 @@ from training.aflw import AflwLabels, balanced, gt_box_size, nearest_face, split
 from training.export import write_spec
 from training.paths import MODELS_DIR
 from util.aligner import FaceAligner
-from util.crop import transform_points, warp_crop
+from util.crop import transform_points
 from util.depth import ShapeFitDepth
 from util.face_frame import face_rotation
+from util.heatmap_codec import HeatmapCodec
 from util.io import read_image
 from util.landmark_stage import ORIGINAL_FAN3D_SPEC, FaceCrop, LandmarkModel
 from util.landmarks import MIRROR_PERMUTATION, NUM_LANDMARKS, nme
@@ -80,10 +81,7 @@ def crops_of(labels: AflwLabels, aligner: FaceAligner, progress: bool) -> dict[i
         k = nearest_face([f.landmarks.mean(0) for f in faces], labels.pt3d[i])
         if k is None:
             continue
-        matrix, size = faces[k].landmark_crop
-        matrix = np.asarray(matrix, np.float64)
-        side = size / float(np.hypot(*matrix[0, :2]))
-        out[i] = FaceCrop(warp_crop(image, matrix, size), matrix, side, faces[k].roll)
+        out[i] = FaceCrop.of_face(image, faces[k])
     return out
 
 
@@ -95,8 +93,7 @@ def read_all(
     for i, crop in crops.items():
         views, _ = model.run_crops([crop], flip=True)[0]
         peaks = model.peaks(views)[0]
-        raw = transform_points(model.codec.to_crop(peaks), crop.inverse)
-        readings.append(Reading(i, peaks, crop, calibration_yaw(prior, raw, model)))
+        readings.append(Reading(i, peaks, crop, calibration_yaw(prior, model, peaks, crop)))
     return readings
 
 
@@ -129,24 +126,16 @@ def fit_offsets(
 
 
 def balanced_nme(
-    readings: list[Reading], model: LandmarkModel, labels: AflwLabels, fitter: ShapeFitDepth
+    readings: list[Reading], codec: HeatmapCodec, labels: AflwLabels, fitter: ShapeFitDepth
 ) -> tuple[list[float], float]:
     """Per |yaw| bin and balanced NME of the readings' ``landmarks_3d`` x, y, made as the
-    3D stage makes them (the model's calibration, then the shape fit)."""
+    3D stage makes them (``codec``'s calibration, then the shape fit)."""
     errors = []
     for r in readings:
-        xy = transform_points(model.codec.correct(r.peaks, r.yaw), r.crop.inverse)
+        xy = transform_points(codec.correct(r.peaks, r.yaw), r.crop.inverse)
         gt = labels.pt3d[r.index]
         errors.append(nme(fitter.fit_points(xy)[0][:, :2], gt, float(gt_box_size(gt))))
     return balanced(np.array(errors), labels.yaw_bin[[r.index for r in readings]])
-
-
-def calibrated(model: LandmarkModel, offsets: np.ndarray, per_yaw: np.ndarray) -> LandmarkModel:
-    """``model`` with these offsets in its codec (its file untouched)."""
-    codec = dataclasses.replace(model.codec, landmark_offsets=offsets, offsets_per_yaw=per_yaw)
-    clone = LandmarkModel(model.model)
-    clone.codec = codec
-    return clone
 
 
 def percent(values: list[float], mean: float) -> str:
@@ -189,9 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     for path, model in models:
         readings = {part: read_all(model, crops[part], prior) for part in parts}
         fitter = ShapeFitDepth.from_facts(prior, model.facts)
-        before = {part: balanced_nme(readings[part], model, parts[part], fitter) for part in parts}
+        before = {
+            part: balanced_nme(readings[part], model.codec, parts[part], fitter) for part in parts
+        }
         offsets, per_yaw = fit_offsets(readings["train"], model, parts["train"])
-        new = calibrated(model, offsets, per_yaw)
+        new = dataclasses.replace(model.codec, landmark_offsets=offsets, offsets_per_yaw=per_yaw)
         scored = []
         for from_yaw, regulariser in FAR_SIDE_GRID:
             trial = ShapeFitDepth(prior, fitter.regulariser, fitter.turned, (from_yaw, regulariser))

@@ -231,27 +231,25 @@ class CallCounter:
     def __init__(self, aligner) -> None:
         self.detector_passes = 0
         self.crop_views = 0
-        detector, landmarks = aligner.detector.model, aligner.landmark_model.model
-        detector_run, landmark_run = detector.run, landmarks.run
+        detector = aligner.detector.model
+        detector_run = detector.run
 
         def count_detector(*inputs: np.ndarray) -> list[np.ndarray]:
             self.detector_passes += 1
             return detector_run(*inputs)
 
-        def count_landmarks(*inputs: np.ndarray) -> list[np.ndarray]:
-            self.crop_views += int(np.shape(inputs[0])[0])
-            return landmark_run(*inputs)
-
-        detector.run, landmarks.run = count_detector, count_landmarks
-        mirror = getattr(aligner, "mirror_model", None)  # --flip auto's mirror views
-        if mirror is not None:
-            mirror_run = mirror.model.run
-
-            def count_mirror(*inputs: np.ndarray) -> list[np.ndarray]:
+        def counting_views(run):  # noqa: ANN001, ANN202 - a model's run, wrapped
+            def count_views(*inputs: np.ndarray) -> list[np.ndarray]:
                 self.crop_views += int(np.shape(inputs[0])[0])
-                return mirror_run(*inputs)
+                return run(*inputs)
 
-            mirror.model.run = count_mirror
+            return count_views
+
+        detector.run = count_detector
+        # the 2D model, and --flip auto's mirror model
+        for model in (aligner.landmark_model, getattr(aligner, "mirror_model", None)):
+            if model is not None:
+                model.model.run = counting_views(model.model.run)
 
     def snapshot(self) -> tuple[int, int]:
         return self.detector_passes, self.crop_views

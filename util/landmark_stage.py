@@ -11,6 +11,7 @@ import os
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,6 +28,9 @@ from .runtime import (
     load_model,
     shape_fits,
 )
+
+if TYPE_CHECKING:
+    from .face import Face
 
 # The original 2DFAN-4.onnx / 3DFAN-4.onnx carry no metadata: RGB, 0-1 floats, NCHW.
 # Their crop is FAN's own (side about 2x the detector box); with BlazeFace boxes this
@@ -55,6 +59,15 @@ class FaceCrop:
     @property
     def inverse(self) -> np.ndarray:
         return invert_matrix(self.matrix)
+
+    @classmethod
+    def of_face(cls, image_rgb: np.ndarray, face: Face) -> FaceCrop:
+        """The crop a face's 2D reading ended with (``Face.landmark_crop``), cut again
+        from ``image_rgb``."""
+        matrix, size = face.landmark_crop
+        matrix = np.asarray(matrix, np.float64)
+        side = size / float(np.hypot(*matrix[0, :2]))
+        return cls(warp_crop(image_rgb, matrix, size), matrix, side, face.roll)
 
 
 @dataclass(frozen=True)
@@ -237,13 +250,15 @@ class LandmarkModel:
         (``HeatmapCodec.peaks``: each view decoded, the points averaged)."""
         return self.codec.peaks(views)
 
-    def landmarks(
-        self, views: np.ndarray, crop: FaceCrop, yaw: float | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Heatmap views -> ((68, 2) original-image points, (68,) peak scores);
-        ``yaw``: the face's, for a model whose calibration depends on it."""
-        in_crop, scores = self.codec.decode(views, yaw)
-        return transform_points(in_crop, crop.inverse), scores
+    def landmarks(self, views: np.ndarray, crop: FaceCrop) -> tuple[np.ndarray, np.ndarray]:
+        """Heatmap views -> ((68, 2) original-image points, (68,) peak scores)."""
+        peaks, scores = self.peaks(views)
+        return self.to_image(peaks, crop), scores
+
+    def to_image(self, peaks: np.ndarray, crop: FaceCrop, yaw: float | None = None) -> np.ndarray:
+        """(68, 2) heatmap peaks -> original-image points, corrected by the model's
+        calibration (at the face's ``yaw``, for a model whose calibration depends on it)."""
+        return transform_points(self.codec.correct(peaks, yaw), crop.inverse)
 
 
 def load_landmark_model(

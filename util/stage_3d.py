@@ -27,10 +27,13 @@ from .shape_prior import ShapePrior, fit_to_2d, fit_yaw
 DEFAULT_MODEL_3D = MODELS_DIR / "fan3d_compact.onnx"
 
 
-def calibration_yaw(prior: ShapePrior, points: np.ndarray, model: LandmarkModel) -> float:
+def calibration_yaw(
+    prior: ShapePrior, model: LandmarkModel, peaks: np.ndarray, crop: FaceCrop
+) -> float:
     """The yaw (degrees, the shape fit's sign) at which a 3D model's yaw-dependent
-    offsets are read: the fit, at the model's regulariser, to its uncorrected points.
-    training/calibrate_3d.py measures the offsets at this same yaw."""
+    offsets are read: the fit, at the model's regulariser, to its uncorrected points
+    (``peaks`` of ``crop``). training/calibrate_3d.py measures the offsets at this yaw."""
+    points = transform_points(model.codec.to_crop(peaks), crop.inverse)
     fit = fit_to_2d(prior, points, regulariser=model.facts.shape_fit_regulariser)
     return float(fit_yaw(fit.rotation))
 
@@ -126,11 +129,11 @@ class Stage3D:
             results = model.run_crops(crops, flip=flip)
             points = []
             for crop, (views, _) in zip(crops, results, strict=True):
+                peaks, _ = model.peaks(views)
                 yaw = None
                 if model.codec.offsets_per_yaw is not None:
-                    raw = transform_points(model.codec.to_crop(model.peaks(views)[0]), crop.inverse)
-                    yaw = calibration_yaw(self.prior, raw, model)
-                points.append(model.landmarks(views, crop, yaw)[0])
+                    yaw = calibration_yaw(self.prior, model, peaks, crop)
+                points.append(model.to_image(peaks, crop, yaw))
         self.times.add("landmarks_3d", time.perf_counter() - start)
         start = time.perf_counter()
         for face, crop, xy in zip(faces, crops, points, strict=True):
